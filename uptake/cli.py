@@ -1,0 +1,65 @@
+"""The ``uptake`` command line: one typer app that each package adds its commands to.
+
+Core commands (up, broker, mlflow, status) live in ``uptake.commands``; each service package
+exposes ``register(app)`` in its own ``cli`` module, listed in ``COMMAND_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from uptake.errors import UptakeError
+
+COMMAND_MODULES = (
+    "uptake.commands",
+    "pipeline.eval.cli",
+    "pipeline.train.cli",
+)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="uptake",
+        help="Adopt new open-weight model releases hands-off.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # package not built yet
+            raise
+        module.register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: expected failures become one line on stderr and an exit code."""
+    app = build_app()
+    try:
+        app(args=argv, standalone_mode=False)
+    except UptakeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

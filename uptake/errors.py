@@ -1,0 +1,43 @@
+"""Errors that the CLI turns into one clear line and an exit code instead of a traceback."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+class UptakeError(Exception):
+    """Base for expected failures: the message is shown to the user as is."""
+
+    exit_code: int = 1
+
+
+class InputError(UptakeError):
+    """Bad input from the user (config, suite, recipe, arguments): exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """The settings or YAML config file are invalid."""
+
+
+class DependencyError(UptakeError):
+    """A required external piece (broker binary, server) is missing or unreachable."""
+
+    exit_code = 3
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """Render every problem of a pydantic error on one line, each naming its field path."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc != "<root>" else prefix
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        given = err.get("input")
+        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {given!r})"
+        parts.append(f"{loc}: {msg}{shown}")
+    return "; ".join(parts)

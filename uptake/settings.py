@@ -1,0 +1,186 @@
+"""Settings: defaults < YAML config file < ``UPTAKE_*`` environment < explicit overrides.
+
+One object describes the whole deployment so every service reads the same broker, MLflow and
+state-dir locations. Secrets (judge key, webhook secrets) come only from the environment:
+they are ``SecretStr`` and refused in the YAML file, which tends to end up in git.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from uptake.errors import ConfigError, describe_validation_error
+
+SECRET_FIELDS = {("judge", "api_key"), ("mlflow", "webhook_secret"), ("hf_token",)}
+
+
+class Section(BaseModel):
+    """A strict config section: unknown keys are typos, and typos are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicNames(Section):
+    releases: str = "uptake.releases"
+    runs: str = "uptake.runs"
+    decisions: str = "uptake.decisions"
+    dlq: str = "uptake.dlq"
+
+
+class KafkaSettings(Section):
+    """Tuning for the bus. Keep ``max_poll_interval_ms`` modest: the embedded broker finishes
+    a group join only after the rebalance timeout, which kafka-python derives from it."""
+
+    client_id: str = "uptake"
+    partitions: int = Field(3, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    topics: TopicNames = TopicNames()
+    max_poll_interval_ms: int = Field(10_000, ge=1_000)
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    max_retries: int = Field(3, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0)
+    poll_timeout_ms: int = Field(500, ge=10)
+
+
+class MLflowSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=1, le=65535)
+    backend_store_uri: str | None = None  # default: sqlite under the state dir
+    registered_model: str = "uptake-legal"
+    webhook_secret: SecretStr | None = None  # env only: UPTAKE_MLFLOW__WEBHOOK_SECRET
+
+
+class JudgeSettings(Section):
+    """An LLM judge behind any OpenAI-compatible endpoint."""
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None  # env only: UPTAKE_JUDGE__API_KEY
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self.model)
+
+
+class Settings(BaseSettings):
+    """Everything a service needs to find the others. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="UPTAKE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Path(".uptake")
+    kafka_bootstrap: str | None = None  # unset: `uptake up` starts the embedded broker
+    mlflow_tracking_uri: str | None = None  # unset: the local MLflow server of `uptake up`
+    broker_bin: Path | None = None
+    hf_token: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trust_remote_code_allowlist: list[str] = Field(default_factory=list)
+    kafka: KafkaSettings = KafkaSettings()
+    mlflow: MLflowSettings = MLflowSettings()
+    judge: JudgeSettings = JudgeSettings()
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_port(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
+        return value
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.mlflow.host}:{self.mlflow.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _CONFIG_FILE.get("path")
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid config {path}{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {path}: top level must be a mapping, got {type(data).__name__}")
+    for secret in SECRET_FIELDS:
+        node: Any = data
+        for key in secret:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            name = ".".join(secret)
+            env = "UPTAKE_" + "__".join(s.upper() for s in secret)
+            raise ConfigError(
+                f"invalid config {path}: {name}: secrets are read from the environment only ({env})"
+            )
+    return data
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the YAML file (``config`` or ``UPTAKE_CONFIG``), env and overrides.
+
+    Raises ConfigError with a single line naming every invalid field.
+    """
+    raw = config if config is not None else os.environ.get("UPTAKE_CONFIG") or None
+    path = Path(raw) if raw else None
+    where = f" {path}" if path else ""
+    if path is not None:
+        _read_yaml(path)  # clear errors for missing files, syntax and secrets
+    _CONFIG_FILE["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config{where}: {describe_validation_error(exc)}") from None
+    finally:
+        _CONFIG_FILE["path"] = None

@@ -1,0 +1,148 @@
+"""Build tiny, randomly initialised causal LMs with a freshly trained tokenizer.
+
+Nothing can be downloaded from the Hub on CI or in air-gapped clusters, yet tests, benchmarks
+and ``uptake demo`` need real transformers checkpoints. This module writes one to a directory:
+a config with random weights (safetensors) and a byte-level BPE tokenizer trained on a corpus.
+The knobs reproduce the ways real new releases differ (no chat template, pad == EOS, a template
+without ``{% generation %}`` markers) so the pipeline's preflight can be exercised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Arch = Literal["llama", "qwen2", "gpt2"]
+TemplateKind = Literal["generation", "plain", "none"]
+
+# ChatML-style templates. "generation" marks assistant turns for assistant-only loss.
+CHATML_GENERATION_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+    "{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHATML_PLAIN_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
+
+DEFAULT_CORPUS = (
+    "The client asks whether the filing deadline has passed.",
+    "Under the statute the notice must be served within thirty days.",
+    "We recommend that the client files the petition before the deadline.",
+    "This memo summarises the governing provision and the required steps.",
+    "The employer must give written notice; the court will not guarantee an outcome.",
+)
+
+
+class TinyModelSpec(BaseModel):
+    """What to build. Defaults give a ~0.4M-parameter Llama that trains in seconds on a CPU."""
+
+    arch: Arch = "llama"
+    hidden_size: int = Field(128, ge=16)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(256, ge=16)
+    vocab_size: int = Field(600, ge=300)
+    max_position_embeddings: int = Field(1024, ge=64)
+    chat_template: TemplateKind = "generation"
+    pad_equals_eos: bool = False
+    seed: int = 0
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int):  # -> PreTrainedTokenizerFast
+    """Train a byte-level BPE tokenizer; byte-level means no input is ever unknown."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+
+
+def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int):
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = {"vocab_size": vocab, "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
+    if spec.arch == "gpt2":
+        return GPT2Config(
+            n_embd=spec.hidden_size,
+            n_layer=spec.num_layers,
+            n_head=spec.num_heads,
+            n_inner=spec.intermediate_size,
+            n_positions=spec.max_position_embeddings,
+            **common,
+        )
+    cls = LlamaConfig if spec.arch == "llama" else Qwen2Config
+    return cls(
+        hidden_size=spec.hidden_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        intermediate_size=spec.intermediate_size,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        **common,
+    )
+
+
+def build_tiny_model(
+    out_dir: str | Path,
+    spec: TinyModelSpec | None = None,
+    corpus: Iterable[str] | None = None,
+) -> Path:
+    """Write a random-weight model + trained tokenizer to ``out_dir`` (safetensors) and return it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = spec or TinyModelSpec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = list(corpus) if corpus is not None else list(DEFAULT_CORPUS)
+    tokenizer = train_tokenizer(texts, spec.vocab_size)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    if spec.pad_equals_eos:
+        tokenizer.pad_token = tokenizer.eos_token
+    else:
+        tokenizer.pad_token = "<|pad|>"
+    tokenizer.bos_token = "<|endoftext|>"
+    if spec.chat_template == "generation":
+        tokenizer.chat_template = CHATML_GENERATION_TEMPLATE
+    elif spec.chat_template == "plain":
+        tokenizer.chat_template = CHATML_PLAIN_TEMPLATE
+    else:
+        tokenizer.chat_template = None
+
+    config = _config(
+        spec,
+        vocab=len(tokenizer),
+        bos=tokenizer.bos_token_id,
+        eos=tokenizer.eos_token_id,
+        pad=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
