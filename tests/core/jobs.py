@@ -1,0 +1,59 @@
+"""Targets for long jobs and consumer subprocesses (must be importable: children are spawned)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def slow_job(marker: str, seconds: float) -> None:
+    """Append our pid to ``marker``, then work for ``seconds``."""
+    with Path(marker).open("a") as fh:
+        fh.write(f"start {os.getpid()}\n")
+    time.sleep(seconds)
+    with Path(marker).open("a") as fh:
+        fh.write("done\n")
+
+
+def failing_job(message: str) -> None:
+    raise RuntimeError(message)
+
+
+def crashing_job() -> None:
+    os._exit(7)
+
+
+def consume_forever(group: str, marker: str, block: str) -> None:
+    """Run a consumer whose handler records each event id and then blocks (or not).
+
+    ``block``: "forever" – the handler never returns (the test kills us before commit);
+    "no" – handle and commit normally until SIGTERM.
+    """
+    from uptake.bus import EventConsumer
+    from uptake.settings import load_settings
+
+    settings = load_settings()
+
+    def handler(event, record):
+        with Path(marker).open("a") as fh:
+            fh.write(f"{event.event_id} {record.offset}\n")
+            fh.flush()
+        if block == "forever":
+            while True:
+                time.sleep(1)
+
+    consumer = EventConsumer(settings, group, [settings.kafka.topics.runs], handler)
+    consumer.install_signal_handlers()
+    with Path(marker + ".ready").open("w") as fh:
+        fh.write("ready\n")
+    try:
+        consumer.run()
+    finally:
+        consumer.close()
+    print("consumer stopped cleanly", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    consume_forever(sys.argv[1], sys.argv[2], sys.argv[3])

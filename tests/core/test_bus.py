@@ -1,0 +1,240 @@
+"""The Kafka bus against the real embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.core.events_factory import RID, one_of_each
+from tests.core.jobs import crashing_job, failing_job, slow_job
+from tests.core.kafka_helpers import committed_offset, read_topic
+from uptake.bus import EventConsumer, EventProducer, LongJob, ensure_topics, topic_for
+from uptake.events import DeadLetter, RunStage, decode_event
+from uptake.settings import Settings
+
+
+def _stage(step: int) -> RunStage:
+    return RunStage(release_id=RID, stage="train", step=step)
+
+
+def test_ensure_topics_creates_once(settings: Settings) -> None:
+    created = ensure_topics(settings)
+    assert sorted(created) == sorted(settings.kafka.topics.model_dump().values())
+    assert ensure_topics(settings) == []
+
+
+def test_keyed_round_trip_of_every_event_type(settings: Settings) -> None:
+    ensure_topics(settings)
+    events = one_of_each()
+    with EventProducer(settings, "test") as producer:
+        for event in events:
+            producer.publish(event)
+    topics = sorted({topic_for(settings, e) for e in events})
+    seen: dict[str, tuple] = {}
+
+    def handler(event, record):
+        seen[event.event_id] = (event, record.key.decode(), record.topic)
+
+    with EventConsumer(settings, "roundtrip", topics, handler) as consumer:
+        consumer.run(until=lambda: len(seen) == len(events), timeout_s=30)
+    assert len(seen) == len(events)
+    for event in events:
+        got, key, topic = seen[event.event_id]
+        assert got == event
+        assert key == event.key()
+        assert topic == topic_for(settings, event)
+
+
+def test_poison_messages_go_to_dlq_and_consumer_keeps_going(settings: Settings) -> None:
+    ensure_topics(settings)
+    runs = settings.kafka.topics.runs
+    good = _stage(1)
+    newer = json.loads(_stage(2).to_json())
+    newer["schema_version"] = 99
+    poison = [
+        (b"{not json", "invalid_json"),
+        (json.dumps({**newer, "type": "run.exploded", "schema_version": 1}).encode(), "unknown_type"),
+        (json.dumps(newer).encode(), "unsupported_schema_version"),
+    ]
+    with EventProducer(settings, "test") as producer:
+        offsets = [producer.send_raw(runs, RID, value) for value, _ in poison]
+        producer.publish(good)
+    handled = []
+    with EventConsumer(settings, "poison", [runs], lambda e, r: handled.append(e)) as consumer:
+        stats = consumer.run(until=lambda: bool(handled), timeout_s=30)
+    assert handled == [good]
+    assert stats.dead_lettered == 3
+    letters = [decode_event(r.value) for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 3)]
+    assert len(letters) == 3
+    by_offset = {dl.origin_offset: dl for dl in letters}
+    for offset, (value, kind) in zip(offsets, poison, strict=True):
+        letter = by_offset[offset]
+        assert isinstance(letter, DeadLetter)
+        assert letter.origin_topic == runs
+        assert letter.error_kind == kind
+        assert letter.consumer_group == "poison"
+        assert letter.origin_key == RID
+        assert letter.payload == value.decode("utf-8", errors="replace")
+    # all four committed: a restart would not see them again
+    partition = letters[0].origin_partition
+    assert committed_offset(settings.kafka_bootstrap, "poison", runs, partition) == offsets[-1] + 2
+
+
+def test_handler_errors_retry_then_dead_letter(settings: Settings) -> None:
+    ensure_topics(settings)
+    runs = settings.kafka.topics.runs
+    with EventProducer(settings, "test") as producer:
+        producer.publish(_stage(1))
+        producer.publish(_stage(2))
+    calls: dict[int, int] = {}
+
+    def handler(event, record):
+        calls[event.step] = calls.get(event.step, 0) + 1
+        if event.step == 1:
+            raise RuntimeError("database is down")
+        if calls[event.step] == 1:
+            raise TimeoutError("flaky once")
+
+    with EventConsumer(settings, "retries", [runs], handler) as consumer:
+        stats = consumer.run(max_messages=2, timeout_s=30)
+    attempts = settings.kafka.max_retries + 1
+    assert calls == {1: attempts, 2: 2}
+    assert stats.processed == 1 and stats.dead_lettered == 1
+    [letter] = [decode_event(r.value) for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 1)]
+    assert letter.error_kind == "handler_error"
+    assert letter.error == "RuntimeError: database is down"
+    assert letter.attempts == attempts
+
+
+def test_unaccepted_event_types_are_skipped_not_dead_lettered(settings: Settings) -> None:
+    ensure_topics(settings)
+    failed = one_of_each()[3]
+    with EventProducer(settings, "test") as producer:
+        producer.publish(_stage(1))
+        producer.publish(failed)
+    got = []
+    with EventConsumer(
+        settings, "accept", [settings.kafka.topics.runs], lambda e, r: got.append(e),
+        accept=[type(failed)],
+    ) as consumer:
+        stats = consumer.run(max_messages=2, timeout_s=30)
+    assert got == [failed]
+    assert stats.skipped == 1 and stats.dead_lettered == 0
+
+
+def test_long_job_outlives_max_poll_interval_without_rebalance(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings)
+    marker = tmp_path / "job.log"
+    job_s = settings.kafka.max_poll_interval_ms / 1000 * 2.5  # well past the poll deadline
+    event = _stage(1)
+    with EventProducer(settings, "test") as producer:
+        producer.publish(event)
+    calls = []
+
+    def handler(ev, record):
+        calls.append((ev.event_id, record.partition, record.offset))
+        return LongJob(slow_job, (str(marker), job_s), name="train")
+
+    runs = settings.kafka.topics.runs
+    with EventConsumer(settings, "longjob", [runs], handler) as consumer:
+        start = time.monotonic()
+        consumer.run(max_messages=1, timeout_s=60)
+        elapsed = time.monotonic() - start
+        # keep consuming a while: a redelivery after an eviction would show up now
+        consumer.run(timeout_s=settings.kafka.max_poll_interval_ms / 1000 + 2)
+        stats = replace(consumer.stats)
+    assert elapsed >= job_s
+    assert [c[0] for c in calls] == [event.event_id]
+    assert marker.read_text().count("start") == 1 and "done" in marker.read_text()
+    assert stats.revocations == 0
+    assert stats.processed == 1 and stats.long_jobs == 1
+    _, partition, offset = calls[0]
+    assert committed_offset(settings.kafka_bootstrap, "longjob", runs, partition) == offset + 1
+
+
+def test_failing_long_jobs_are_retried_then_dead_lettered(settings: Settings) -> None:
+    ensure_topics(settings)
+    with EventProducer(settings, "test") as producer:
+        producer.publish(_stage(1))
+        producer.publish(_stage(2))
+    jobs = {1: LongJob(failing_job, ("CUDA out of memory",)), 2: LongJob(crashing_job)}
+    with EventConsumer(
+        settings, "jobfail", [settings.kafka.topics.runs], lambda e, r: jobs[e.step]
+    ) as consumer:
+        stats = consumer.run(max_messages=2, timeout_s=60)
+    assert stats.dead_lettered == 2
+    letters = {decode_event(r.value).error for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 2)}
+    assert letters == {"RuntimeError: CUDA out of memory", "job process exited with code 7"}
+
+
+def _consumer_process(settings: Settings, group: str, marker: Path, block: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "UPTAKE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "UPTAKE_KAFKA__TOPICS__RUNS": settings.kafka.topics.runs,
+        "UPTAKE_KAFKA__TOPICS__DLQ": settings.kafka.topics.dlq,
+        "UPTAKE_KAFKA__MAX_POLL_INTERVAL_MS": str(settings.kafka.max_poll_interval_ms),
+        "UPTAKE_KAFKA__SESSION_TIMEOUT_MS": str(settings.kafka.session_timeout_ms),
+        "UPTAKE_HOME": str(marker.parent),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.core.jobs", group, str(marker), block],
+        env=env, cwd=Path(__file__).parents[2], stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_lines(path: Path, n: int, timeout_s: float) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and len(lines := path.read_text().splitlines()) >= n:
+            return lines
+        time.sleep(0.1)
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_consumer_killed_before_commit_gets_message_again(settings: Settings, tmp_path: Path) -> None:
+    ensure_topics(settings)
+    event = _stage(1)
+    with EventProducer(settings, "test") as producer:
+        producer.publish(event)
+    marker = tmp_path / "seen.log"
+    first = _consumer_process(settings, "crashy", marker, "forever")
+    try:
+        assert len(_wait_for_lines(marker, 1, 40)) == 1
+    finally:
+        first.kill()
+        first.wait()
+    second = _consumer_process(settings, "crashy", marker, "no")
+    try:
+        lines = _wait_for_lines(marker, 2, 60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+    assert [line.split()[0] for line in lines] == [event.event_id, event.event_id]
+    assert second.returncode == 0, err
+    assert "consumer stopped cleanly" in err
+
+
+def test_sigterm_stops_an_idle_consumer_gracefully(settings: Settings, tmp_path: Path) -> None:
+    ensure_topics(settings)
+    marker = tmp_path / "seen.log"
+    proc = _consumer_process(settings, "graceful", marker, "no")
+    ready = Path(str(marker) + ".ready")
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "consumer stopped cleanly" in err

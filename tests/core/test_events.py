@@ -1,0 +1,65 @@
+"""Event contracts: JSON round trip, keys, and the decode errors the bus routes to the DLQ."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uptake.events import EVENT_TYPES, EventDecodeError, ReleaseDetected, decode_event
+from tests.core.events_factory import RID, one_of_each
+
+
+def test_every_registered_type_has_an_example() -> None:
+    assert {e.type for e in one_of_each()} == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("event", one_of_each(), ids=lambda e: e.type)
+def test_json_round_trip(event) -> None:
+    decoded = decode_event(event.to_json())
+    assert decoded == event
+    assert type(decoded) is type(event)
+    assert decoded.occurred_at.utcoffset().total_seconds() == 0
+
+
+def test_keys_follow_design() -> None:
+    keys = {e.type: e.key() for e in one_of_each()}
+    assert keys["release.detected"] == "acme/base-7b"
+    assert keys["run.started"] == keys["candidate.registered"] == RID
+    assert keys["promotion.decided"] == keys["champion.changed"] == "uptake-legal"
+    assert keys["dead.letter"] == "k"
+
+
+def _release(**overrides) -> bytes:
+    data = json.loads(one_of_each()[0].to_json())
+    data.update(overrides)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "fragment"),
+    [
+        (b"{not json", "invalid_json", "invalid JSON"),
+        (b"\xff\xfe", "invalid_json", "invalid JSON"),
+        (None, "invalid_json", "tombstone"),
+        (b"[1, 2]", "invalid_event", "JSON object"),
+        (_release(type="release.exploded"), "unknown_type", "release.exploded"),
+        (_release(schema_version=2), "unsupported_schema_version", "newer than supported"),
+        (_release(schema_version="1"), "invalid_event", "schema_version"),
+        (_release(revision=None), "invalid_event", "revision"),
+        (_release(surprise=1), "invalid_event", "surprise: unknown field"),
+    ],
+)
+def test_untrusted_messages_raise_typed_errors(value, kind, fragment) -> None:
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(value)
+    assert info.value.kind == kind
+    assert fragment in info.value.reason
+
+
+def test_naive_timestamps_are_refused_and_aware_ones_normalised() -> None:
+    with pytest.raises(EventDecodeError, match="occurred_at"):
+        decode_event(_release(occurred_at="2026-01-01T00:00:00"))
+    event = decode_event(_release(occurred_at="2026-01-01T02:00:00+02:00"))
+    assert isinstance(event, ReleaseDetected)
+    assert event.occurred_at.isoformat() == "2026-01-01T00:00:00+00:00"

@@ -1,0 +1,255 @@
+"""Event contracts between the services (DESIGN.md "Event flow").
+
+Every event is a pydantic model with ``event_id``, ``type``, ``schema_version``,
+``occurred_at`` (UTC) and ``producer``. Values travel as JSON. A consumer decodes with
+``decode_event``; anything it cannot trust (bad JSON, unknown type, a newer schema version
+than this code knows, a field that fails validation) raises ``EventDecodeError`` and the bus
+routes the message to the DLQ instead of crashing or silently skipping it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import abstractmethod
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from uptake.errors import describe_validation_error
+
+
+class EventDecodeError(ValueError):
+    """A message that cannot be turned into a known event; ``reason`` says why (for the DLQ)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind  # invalid_json | unknown_type | unsupported_schema_version | invalid_event
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields every event carries. Subclasses set ``type`` and ``SCHEMA_VERSION``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str]  # logical topic: releases | runs | decisions | dlq
+
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    type: str
+    schema_version: int = 1
+    occurred_at: AwareDatetime = Field(default_factory=_now)
+    producer: str = "uptake"
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @abstractmethod
+    def key(self) -> str:
+        """The Kafka key (DESIGN.md): orders events of one release / model on one partition."""
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+def release_id(source: str, repo_id: str, revision: str) -> str:
+    """The end-to-end idempotency key: ``{source}:{repo_id}@{revision}``."""
+    return f"{source}:{repo_id}@{revision}"
+
+
+# --- uptake.releases ------------------------------------------------------------------------
+
+
+class ReleaseDetected(Event):
+    """A new base model (or a new revision of a watched one) worth adopting."""
+
+    TOPIC: ClassVar[str] = "releases"
+    type: Literal["release.detected"] = "release.detected"
+    release_id: str
+    source: str
+    repo_id: str
+    revision: str
+    endpoint: str | None = None  # hub endpoint or directory the weights come from
+    created_at: datetime | None = None
+    license: str | None = None
+    pipeline_tag: str | None = None
+    library: str | None = None
+    num_parameters: int | None = None
+    requires_remote_code: bool = False
+    gated: bool = False
+
+    def key(self) -> str:
+        return self.repo_id
+
+
+# --- uptake.runs ----------------------------------------------------------------------------
+
+
+class RunEvent(Event):
+    """Base for run events: keyed by release id so a release's events stay in order."""
+
+    TOPIC: ClassVar[str] = "runs"
+    release_id: str
+    run_id: str | None = None  # MLflow run id once it exists
+
+    def key(self) -> str:
+        return self.release_id
+
+
+class RunStarted(RunEvent):
+    type: Literal["run.started"] = "run.started"
+    base_model: str
+    base_revision: str
+    worker: str
+    attempt: int = Field(1, ge=1)
+
+
+class RunStage(RunEvent):
+    """Progress of a long job (training step, evaluation progress)."""
+
+    type: Literal["run.stage"] = "run.stage"
+    stage: Literal["preflight", "train", "evaluate", "register"]
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    tokens_per_s: float | None = None
+    message: str | None = None
+
+
+class RunFailed(RunEvent):
+    type: Literal["run.failed"] = "run.failed"
+    stage: str
+    reason: str
+    retryable: bool = False
+
+
+class CandidateRegistered(RunEvent):
+    """A post-trained, evaluated model registered as a new version of the registered model."""
+
+    type: Literal["candidate.registered"] = "candidate.registered"
+    registered_model: str
+    version: str
+    model_uri: str
+    suite_sha: str
+    all_pass_rate: float = Field(ge=0, le=1)
+    criterion_pass_rate: float = Field(ge=0, le=1)
+    base_all_pass_rate: float | None = Field(None, ge=0, le=1)
+    base_criterion_pass_rate: float | None = Field(None, ge=0, le=1)
+
+
+# --- uptake.decisions ------------------------------------------------------------------------
+
+
+class GateCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    detail: str | None = None
+
+
+class PromotionDecided(Event):
+    TOPIC: ClassVar[str] = "decisions"
+    type: Literal["promotion.decided"] = "promotion.decided"
+    registered_model: str
+    version: str
+    release_id: str
+    outcome: Literal["promoted", "rejected", "pending_approval"]
+    reason: str
+    checks: list[GateCheck] = Field(default_factory=list)
+    decided_by: str = "gate"
+
+    def key(self) -> str:
+        return self.registered_model
+
+
+class ChampionChanged(Event):
+    TOPIC: ClassVar[str] = "decisions"
+    type: Literal["champion.changed"] = "champion.changed"
+    registered_model: str
+    version: str
+    previous_version: str | None = None
+    model_uri: str
+    reason: Literal["promotion", "rollback"] = "promotion"
+
+    def key(self) -> str:
+        return self.registered_model
+
+
+# --- uptake.dlq -----------------------------------------------------------------------------
+
+
+class DeadLetter(Event):
+    """A message a consumer could not handle, with where it came from and why."""
+
+    TOPIC: ClassVar[str] = "dlq"
+    type: Literal["dead.letter"] = "dead.letter"
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    origin_key: str | None = None
+    consumer_group: str
+    error_kind: str
+    error: str
+    attempts: int = 1
+    payload: str  # the original value, decoded as UTF-8 with replacement
+
+    def key(self) -> str:
+        return self.origin_key or f"{self.origin_topic}:{self.origin_partition}"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        ReleaseDetected,
+        RunStarted,
+        RunStage,
+        RunFailed,
+        CandidateRegistered,
+        PromotionDecided,
+        ChampionChanged,
+        DeadLetter,
+    )
+}
+
+def decode_event(value: bytes | str | None) -> Event:
+    """Parse and validate one message value; raise ``EventDecodeError`` if it is not trusted."""
+    if value is None:
+        raise EventDecodeError("empty message value (tombstone)", "invalid_json")
+    try:
+        data: Any = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventDecodeError(f"invalid JSON: {exc}", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise EventDecodeError(
+            f"event must be a JSON object, got {type(data).__name__}", "invalid_event"
+        )
+    type_name = data.get("type")
+    cls = EVENT_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise EventDecodeError(f"unknown event type {type_name!r}", "unknown_type")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EventDecodeError(f"invalid schema_version {version!r}", "invalid_event")
+    if version > cls.SCHEMA_VERSION:
+        raise EventDecodeError(
+            f"{type_name} schema_version {version} is newer than supported "
+            f"{cls.SCHEMA_VERSION}; upgrade this consumer",
+            "unsupported_schema_version",
+        )
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise EventDecodeError(
+            f"invalid {type_name}: {describe_validation_error(exc)}", "invalid_event"
+        ) from None
