@@ -1,0 +1,204 @@
+"""``uptake eval``: score a model directory or endpoint on a rubric suite.
+
+Progress goes to stderr, results to stdout: with ``--json`` stdout is exactly one JSON object,
+so scripts and CI can pipe it. Expected failures raise InputError (one line, exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from uptake.errors import InputError
+
+
+def _progress_hook(console: Any) -> tuple[Any, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    bars: dict[str, Any] = {}
+
+    def hook(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            label = {"generate": "generating", "grade": "grading"}.get(stage, stage)
+            bars[stage] = progress.add_task(label, total=total)
+        progress.update(bars[stage], completed=done)
+
+    return progress, hook
+
+
+def _print_tables(console: Any, summary: dict[str, Any], comparison: Any | None) -> None:
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}%"
+
+    ci = summary["ci"]
+    head = Table(
+        title=f"{summary['suite']} — {summary['n_tasks']} tasks, {summary['n_criteria']} criteria"
+    )
+    for col in ("metric", "value", f"{round(100 * ci['confidence'])}% CI"):
+        head.add_column(col)
+    for key, label in (
+        ("all_pass_rate", "all-pass rate"),
+        ("criterion_pass_rate", "criterion pass rate"),
+    ):
+        head.add_row(label, pct(summary[key]), f"[{pct(ci[key]['low'])}, {pct(ci[key]['high'])}]")
+    console.print(head)
+    areas = Table(title="per practice area")
+    for col in ("area", "tasks", "all-pass", "criterion pass"):
+        areas.add_column(col)
+    for area, a in summary["per_area"].items():
+        areas.add_row(
+            area, str(a["n_tasks"]), pct(a["all_pass_rate"]), pct(a["criterion_pass_rate"])
+        )
+    console.print(areas)
+    if comparison is None:
+        return
+    comp = Table(title=f"paired comparison vs {comparison.baseline_model}")
+    for col in ("metric", "baseline", "candidate", "difference", "95% CI"):
+        comp.add_column(col)
+    for label, d in (
+        ("all-pass rate", comparison.all_pass_rate),
+        ("criterion pass rate", comparison.criterion_pass_rate),
+    ):
+        comp.add_row(
+            label,
+            pct(d.baseline),
+            pct(d.candidate),
+            f"{100 * d.diff:+.1f} pts",
+            f"[{100 * d.ci.low:+.1f}, {100 * d.ci.high:+.1f}]",
+        )
+    console.print(comp)
+    mc = comparison.mcnemar
+    console.print(
+        f"McNemar exact (all-pass): candidate-only {mc.candidate_only}, "
+        f"baseline-only {mc.baseline_only}, p = {mc.p_value:.4g}"
+    )
+
+
+def eval_command(
+    model: Annotated[
+        str, typer.Option("--model", help="Model directory or OpenAI-compatible URL.")
+    ],
+    suite: Annotated[Path, typer.Option("--suite", help="Rubric suite (JSONL).")],
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline", help="Results JSONL of a baseline run: adds a paired comparison."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object with the metrics.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write results.jsonl, metrics.json, report.md and plots here."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Generation batch size.")
+    ] = 16,
+    backend: Annotated[
+        str, typer.Option("--backend", help="transformers, openai, or auto (URL → openai).")
+    ] = "auto",
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", min=1, help="Override the suite's limits.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Generation and bootstrap seed.")] = 0,
+    api_model: Annotated[
+        str | None, typer.Option("--api-model", help="Model name for the openai backend.")
+    ] = None,
+    judge_base_url: Annotated[
+        str | None, typer.Option("--judge-base-url", help="Judge endpoint (overrides settings).")
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option("--judge-model", help="Judge model name.")
+    ] = None,
+    train_data: Annotated[
+        Path | None,
+        typer.Option("--train-data", help="Refuse the suite if it overlaps this chat JSONL."),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples.")
+    ] = 2000,
+    config: Annotated[Path | None, typer.Option("--config", help="uptake YAML config.")] = None,
+) -> None:
+    """Score a model on a rubric suite: all-pass and criterion pass rates, per area, with CIs."""
+    from rich.console import Console
+
+    from pipeline.eval.compare import compare
+    from pipeline.eval.holdout import check_holdout
+    from pipeline.eval.report import write_report
+    from pipeline.eval.results import load_results, save_results
+    from pipeline.eval.runner import require_judge, run_eval
+    from pipeline.eval.suite import load_suite
+    from uptake.settings import load_settings
+
+    settings = load_settings(config)
+    judge = settings.judge
+    if judge_base_url or judge_model:
+        judge = judge.model_copy(
+            update={k: v for k, v in (("base_url", judge_base_url), ("model", judge_model)) if v}
+        )
+    loaded = load_suite(suite)
+    require_judge(loaded, judge)
+    if train_data is not None:
+        check_holdout(train_data, loaded)
+    base = load_results(baseline, n_boot=bootstrap, seed=seed) if baseline is not None else None
+    if base is not None and base.suite_sha256 != loaded.sha256:
+        raise InputError(
+            f"baseline {baseline} was scored on a different suite "
+            f"(sha256 {base.suite_sha256[:12]}, "
+            f"this suite {loaded.sha256[:12]})"
+        )
+
+    err = Console(stderr=True)
+    progress, hook = _progress_hook(err)
+    with progress:
+        result = run_eval(
+            model,
+            loaded,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            judge=judge,
+            backend=backend,
+            seed=seed,
+            device=device,
+            api_model=api_model,
+            api_key=os.environ.get("OPENAI_API_KEY"),
+            judge_cache_dir=settings.state_dir / "judge-cache",
+            n_boot=bootstrap,
+            progress=hook,
+        )
+    comparison = compare(base, result, n_boot=bootstrap, seed=seed) if base is not None else None
+    summary = result.summary()
+    if comparison is not None:
+        summary["comparison"] = comparison.model_dump(mode="json")
+    if out is not None:
+        save_results(result, out / "results.jsonl")
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_report(result, out, base, comparison)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    console = Console()
+    _print_tables(console, summary, comparison)
+    if out is not None:
+        console.print(f"results, report and plots written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``uptake eval`` to the root CLI."""
+    app.command("eval")(eval_command)

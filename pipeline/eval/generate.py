@@ -1,0 +1,354 @@
+"""Generation backends: a local transformers model directory, or an OpenAI-compatible endpoint.
+
+Both turn chat messages into one greedy completion per task, so any model — a freshly
+post-trained checkpoint, its base model, the champion behind serving, a closed API — is
+scored by the same graders on the same prompts.
+
+The transformers backend loads safetensors only, never runs remote code, decodes greedily in
+batches with left padding (prompts sorted by length, so little padding), and puts bf16 on
+CUDA. A tokenizer without a chat template gets ``FALLBACK_CHAT_TEMPLATE`` (ChatML as plain
+text), which is what docs/evaluation.md documents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlparse
+
+import httpx
+from pydantic import BaseModel
+
+from uptake.errors import DependencyError, InputError
+
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_STOP_TEXTS = ("<|im_end|>", "<|im_start|>")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+Progress = Callable[[int], None]  # called with the number of requests just finished
+
+
+class GenRequest(BaseModel):
+    messages: list[dict[str, str]]
+    max_new_tokens: int
+
+
+class Generation(BaseModel):
+    text: str
+    n_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
+class Backend(Protocol):
+    name: str
+    model_name: str
+
+    def generate(
+        self, requests: Sequence[GenRequest], batch_size: int, progress: Progress | None = None
+    ) -> list[Generation]: ...
+
+
+def _cut_at_stop_text(text: str) -> str:
+    """A fallback-template model may spell the turn end as text: cut there."""
+    for stop in _STOP_TEXTS:
+        index = text.find(stop)
+        if index >= 0:
+            text = text[:index]
+    return text.strip()
+
+
+def check_model_dir(path: Path) -> None:
+    """Refuse directories that are missing, config-less, or carry only pickle weights."""
+    if not path.is_dir():
+        raise InputError(f"model directory not found: {path}")
+    if not (path / "config.json").is_file():
+        raise InputError(f"not a transformers model directory (no config.json): {path}")
+    files = [p.name for p in path.iterdir() if p.is_file()]
+    if any(name.endswith(".safetensors") for name in files):
+        return
+    pickles = sorted(name for name in files if name.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise InputError(
+            f"refusing to load {path}: only pickle weights ({', '.join(pickles[:3])}); "
+            "uptake loads "
+            "safetensors only — convert the checkpoint to .safetensors"
+        )
+    raise InputError(f"no .safetensors weights in model directory {path}")
+
+
+class TransformersBackend:
+    """A local model directory, loaded once; ``generate`` can be called many times."""
+
+    name = "transformers"
+
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", seed: int = 0) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(model_dir)
+        check_model_dir(path)
+        self.model_name = str(path)
+        self.seed = seed
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, trust_remote_code=False, use_safetensors=True, dtype=self.dtype
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot load model from {path}: {first}") from None
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise InputError(f"tokenizer in {path} has neither a pad nor an EOS token")
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.model = model.to(self.device).eval()
+        self.uses_fallback_template = not getattr(tokenizer, "chat_template", None)
+        self.eos_ids = self._eos_ids()
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        configured = self.model.generation_config.eos_token_id
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured:
+            ids.update(int(i) for i in configured)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id and im_end >= 0:
+            ids.add(im_end)
+        return sorted(ids)
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text: the model's chat template, or the documented fallback."""
+        template = FALLBACK_CHAT_TEMPLATE if self.uses_fallback_template else None
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+
+    def generate(
+        self, requests: Sequence[GenRequest], batch_size: int = 16, progress: Progress | None = None
+    ) -> list[Generation]:
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        prompts = [self.render(r.messages) for r in requests]
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        self._check_lengths(requests, encoded)
+        # Same max_new_tokens per batch, similar lengths together: less padding, same results.
+        order = sorted(
+            range(len(requests)), key=lambda i: (requests[i].max_new_tokens, len(encoded[i]))
+        )
+        results: list[Generation | None] = [None] * len(requests)
+        start = 0
+        while start < len(order):
+            limit = requests[order[start]].max_new_tokens
+            batch = [order[start]]
+            while (
+                len(batch) < batch_size
+                and start + len(batch) < len(order)
+                and requests[order[start + len(batch)]].max_new_tokens == limit
+            ):
+                batch.append(order[start + len(batch)])
+            for index, gen in zip(
+                batch, self._generate_batch([encoded[i] for i in batch], limit), strict=True
+            ):
+                results[index] = gen
+            start += len(batch)
+            if progress is not None:
+                progress(len(batch))
+        return [r for r in results if r is not None]
+
+    def _check_lengths(self, requests: Sequence[GenRequest], encoded: list[list[int]]) -> None:
+        if not self.max_positions:
+            return
+        too_long = [
+            f"#{i} ({len(ids)}+{r.max_new_tokens} tokens)"
+            for i, (r, ids) in enumerate(zip(requests, encoded, strict=True))
+            if len(ids) + r.max_new_tokens > self.max_positions
+        ]
+        if too_long:
+            raise InputError(
+                f"{len(too_long)} prompt(s) exceed the model's {self.max_positions} positions with "
+                f"max_new_tokens added: {', '.join(too_long[:5])}"
+            )
+
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[Generation]:
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        torch.manual_seed(self.seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                use_cache=True,  # trained checkpoints often say use_cache=false
+                eos_token_id=self.eos_ids,
+                pad_token_id=pad,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        generations = []
+        eos = set(self.eos_ids)
+        for row in out[:, width:].tolist():
+            stop = next((i for i, tok in enumerate(row) if tok in eos), None)
+            kept = row if stop is None else row[:stop]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            generations.append(
+                Generation(
+                    text=_cut_at_stop_text(text),
+                    n_tokens=len(kept) + (0 if stop is None else 1),
+                    finish_reason="length" if stop is None else "stop",
+                )
+            )
+        return generations
+
+
+def _api_base(url: str) -> str:
+    """``http://host:8000`` and ``http://host:8000/v1`` both mean the ``/v1`` API."""
+    url = url.rstrip("/")
+    return url if urlparse(url).path not in ("", "/") else url + "/v1"
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (serving, vLLM, a closed API).
+
+    ``batch_size`` requests are in flight at once; temperature 0 and a fixed seed ask the
+    server for deterministic output (whether it honours that is up to the server).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+        max_retries: int = 2,
+        seed: int = 0,
+    ) -> None:
+        self.base_url = _api_base(base_url)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(headers=headers, timeout=timeout_s)
+        self.max_retries = max_retries
+        self.seed = seed
+        self.model_name = model or self._first_model()
+
+    def _first_model(self) -> str:
+        try:
+            resp = self._client.get(f"{self.base_url}/models")
+            resp.raise_for_status()
+            return str(resp.json()["data"][0]["id"])
+        except httpx.TransportError as exc:
+            raise DependencyError(f"cannot reach model endpoint {self.base_url}: {exc}") from None
+        except (httpx.HTTPStatusError, ValueError, KeyError, IndexError, TypeError):
+            raise InputError(
+                f"{self.base_url}/models did not name a model; pass the model name (--api-model)"
+            ) from None
+
+    def _one(self, request: GenRequest) -> Generation:
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": request.messages,
+            "max_tokens": request.max_new_tokens,
+            "temperature": 0,
+            "seed": self.seed,
+        }
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
+            except httpx.TransportError as exc:
+                last = f"cannot reach {self.base_url}: {exc}"
+            else:
+                if resp.status_code < 400:
+                    return self._parse(resp)
+                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                if resp.status_code != 429 and resp.status_code < 500:
+                    break
+            if attempt < self.max_retries:
+                time.sleep(0.5 * (attempt + 1))
+        raise DependencyError(f"model endpoint {self.base_url} failed: {last}")
+
+    def _parse(self, resp: httpx.Response) -> Generation:
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            text = str(choice["message"]["content"] or "")
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise DependencyError(f"{self.base_url} did not return a chat completion") from None
+        usage = data.get("usage") or {}
+        n_tokens = int(usage.get("completion_tokens") or 0)
+        finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        return Generation(text=text.strip(), n_tokens=n_tokens, finish_reason=finish)
+
+    def generate(
+        self, requests: Sequence[GenRequest], batch_size: int = 16, progress: Progress | None = None
+    ) -> list[Generation]:
+        with ThreadPoolExecutor(max_workers=max(1, batch_size)) as pool:
+            futures = [pool.submit(self._one, r) for r in requests]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                if progress is not None:
+                    progress(1)
+        return results
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def is_url(model: str | Path) -> bool:
+    return str(model).startswith(("http://", "https://"))
+
+
+def make_backend(
+    model: str | Path,
+    backend: str = "transformers",
+    *,
+    device: str = "auto",
+    seed: int = 0,
+    api_model: str | None = None,
+    api_key: str | None = None,
+) -> Backend:
+    """Pick the backend; ``auto`` means openai for an http(s) URL, transformers otherwise."""
+    if backend == "auto":
+        backend = "openai" if is_url(model) else "transformers"
+    if backend == "transformers":
+        if is_url(model):
+            raise InputError(f"{model} is a URL: use --backend openai for an HTTP endpoint")
+        return TransformersBackend(model, device=device, seed=seed)
+    if backend == "openai":
+        if not is_url(model):
+            raise InputError(f"the openai backend needs an http(s) URL, got {model}")
+        return OpenAIBackend(str(model), model=api_model, api_key=api_key, seed=seed)
+    raise InputError(f"unknown backend {backend!r} (expected transformers, openai or auto)")
+
+
+def timed(fn: Callable[[], list[Generation]]) -> tuple[list[Generation], float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start

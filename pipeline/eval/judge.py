@@ -1,0 +1,215 @@
+"""LLM judge over any OpenAI-compatible ``/chat/completions`` endpoint.
+
+One request grades one criterion of one response and must answer with exactly
+``{"pass": bool, "reason": str}``. A malformed answer is sent back to the judge with a
+correction request (up to ``max_retries`` times); transport failures and 5xx/429 are retried
+with a short backoff. Verdicts are cached on disk by (judge model, criterion in its task,
+response hash), so re-grading the same outputs costs nothing and a rerun after a failure
+resumes where it stopped. A judge that never gives a valid verdict fails the run: a silent
+"fail" would bias the metrics that promotion rests on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.eval.suite import Criterion, JudgeCheck, Task
+from uptake.errors import DependencyError
+from uptake.settings import JudgeSettings
+
+SYSTEM_PROMPT = (
+    "You are a strict grader of legal work product. You are given a task, a response to it, "
+    "and ONE criterion. Decide only whether the response satisfies that criterion. "
+    'Answer with a single JSON object and nothing else: {"pass": true or false, '
+    '"reason": "one short sentence"}.'
+)
+CORRECTION = (
+    'Your answer was not valid. Reply with only a JSON object of the form {"pass": true, '
+    '"reason": "..."} where "pass" is a JSON boolean and "reason" a string.'
+)
+
+
+class JudgeError(DependencyError):
+    """The judge endpoint failed or never produced a valid verdict."""
+
+
+class Verdict(BaseModel):
+    """The strict verdict: a real boolean and a string, no other keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    passed: bool = Field(alias="pass")
+    reason: str
+
+
+def parse_verdict(content: str) -> Verdict | None:
+    """Return the verdict, or None when the text is not exactly the JSON object we asked for.
+
+    A single surrounding Markdown code fence is tolerated (many chat models add one).
+    """
+    text = content.strip()
+    if text.startswith("```") and text.endswith("```") and len(text) >= 6:
+        text = text[3:-3].strip()
+        if text.lower().startswith("json"):
+            text = text[4:].strip()
+    try:
+        data = json.loads(text)
+        return Verdict.model_validate(data)
+    except (json.JSONDecodeError, ValidationError):
+        return None
+
+
+def _render_task(task: Task) -> str:
+    return "\n\n".join(f"[{m.role}]\n{m.content}" for m in task.messages)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class JudgeCache:
+    """One small JSON file per verdict; written atomically so parallel graders never clash."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Verdict | None:
+        try:
+            data = json.loads(self._path(key).read_text(encoding="utf-8"))
+            return Verdict(passed=data["pass"], reason=data["reason"])
+        except (OSError, ValueError, KeyError, ValidationError):
+            return None
+
+    def put(self, key: str, verdict: Verdict, model: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{time.monotonic_ns()}.tmp")
+        payload = {"pass": verdict.passed, "reason": verdict.reason, "model": model}
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+class Judge:
+    """Grades judge criteria; thread-safe (httpx.Client is), so callers may fan out."""
+
+    def __init__(
+        self,
+        settings: JudgeSettings,
+        cache_dir: str | Path | None = None,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if not settings.configured:
+            raise ValueError("judge settings need base_url and model")
+        self.settings = settings
+        self.model = str(settings.model)
+        self.cache = JudgeCache(cache_dir) if cache_dir is not None else None
+        self.backoff_s = backoff_s
+        headers = {"Content-Type": "application/json"}
+        if settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._url = str(settings.base_url).rstrip("/") + "/chat/completions"
+        self._client = httpx.Client(headers=headers, timeout=settings.timeout_s)
+        self.calls = 0  # HTTP requests sent, for tests and reports
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Judge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cache_key(self, task: Task, criterion: Criterion, response: str) -> str:
+        check = criterion.check
+        instructions = check.instructions if isinstance(check, JudgeCheck) else None
+        parts = [
+            self.model,
+            _render_task(task),
+            criterion.description,
+            instructions or "",
+            _sha(response),
+        ]
+        return _sha(json.dumps(parts))
+
+    def grade(self, task: Task, criterion: Criterion, response: str) -> Verdict:
+        key = self.cache_key(task, criterion, response)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit
+        verdict = self._ask(task, criterion, response)
+        if self.cache is not None:
+            self.cache.put(key, verdict, self.model)
+        return verdict
+
+    def _messages(self, task: Task, criterion: Criterion, response: str) -> list[dict[str, str]]:
+        check = criterion.check
+        extra = check.instructions if isinstance(check, JudgeCheck) and check.instructions else ""
+        user = (
+            f"TASK:\n{_render_task(task)}\n\n"
+            f"RESPONSE TO GRADE:\n<<<\n{response}\n>>>\n\n"
+            f"CRITERION: {criterion.description}" + (f"\nGRADING NOTES: {extra}" if extra else "")
+        )
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+    def _ask(self, task: Task, criterion: Criterion, response: str) -> Verdict:
+        messages = self._messages(task, criterion, response)
+        attempts = self.settings.max_retries + 1
+        last = "no attempt made"
+        for attempt in range(attempts):
+            try:
+                content = self._post(messages)
+            except _Retryable as exc:
+                last = str(exc)
+                if attempt + 1 < attempts:
+                    time.sleep(self.backoff_s * (attempt + 1))
+                continue
+            verdict = parse_verdict(content)
+            if verdict is not None:
+                return verdict
+            last = f"malformed verdict {content[:80]!r}"
+            messages = [
+                *messages,
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": CORRECTION},
+            ]
+        raise JudgeError(
+            f"judge {self.model} gave no valid verdict for task {task.id!r} criterion "
+            f"{criterion.id!r} after {attempts} attempt(s): {last}"
+        )
+
+    def _post(self, messages: list[dict[str, str]]) -> str:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
+        self.calls += 1
+        try:
+            resp = self._client.post(self._url, json=body)
+        except httpx.TimeoutException:
+            raise _Retryable(
+                f"timed out after {self.settings.timeout_s:g}s at {self._url}"
+            ) from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"cannot reach {self._url}: {exc}") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retryable(f"HTTP {resp.status_code} from {self._url}")
+        if resp.status_code >= 400:
+            raise JudgeError(
+                f"judge endpoint {self._url} answered HTTP {resp.status_code}: {resp.text[:200]}"
+            )
+        try:
+            return str(resp.json()["choices"][0]["message"]["content"] or "")
+        except (ValueError, KeyError, IndexError, TypeError):
+            return resp.text  # not a chat completion: treated as a malformed verdict
+
+
+class _Retryable(Exception):
+    """A transport-level failure worth another attempt."""

@@ -1,0 +1,144 @@
+"""Log an evaluation to MLflow under the metric names of DESIGN.md.
+
+The promotion gate reads ``all_pass_rate`` and ``criterion_pass_rate`` (and per-area
+``all_pass_rate.<area>``) from runs, so these names are a contract; see docs/evaluation.md
+for the full list. Logs into the active run, the run ``run_id``, or a new run.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.eval.compare import PairedComparison, compare
+from pipeline.eval.metrics import Metrics
+from pipeline.eval.report import write_report
+from pipeline.eval.results import EvalResult, save_results
+
+SUITE_SHA_TAG = "uptake.suite_sha"
+ARTIFACT_DIR = "eval"
+TABLE_FILE = "eval/results_table.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def metric_key(area: str) -> str:
+    """Practice areas become metric-name suffixes: keep only characters MLflow accepts."""
+    return _UNSAFE.sub("_", area)
+
+
+def _rate_metrics(metrics: Metrics, prefix: str = "") -> dict[str, float]:
+    out = {
+        f"{prefix}all_pass_rate": metrics.all_pass_rate,
+        f"{prefix}criterion_pass_rate": metrics.criterion_pass_rate,
+        f"{prefix}all_pass_rate.ci_low": metrics.ci.all_pass_rate.low,
+        f"{prefix}all_pass_rate.ci_high": metrics.ci.all_pass_rate.high,
+        f"{prefix}criterion_pass_rate.ci_low": metrics.ci.criterion_pass_rate.low,
+        f"{prefix}criterion_pass_rate.ci_high": metrics.ci.criterion_pass_rate.high,
+        f"{prefix}mean_score": metrics.mean_score,
+        f"{prefix}n_tasks": float(metrics.n_tasks),
+        f"{prefix}n_criteria": float(metrics.n_criteria),
+    }
+    for area, a in metrics.per_area.items():
+        if a.all_pass_rate is None or a.criterion_pass_rate is None:
+            continue  # an area without tasks has no rate, and 0 would be a lie
+        key = metric_key(area)
+        out[f"{prefix}all_pass_rate.{key}"] = a.all_pass_rate
+        out[f"{prefix}criterion_pass_rate.{key}"] = a.criterion_pass_rate
+        if a.ci is not None:
+            out[f"{prefix}all_pass_rate.{key}.ci_low"] = a.ci.all_pass_rate.low
+            out[f"{prefix}all_pass_rate.{key}.ci_high"] = a.ci.all_pass_rate.high
+    return out
+
+
+def _comparison_metrics(comparison: PairedComparison) -> dict[str, float]:
+    out: dict[str, float] = {"mcnemar_p": comparison.mcnemar.p_value}
+    for name, d in (
+        ("all_pass_rate", comparison.all_pass_rate),
+        ("criterion_pass_rate", comparison.criterion_pass_rate),
+    ):
+        out[f"delta.{name}"] = d.diff
+        out[f"delta.{name}.ci_low"] = d.ci.low
+        out[f"delta.{name}.ci_high"] = d.ci.high
+    for area, c in comparison.per_area.items():
+        out[f"delta.all_pass_rate.{metric_key(area)}"] = c.all_pass_rate.diff
+        out[f"delta.criterion_pass_rate.{metric_key(area)}"] = c.criterion_pass_rate.diff
+    return out
+
+
+def eval_metrics(
+    result: EvalResult,
+    baseline: EvalResult | None = None,
+    comparison: PairedComparison | None = None,
+) -> dict[str, float]:
+    """Every metric ``log_to_mlflow`` logs, by name (also handy for tests and dashboards)."""
+    out = _rate_metrics(result.metrics)
+    if baseline is not None:
+        out.update(_rate_metrics(baseline.metrics, prefix="baseline."))
+        out.update(_comparison_metrics(comparison or compare(baseline, result)))
+    return out
+
+
+def results_table(result: EvalResult) -> dict[str, list[Any]]:
+    """Per-task rows for ``mlflow.log_table`` (column-oriented, JSON-friendly)."""
+    table: dict[str, list[Any]] = {
+        "task_id": [],
+        "practice_area": [],
+        "score": [],
+        "all_pass": [],
+        "n_passed": [],
+        "n_criteria": [],
+        "failed_criteria": [],
+        "prompt": [],
+        "response": [],
+    }
+    for t in result.tasks:
+        table["task_id"].append(t.task_id)
+        table["practice_area"].append(t.practice_area)
+        table["score"].append(t.score)
+        table["all_pass"].append(t.all_pass)
+        table["n_passed"].append(t.n_passed)
+        table["n_criteria"].append(t.n_criteria)
+        table["failed_criteria"].append(
+            "; ".join(f"{c.id}: {c.reason}" for c in t.criteria if not c.passed)
+        )
+        table["prompt"].append(t.messages[-1]["content"] if t.messages else "")
+        table["response"].append(t.response)
+    return table
+
+
+def log_to_mlflow(
+    result: EvalResult,
+    baseline: EvalResult | None = None,
+    *,
+    run_id: str | None = None,
+) -> dict[str, float]:
+    """Log metrics, the per-task table, the plots, report and results JSONL; return the metrics.
+
+    Uses the active run (or ``run_id``); with neither, starts and ends a run of its own.
+    """
+    import mlflow
+
+    comparison = compare(baseline, result) if baseline is not None else None
+    metrics = eval_metrics(result, baseline, comparison)
+    active = mlflow.active_run()
+    own_run = run_id is None and active is None
+    run = mlflow.start_run() if own_run else None
+    rid = run_id or (run.info.run_id if run is not None else active.info.run_id)  # type: ignore[union-attr]
+    try:
+        client = mlflow.MlflowClient()
+        client.set_tag(rid, SUITE_SHA_TAG, result.suite_sha256)
+        mlflow.log_metrics(metrics, run_id=rid)
+        mlflow.log_table(results_table(result), artifact_file=TABLE_FILE, run_id=rid)
+        with tempfile.TemporaryDirectory(prefix="uptake-eval-") as tmp:
+            write_report(result, tmp, baseline, comparison)
+            save_results(result, Path(tmp) / "results.jsonl")
+            if baseline is not None:
+                save_results(baseline, Path(tmp) / "baseline_results.jsonl")
+            for path in sorted(Path(tmp).iterdir()):
+                client.log_artifact(rid, str(path), ARTIFACT_DIR)
+    finally:
+        if run is not None:
+            mlflow.end_run()
+    return metrics

@@ -1,0 +1,298 @@
+"""The human-readable outputs: a Markdown report and two PNG plots.
+
+The plots reproduce the views of the field report that motivated uptake: the per-task score
+distribution of baseline vs candidate overlaid (does the mass move from 40–80% to 80–100%?)
+and per-practice-area rates with their bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from pipeline.eval.compare import PairedComparison, compare
+from pipeline.eval.metrics import N_BINS, AreaMetrics
+from pipeline.eval.results import EvalResult
+
+SCORE_PLOT = "score_distribution.png"
+_TRAILING_PAREN = re.compile(r"\s*\([^()]*\)\s*$")
+AREA_PLOT = "per_area.png"
+REPORT = "report.md"
+
+
+class ReportFiles(BaseModel):
+    report: Path
+    score_plot: Path
+    area_plot: Path
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f} pts"
+
+
+def bin_labels() -> list[str]:
+    step = 100 // N_BINS
+    return [f"{i * step}–{(i + 1) * step}%" for i in range(N_BINS)]
+
+
+def plot_score_distribution(
+    result: EvalResult, path: Path, baseline: EvalResult | None = None
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = list(range(N_BINS))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if baseline is not None:
+        counts = baseline.metrics.score_histogram
+        share = [100 * c / baseline.metrics.n_tasks for c in counts]
+        ax.bar(
+            x,
+            share,
+            width=0.9,
+            alpha=0.55,
+            color="#888888",
+            label=f"baseline ({_short(baseline.model)})",
+        )
+    counts = result.metrics.score_histogram
+    share = [100 * c / result.metrics.n_tasks for c in counts]
+    ax.bar(
+        x,
+        share,
+        width=0.9 if baseline is None else 0.6,
+        alpha=0.75,
+        color="#1f77b4",
+        label=f"candidate ({_short(result.model)})",
+    )
+    ax.set_xticks(x, bin_labels(), rotation=45, ha="right")
+    ax.set_xlabel("task score (share of criteria passed)")
+    ax.set_ylabel("% of tasks")
+    ax.set_title(f"Score distribution — {result.suite_name} ({result.metrics.n_tasks} tasks)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _area_values(
+    areas: list[str], per_area: dict[str, AreaMetrics], metric: str
+) -> tuple[list[float], list[list[float]]]:
+    values, errs_low, errs_high = [], [], []
+    for area in areas:
+        a = per_area.get(area)
+        value = getattr(a, metric) if a is not None else None
+        if value is None or a is None or a.ci is None:
+            values.append(0.0)
+            errs_low.append(0.0)
+            errs_high.append(0.0)
+            continue
+        ci = getattr(a.ci, metric)
+        values.append(100 * value)
+        errs_low.append(max(0.0, 100 * (value - ci.low)))
+        errs_high.append(max(0.0, 100 * (ci.high - value)))
+    return values, [errs_low, errs_high]
+
+
+def plot_per_area(result: EvalResult, path: Path, baseline: EvalResult | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    areas = sorted(
+        set(result.metrics.per_area) | set(baseline.metrics.per_area if baseline else ())
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    width = 0.38 if baseline is not None else 0.7
+    pos = list(range(len(areas)))
+    for ax, metric, title in zip(
+        axes,
+        ("all_pass_rate", "criterion_pass_rate"),
+        ("All-pass rate", "Criterion pass rate"),
+        strict=True,
+    ):
+        if baseline is not None:
+            vals, err = _area_values(areas, baseline.metrics.per_area, metric)
+            ax.bar(
+                [p - width / 2 for p in pos],
+                vals,
+                width,
+                yerr=err,
+                capsize=3,
+                color="#888888",
+                label="baseline",
+            )
+        vals, err = _area_values(areas, result.metrics.per_area, metric)
+        shift = width / 2 if baseline is not None else 0.0
+        ax.bar(
+            [p + shift for p in pos],
+            vals,
+            width,
+            yerr=err,
+            capsize=3,
+            color="#1f77b4",
+            label="candidate",
+        )
+        ax.set_xticks(pos, areas, rotation=30, ha="right")
+        ax.set_title(f"{title} (95% CI)")
+        ax.set_ylim(0, 105)
+    axes[0].set_ylabel("%")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _short(model: str) -> str:
+    return model if len(model) <= 40 else "…" + model[-39:]
+
+
+def render_markdown(
+    result: EvalResult,
+    baseline: EvalResult | None = None,
+    comparison: PairedComparison | None = None,
+    *,
+    images: bool = True,
+) -> str:
+    m = result.metrics
+    conf = f"{round(100 * m.confidence)}%"
+    lines = [
+        f"# Evaluation report — {result.suite_name}",
+        "",
+        f"- model: `{result.model}` ({result.backend} backend)",
+        f"- suite: `{result.suite_name}` sha256 `{result.suite_sha256}`",
+        f"- {m.n_tasks} tasks, {m.n_criteria} criteria; {conf} intervals from "
+        f"{m.bootstrap_samples} task-level bootstrap resamples (seed {m.seed})",
+    ]
+    if result.generation.seconds > 0:
+        g = result.generation
+        lines.append(
+            f"- generation: {g.seconds:.1f} s, {g.n_tokens} tokens ({g.tokens_per_s:.0f} tokens/s, "
+            f"batch {g.batch_size})"
+        )
+    lines += ["", "## Headline", ""]
+    if baseline is not None and comparison is not None:
+        lines += [
+            f"| metric | baseline | candidate | difference | {conf} CI of difference |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, d in (
+            ("all-pass rate", comparison.all_pass_rate),
+            ("criterion pass rate", comparison.criterion_pass_rate),
+        ):
+            lines.append(
+                f"| {name} | {_pct(d.baseline)} | {_pct(d.candidate)} | {_signed(d.diff)} | "
+                f"[{_signed(d.ci.low)}, {_signed(d.ci.high)}] |"
+            )
+        mc = comparison.mcnemar
+        lines += [
+            "",
+            f"McNemar exact test on all-pass: {mc.candidate_only} tasks pass only for the "
+            "candidate, "
+            f"{mc.baseline_only} only for the baseline; p = {mc.p_value:.4g}.",
+        ]
+    else:
+        lines += [f"| metric | value | {conf} CI |", "| --- | --- | --- |"]
+        for name, value, ci in (
+            ("all-pass rate", m.all_pass_rate, m.ci.all_pass_rate),
+            ("criterion pass rate", m.criterion_pass_rate, m.ci.criterion_pass_rate),
+        ):
+            lines.append(f"| {name} | {_pct(value)} | [{_pct(ci.low)}, {_pct(ci.high)}] |")
+    lines += ["", "## Per practice area", ""]
+    if comparison is not None:
+        lines += [
+            "| area | tasks | all-pass (base → cand) | Δ all-pass "
+            "| criterion (base → cand) | Δ criterion |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for area, c in comparison.per_area.items():
+            lines.append(
+                f"| {area} | {c.n_tasks} | {_pct(c.all_pass_rate.baseline)} → "
+                f"{_pct(c.all_pass_rate.candidate)} | "
+                f"{_signed(c.all_pass_rate.diff)} | {_pct(c.criterion_pass_rate.baseline)} → "
+                f"{_pct(c.criterion_pass_rate.candidate)} | {_signed(c.criterion_pass_rate.diff)} |"
+            )
+    else:
+        lines += [
+            f"| area | tasks | all-pass | {conf} CI | criterion pass | {conf} CI |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for area, a in m.per_area.items():
+            ap = (
+                f"[{_pct(a.ci.all_pass_rate.low)}, {_pct(a.ci.all_pass_rate.high)}]"
+                if a.ci
+                else "–"
+            )
+            cp = (
+                f"[{_pct(a.ci.criterion_pass_rate.low)}, {_pct(a.ci.criterion_pass_rate.high)}]"
+                if a.ci
+                else "–"
+            )
+            lines.append(
+                f"| {area} | {a.n_tasks} | {_pct(a.all_pass_rate)} | {ap} "
+                f"| {_pct(a.criterion_pass_rate)} | {cp} |"
+            )
+    lines += [
+        "",
+        "## Task score distribution",
+        "",
+        "| score | tasks |" + (" baseline |" if baseline else ""),
+        "| --- | --- |" + (" --- |" if baseline else ""),
+    ]
+    for i, label in enumerate(bin_labels()):
+        row = f"| {label} | {m.score_histogram[i]} |"
+        if baseline is not None:
+            row += f" {baseline.metrics.score_histogram[i]} |"
+        lines.append(row)
+    deciles = ", ".join(f"{100 * d:.0f}%" for d in m.score_deciles)
+    lines += ["", f"Deciles (10th…90th percentile): {deciles}. Mean score {_pct(m.mean_score)}."]
+    # Grouped by description without a trailing "(specifics)", so per-task variants add up.
+    failures = Counter(
+        _TRAILING_PAREN.sub("", c.description)
+        for t in result.tasks
+        for c in t.criteria
+        if not c.passed
+    )
+    if failures:
+        lines += ["", "## Most failed criteria", "", "| criterion | failures |", "| --- | --- |"]
+        lines += [f"| {desc} | {n} |" for desc, n in failures.most_common(10)]
+    if images:
+        lines += [
+            "",
+            "## Plots",
+            "",
+            f"![score distribution]({SCORE_PLOT})",
+            "",
+            f"![per practice area]({AREA_PLOT})",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    result: EvalResult,
+    out_dir: str | Path,
+    baseline: EvalResult | None = None,
+    comparison: PairedComparison | None = None,
+) -> ReportFiles:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if baseline is not None and comparison is None:
+        comparison = compare(baseline, result)
+    report = out / REPORT
+    report.write_text(render_markdown(result, baseline, comparison), encoding="utf-8")
+    return ReportFiles(
+        report=report,
+        score_plot=plot_score_distribution(result, out / SCORE_PLOT, baseline),
+        area_plot=plot_per_area(result, out / AREA_PLOT, baseline),
+    )

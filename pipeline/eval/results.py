@@ -1,0 +1,170 @@
+"""The results object and its JSONL form (one task per line, self-describing rows).
+
+Every row carries the model, backend and suite sha256 besides the task's response and
+verdicts, so a results file alone is enough to recompute metrics (seeded, hence identical)
+and to serve as ``--baseline`` for a paired comparison on the same suite.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, Metrics, compute_metrics
+from uptake.errors import InputError, describe_validation_error
+
+
+class CriterionResult(BaseModel):
+    id: str
+    description: str
+    type: str
+    passed: bool
+    reason: str
+
+
+class TaskResult(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str
+    practice_area: str
+    messages: list[dict[str, str]]
+    response: str
+    criteria: list[CriterionResult]
+    n_tokens: int = 0
+    finish_reason: Literal["stop", "length"] = "stop"
+
+    @property
+    def n_passed(self) -> int:
+        return sum(c.passed for c in self.criteria)
+
+    @property
+    def n_criteria(self) -> int:
+        return len(self.criteria)
+
+    @property
+    def score(self) -> float:
+        return self.n_passed / self.n_criteria
+
+    @property
+    def all_pass(self) -> bool:
+        return self.n_passed == self.n_criteria
+
+
+class GenerationStats(BaseModel):
+    seconds: float = 0.0
+    n_tokens: int = 0
+    batch_size: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class EvalResult(BaseModel):
+    model: str
+    backend: str
+    suite_name: str
+    suite_sha256: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    tasks: list[TaskResult]
+    metrics: Metrics
+    generation: GenerationStats = GenerationStats()
+
+    @property
+    def areas(self) -> list[str]:
+        return sorted(self.metrics.per_area)
+
+    def task_map(self) -> dict[str, TaskResult]:
+        return {t.task_id: t for t in self.tasks}
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` object: headline rates, counts, per-area rates and intervals."""
+        m = self.metrics
+        return {
+            "model": self.model,
+            "suite": self.suite_name,
+            "suite_sha256": self.suite_sha256,
+            "all_pass_rate": m.all_pass_rate,
+            "criterion_pass_rate": m.criterion_pass_rate,
+            "n_tasks": m.n_tasks,
+            "n_criteria": m.n_criteria,
+            "mean_score": m.mean_score,
+            "per_area": {
+                area: {
+                    "n_tasks": a.n_tasks,
+                    "all_pass_rate": a.all_pass_rate,
+                    "criterion_pass_rate": a.criterion_pass_rate,
+                    "ci": a.ci.model_dump() if a.ci else None,
+                }
+                for area, a in m.per_area.items()
+            },
+            "ci": {"confidence": m.confidence, **m.ci.model_dump()},
+            "score_histogram": m.score_histogram,
+            "score_deciles": m.score_deciles,
+        }
+
+
+class _Row(TaskResult):
+    """One JSONL line: a task result plus what identifies its run (score/all_pass, written
+    for readers of the file, are ignored on load and recomputed from the verdicts)."""
+
+    model: str
+    backend: str
+    suite_name: str
+    suite_sha256: str
+
+
+def save_results(result: EvalResult, path: str | Path) -> Path:
+    """Write one JSON line per task."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run = {
+        "model": result.model,
+        "backend": result.backend,
+        "suite_name": result.suite_name,
+        "suite_sha256": result.suite_sha256,
+    }
+    with path.open("w", encoding="utf-8") as fh:
+        for task in result.tasks:
+            row = {**task.model_dump(), "score": task.score, "all_pass": task.all_pass, **run}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def load_results(path: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> EvalResult:
+    """Read a results JSONL back into an EvalResult (metrics recomputed, seeded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"results file not found: {path}")
+    rows: list[_Row] = []
+    errors: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(_Row.model_validate(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            errors.append(f"{path}:{number}: invalid JSON ({exc.msg})")
+        except ValidationError as exc:
+            errors.append(f"{path}:{number}: {describe_validation_error(exc)}")
+    if errors:
+        raise InputError(f"invalid results file {path}: " + "; ".join(errors))
+    if not rows:
+        raise InputError(f"results file {path} has no tasks")
+    shas = {r.suite_sha256 for r in rows}
+    if len(shas) > 1:
+        raise InputError(f"results file {path} mixes {len(shas)} suites")
+    first = rows[0]
+    tasks = [TaskResult.model_validate(r.model_dump()) for r in rows]
+    return EvalResult(
+        model=first.model,
+        backend=first.backend,
+        suite_name=first.suite_name,
+        suite_sha256=first.suite_sha256,
+        tasks=tasks,
+        metrics=compute_metrics(tasks, n_boot=n_boot, seed=seed),
+    )

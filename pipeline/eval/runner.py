@@ -1,0 +1,154 @@
+"""``run_eval``: generate answers for every task of a suite, grade them, compute metrics.
+
+Order matters for cost: everything that can reject the run (judge criteria without a
+configured judge, a bad model directory) fails before the first token is generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pipeline.eval.checks import run_check
+from pipeline.eval.generate import Backend, Generation, GenRequest, make_backend, timed
+from pipeline.eval.judge import Judge
+from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, compute_metrics
+from pipeline.eval.results import CriterionResult, EvalResult, GenerationStats, TaskResult
+from pipeline.eval.suite import JudgeCheck, Suite, Task
+from uptake.errors import InputError
+from uptake.settings import JudgeSettings
+
+# (stage, done, total): stage is "generate" or "grade"; the CLI turns it into progress bars.
+ProgressHook = Callable[[str, int, int], None]
+
+
+def require_judge(suite: Suite, judge: JudgeSettings | None) -> None:
+    """A suite with judge criteria cannot be graded without a judge: say so up front."""
+    if not suite.has_judge or (judge is not None and judge.configured):
+        return
+    n = sum(1 for t in suite.tasks for c in t.criteria if c.check.type == "judge")
+    raise InputError(
+        f"suite {suite.name} has {n} judge criteria but no judge is configured "
+        "(set judge.base_url and judge.model, e.g. UPTAKE_JUDGE__BASE_URL / UPTAKE_JUDGE__MODEL)"
+    )
+
+
+def _default_cache_dir() -> Path:
+    from uptake.settings import load_settings
+
+    return load_settings().state_dir / "judge-cache"
+
+
+def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
+    results = []
+    for criterion in task.criteria:
+        if isinstance(criterion.check, JudgeCheck):
+            if judge is None:
+                raise InputError(f"task {task.id!r} needs a judge")
+            verdict = judge.grade(task, criterion, gen.text)
+            passed, reason = verdict.passed, verdict.reason
+        else:
+            check = run_check(criterion.check, gen.text)
+            passed, reason = check.passed, check.reason
+        results.append(
+            CriterionResult(
+                id=criterion.id,
+                description=criterion.description,
+                type=criterion.check.type,
+                passed=passed,
+                reason=reason,
+            )
+        )
+    return TaskResult(
+        task_id=task.id,
+        practice_area=task.practice_area,
+        messages=[m.model_dump() for m in task.messages],
+        response=gen.text,
+        criteria=results,
+        n_tokens=gen.n_tokens,
+        finish_reason=gen.finish_reason,
+    )
+
+
+def run_eval(
+    model: str | Path | Backend,
+    suite: Suite,
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    judge: JudgeSettings | None = None,
+    backend: str = "transformers",
+    seed: int = 0,
+    device: str = "auto",
+    api_model: str | None = None,
+    api_key: str | None = None,
+    judge_cache_dir: str | Path | None = None,
+    judge_concurrency: int = 4,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    progress: ProgressHook | None = None,
+) -> EvalResult:
+    """Score ``model`` (a directory, an endpoint URL, or a loaded backend) on ``suite``.
+
+    ``max_new_tokens`` overrides every task's and the suite's limit when given.
+    """
+    require_judge(suite, judge)
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    if isinstance(model, str | Path):
+        engine = make_backend(
+            model, backend, device=device, seed=seed, api_model=api_model, api_key=api_key
+        )
+    else:
+        engine = model
+    requests = [
+        GenRequest(
+            messages=[m.model_dump() for m in task.messages],
+            max_new_tokens=suite.max_new_tokens_for(task, max_new_tokens),
+        )
+        for task in suite.tasks
+    ]
+    total = len(requests)
+    done = {"generate": 0, "grade": 0}
+
+    def tick(stage: str, n: int) -> None:
+        done[stage] += n
+        if progress is not None:
+            progress(stage, done[stage], total)
+
+    if progress is not None:
+        progress("generate", 0, total)
+    generations, seconds = timed(
+        lambda: engine.generate(requests, batch_size, lambda n: tick("generate", n))
+    )
+
+    judge_client = None
+    if suite.has_judge and judge is not None:
+        cache = Path(judge_cache_dir) if judge_cache_dir is not None else _default_cache_dir()
+        judge_client = Judge(judge, cache_dir=cache)
+    try:
+        workers = judge_concurrency if judge_client is not None else 1
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [
+                pool.submit(grade_task, task, gen, judge_client)
+                for task, gen in zip(suite.tasks, generations, strict=True)
+            ]
+            tasks = []
+            for future in futures:
+                tasks.append(future.result())
+                tick("grade", 1)
+    finally:
+        if judge_client is not None:
+            judge_client.close()
+
+    return EvalResult(
+        model=engine.model_name,
+        backend=engine.name,
+        suite_name=suite.name,
+        suite_sha256=suite.sha256,
+        tasks=tasks,
+        metrics=compute_metrics(tasks, n_boot=n_boot, seed=seed),
+        generation=GenerationStats(
+            seconds=seconds, n_tokens=sum(g.n_tokens for g in generations), batch_size=batch_size
+        ),
+    )
