@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
 
 from uptake.errors import UptakeError
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: expected failures become one line on stderr and an exit code."""
     app = build_app()
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except UptakeError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -52,13 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except click.ClickException as exc:  # usage errors: click's own message, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    if isinstance(result, int) and result:  # typer.Exit(code) is returned, not raised
+        sys.exit(result)
 
 
 if __name__ == "__main__":

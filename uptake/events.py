@@ -222,6 +222,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
+
 def decode_event(value: bytes | str | None) -> Event:
     """Parse and validate one message value; raise ``EventDecodeError`` if it is not trusted."""
     if value is None:

@@ -43,6 +43,7 @@ class KafkaSettings(Section):
     a group join only after the rebalance timeout, which kafka-python derives from it."""
 
     client_id: str = "uptake"
+    embedded_port: int = Field(9092, ge=1, le=65535)  # the broker `uptake up` starts
     partitions: int = Field(3, ge=1)
     replication_factor: int = Field(1, ge=1)
     topics: TopicNames = TopicNames()
@@ -153,7 +154,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"invalid config {path}: top level must be a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"invalid config {path}: top level must be a mapping, got {type(data).__name__}"
+        )
     for secret in SECRET_FIELDS:
         node: Any = data
         for key in secret:

@@ -74,7 +74,9 @@ def verify_mlflow_signature(
     return VerifiedDelivery(delivery_id=delivery_id, timestamp=int(timestamp))
 
 
-def verify_shared_secret(secret: str, headers: Mapping[str, str], header: str = HF_SECRET_HEADER) -> None:
+def verify_shared_secret(
+    secret: str, headers: Mapping[str, str], header: str = HF_SECRET_HEADER
+) -> None:
     """Constant-time check of a shared-secret header (Hugging Face Hub webhooks)."""
     given = _lower(headers).get(header.lower(), "")
     if not hmac.compare_digest(given.encode(), secret.encode()):

@@ -11,8 +11,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from tests.core.events_factory import RID, one_of_each
 from tests.core.jobs import crashing_job, failing_job, slow_job
 from tests.core.kafka_helpers import committed_offset, read_topic
@@ -61,7 +59,10 @@ def test_poison_messages_go_to_dlq_and_consumer_keeps_going(settings: Settings) 
     newer["schema_version"] = 99
     poison = [
         (b"{not json", "invalid_json"),
-        (json.dumps({**newer, "type": "run.exploded", "schema_version": 1}).encode(), "unknown_type"),
+        (
+            json.dumps({**newer, "type": "run.exploded", "schema_version": 1}).encode(),
+            "unknown_type",
+        ),
         (json.dumps(newer).encode(), "unsupported_schema_version"),
     ]
     with EventProducer(settings, "test") as producer:
@@ -72,7 +73,10 @@ def test_poison_messages_go_to_dlq_and_consumer_keeps_going(settings: Settings) 
         stats = consumer.run(until=lambda: bool(handled), timeout_s=30)
     assert handled == [good]
     assert stats.dead_lettered == 3
-    letters = [decode_event(r.value) for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 3)]
+    letters = [
+        decode_event(r.value)
+        for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 3)
+    ]
     assert len(letters) == 3
     by_offset = {dl.origin_offset: dl for dl in letters}
     for offset, (value, kind) in zip(offsets, poison, strict=True):
@@ -108,7 +112,10 @@ def test_handler_errors_retry_then_dead_letter(settings: Settings) -> None:
     attempts = settings.kafka.max_retries + 1
     assert calls == {1: attempts, 2: 2}
     assert stats.processed == 1 and stats.dead_lettered == 1
-    [letter] = [decode_event(r.value) for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 1)]
+    [letter] = [
+        decode_event(r.value)
+        for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 1)
+    ]
     assert letter.error_kind == "handler_error"
     assert letter.error == "RuntimeError: database is down"
     assert letter.attempts == attempts
@@ -122,7 +129,10 @@ def test_unaccepted_event_types_are_skipped_not_dead_lettered(settings: Settings
         producer.publish(failed)
     got = []
     with EventConsumer(
-        settings, "accept", [settings.kafka.topics.runs], lambda e, r: got.append(e),
+        settings,
+        "accept",
+        [settings.kafka.topics.runs],
+        lambda e, r: got.append(e),
         accept=[type(failed)],
     ) as consumer:
         stats = consumer.run(max_messages=2, timeout_s=30)
@@ -173,7 +183,10 @@ def test_failing_long_jobs_are_retried_then_dead_lettered(settings: Settings) ->
     ) as consumer:
         stats = consumer.run(max_messages=2, timeout_s=60)
     assert stats.dead_lettered == 2
-    letters = {decode_event(r.value).error for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 2)}
+    letters = {
+        decode_event(r.value).error
+        for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 2)
+    }
     assert letters == {"RuntimeError: CUDA out of memory", "job process exited with code 7"}
 
 
@@ -189,7 +202,10 @@ def _consumer_process(settings: Settings, group: str, marker: Path, block: str) 
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.core.jobs", group, str(marker), block],
-        env=env, cwd=Path(__file__).parents[2], stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=Path(__file__).parents[2],
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -202,7 +218,9 @@ def _wait_for_lines(path: Path, n: int, timeout_s: float) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_consumer_killed_before_commit_gets_message_again(settings: Settings, tmp_path: Path) -> None:
+def test_consumer_killed_before_commit_gets_message_again(
+    settings: Settings, tmp_path: Path
+) -> None:
     ensure_topics(settings)
     event = _stage(1)
     with EventProducer(settings, "test") as producer:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from uptake.events import EVENT_TYPES, EventDecodeError, ReleaseDetected, decode_event
 from tests.core.events_factory import RID, one_of_each
+from uptake.events import EVENT_TYPES, EventDecodeError, ReleaseDetected, decode_event
 
 
 def test_every_registered_type_has_an_example() -> None:

@@ -287,4 +287,6 @@ class EventConsumer:
         try:
             self.kafka.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
         except (CommitFailedError, KafkaError) as exc:
-            log.warning("commit of %s@%d failed (%s); it may be redelivered", tp, record.offset, exc)
+            log.warning(
+                "commit of %s@%d failed (%s); it may be redelivered", tp, record.offset, exc
+            )

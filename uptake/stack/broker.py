@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 from uptake.errors import DependencyError
-from uptake.stack.process import ManagedProcess
 from uptake.stack.probes import kafka_healthy
+from uptake.stack.process import ManagedProcess
 
 
 def resolve_broker_bin(configured: Path | None = None) -> str:
@@ -36,7 +36,9 @@ def resolve_broker_bin(configured: Path | None = None) -> str:
     )
 
 
-def embedded_broker(binary: str, port: int, log_path: Path, host: str = "127.0.0.1") -> ManagedProcess:
+def embedded_broker(
+    binary: str, port: int, log_path: Path, host: str = "127.0.0.1"
+) -> ManagedProcess:
     """A memory-only Tansu broker on ``host:port`` (a restart loses topics and offsets)."""
     url = f"tcp://{host}:{port}"
     bootstrap = f"{host}:{port}"

@@ -14,6 +14,7 @@ def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap,
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
             client_id="uptake-probe",
         )
     except (KafkaError, OSError, ValueError):

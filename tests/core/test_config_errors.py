@@ -1,0 +1,89 @@
+"""Bad configuration: one clear line naming the field, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.core.cli_helpers import run_uptake
+from uptake.settings import load_settings
+
+CASES = {
+    "missing_file": (None, {}, "config file not found"),
+    "yaml_syntax": ("kafka:\n  partitions: [1, 2\n", {}, "YAML syntax error"),
+    "not_a_mapping": ("- just\n- a list\n", {}, "top level must be a mapping"),
+    "unknown_key": ("kafak:\n  partitions: 3\n", {}, "kafak: unknown field"),
+    "nested_unknown_key": ("kafka:\n  partitons: 3\n", {}, "kafka.partitons: unknown field"),
+    "wrong_type": (
+        "kafka:\n  partitions: many\n",
+        {},
+        "kafka.partitions: Input should be a valid integer",
+    ),
+    "out_of_range": (
+        "mlflow:\n  port: 70000\n",
+        {},
+        "mlflow.port: Input should be less than or equal to 65535",
+    ),
+    "bad_log_level": ("log_level: LOUD\n", {}, "log_level: Input should be"),
+    "secret_in_yaml": (
+        "judge:\n  api_key: sk-123\n",
+        {},
+        "judge.api_key: secrets are read from the environment only (UPTAKE_JUDGE__API_KEY)",
+    ),
+    "bad_env_value": (
+        "",
+        {"UPTAKE_KAFKA__PARTITIONS": "0"},
+        "kafka.partitions: Input should be greater than or equal to 1",
+    ),
+    "bad_bootstrap": (
+        "",
+        {"UPTAKE_KAFKA_BOOTSTRAP": "localhost"},
+        "kafka_bootstrap: Value error, expected host:port",
+    ),
+    "config_env_missing": (
+        None,
+        {"UPTAKE_CONFIG": "/nonexistent/uptake.yaml"},
+        "config file not found: /nonexistent/uptake.yaml",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_config_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
+    text, env, fragment = CASES[case]
+    args = ["status"]
+    if text is not None:
+        path = tmp_path / "uptake.yaml"
+        path.write_text(text)
+        args += ["--config", str(path)]
+    elif "UPTAKE_CONFIG" not in env:
+        args += ["--config", str(tmp_path / "absent.yaml")]
+    result = run_uptake(*args, home=tmp_path, **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_precedence_defaults_yaml_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "uptake.yaml"
+    path.write_text("kafka:\n  partitions: 6\n  client_id: from-yaml\nmlflow:\n  port: 5500\n")
+    monkeypatch.setenv("UPTAKE_KAFKA__PARTITIONS", "9")
+    monkeypatch.setenv("UPTAKE_JUDGE__API_KEY", "sk-env")
+    s = load_settings(path)
+    assert s.kafka.partitions == 9  # env beats YAML
+    assert s.kafka.client_id == "from-yaml"  # YAML beats defaults
+    assert s.mlflow.port == 5500 and s.tracking_uri == "http://127.0.0.1:5500"
+    assert s.judge.api_key is not None and s.judge.api_key.get_secret_value() == "sk-env"
+    assert "sk-env" not in repr(s)
+    monkeypatch.setenv("UPTAKE_CONFIG", str(path))
+    assert load_settings().kafka.client_id == "from-yaml"
+
+
+def test_empty_config_file_means_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_settings(path).kafka.partitions == 3

@@ -1,0 +1,148 @@
+"""Core CLI commands: ``up``, ``broker``, ``mlflow`` and ``status``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from uptake.errors import InputError
+from uptake.settings import Settings, load_settings
+from uptake.stack.local import LocalStack
+from uptake.status import StatusReport, collect_status
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $UPTAKE_CONFIG)."),
+]
+
+console = Console()
+
+
+def settings_from(config: Path | None) -> Settings:
+    """Load settings and configure logging; every command starts here."""
+    settings = load_settings(config)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # kafka-python narrates every connection attempt at INFO; keep it for DEBUG only.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    return settings
+
+
+def _raise_keyboard_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_stack(settings: Settings, include: tuple[str, ...], title: str) -> None:
+    """Start part of the stack, show it, and keep it up until Ctrl-C / SIGTERM."""
+    stack = LocalStack(settings)
+    # Explicit for both: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with console.status(f"starting {title}…"):
+            stack.start(include)
+        _print_started(stack, title)
+        dead = stack.wait()
+        console.print(f"[red]{dead.name} exited unexpectedly; see {dead.log_path}[/red]")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        stack.stop()
+    console.print("stopped")
+
+
+def _print_started(stack: LocalStack, title: str) -> None:
+    table = Table(title=f"uptake {title}", show_lines=False)
+    for col in ("component", "address", "pid", "log"):
+        table.add_column(col)
+    for proc in stack.processes:
+        table.add_row(proc.name, proc.address or "-", str(proc.pid), str(proc.log_path))
+    if stack.tracking_uri:
+        table.caption = f"MLflow UI: {stack.tracking_uri}   Kafka bootstrap: {stack.bootstrap}"
+    elif stack.bootstrap:
+        table.caption = f"Kafka bootstrap: {stack.bootstrap}"
+    console.print(table)
+    console.print("Ctrl-C stops everything.")
+
+
+def up(config: ConfigOption = None) -> None:
+    """Start the whole local stack: embedded broker, MLflow and every service."""
+    _run_stack(settings_from(config), ("broker", "mlflow", "services"), "stack")
+
+
+def broker(config: ConfigOption = None) -> None:
+    """Start only the embedded Kafka-protocol broker (memory storage)."""
+    settings = settings_from(config)
+    if not settings.embedded_broker:
+        raise InputError("UPTAKE_KAFKA_BOOTSTRAP is set: there is no embedded broker to start")
+    _run_stack(settings, ("broker",), "broker")
+
+
+def mlflow(config: ConfigOption = None) -> None:
+    """Start only the MLflow tracking server (SQLite under the state dir, webhooks on)."""
+    settings = settings_from(config)
+    if settings.mlflow_tracking_uri:
+        raise InputError("UPTAKE_MLFLOW_TRACKING_URI is set: there is no local MLflow to start")
+    _run_stack(settings, ("mlflow",), "mlflow")
+
+
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each component.")] = 5.0,
+) -> None:
+    """Show broker and MLflow reachability and topic offsets. Exit 1 if something is down."""
+    settings = settings_from(config)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # failures are in the report
+    report = collect_status(settings, timeout_s=timeout)
+    if as_json:
+        typer.echo(json.dumps(_status_json(report)))
+    else:
+        _print_status(report)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+def _status_json(report: StatusReport) -> dict:
+    data = report.model_dump()
+    data["healthy"] = report.healthy
+    for topic in data["topics"]:
+        topic["messages"] = sum(topic["end_offsets"].values())
+    return data
+
+
+def _print_status(report: StatusReport) -> None:
+    health = Table(title="uptake status")
+    for col in ("component", "address", "health", "detail"):
+        health.add_column(col)
+    for comp in (report.broker, report.mlflow):
+        mark = "[green]healthy[/green]" if comp.healthy else "[red]down[/red]"
+        health.add_row(comp.name, comp.address, mark, comp.detail)
+    console.print(health)
+    topics = Table(title="topics")
+    for col in ("topic", "partitions", "messages", "end offsets"):
+        topics.add_column(col)
+    for t in report.topics:
+        if t.exists:
+            offsets = " ".join(f"{p}:{o}" for p, o in sorted(t.end_offsets.items()))
+            topics.add_row(t.name, str(t.partitions), str(t.messages), offsets)
+        else:
+            topics.add_row(t.name, "-", "-", "missing")
+    console.print(topics)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(broker)
+    app.command()(mlflow)
+    app.command()(status)
