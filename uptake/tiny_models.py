@@ -112,7 +112,7 @@ def build_tiny_model(
     spec: TinyModelSpec | None = None,
     corpus: Iterable[str] | None = None,
 ) -> Path:
-    """Write a random-weight model + trained tokenizer to ``out_dir`` (safetensors) and return it."""
+    """Write random weights (safetensors) and a trained tokenizer to ``out_dir``; return it."""
     import torch
     from transformers import AutoModelForCausalLM
 

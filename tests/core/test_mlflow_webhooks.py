@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from mlflow import MlflowClient
@@ -17,7 +18,7 @@ SECRET = "whsec-test-123"
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    deliveries: list[tuple[dict[str, str], bytes]] = []
+    deliveries: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -7,6 +7,7 @@ session (process group) and is stopped by signalling the group, escalating to SI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -95,19 +96,15 @@ class ManagedProcess:
             time.sleep(0.1)
         if self.running or _group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         elif self._proc.returncode is None:
             self._proc.wait()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
