@@ -139,6 +139,16 @@ def _print_status(report: StatusReport) -> None:
         else:
             topics.add_row(t.name, "-", "-", "missing")
     console.print(topics)
+    for section in report.sections:
+        if section.error:
+            console.print(f"[red]{section.title}: {section.error}[/red]")
+            continue
+        table = Table(title=section.title)
+        for col in section.columns:
+            table.add_column(col)
+        for row in section.rows:
+            table.add_row(*row)
+        console.print(table)
 
 
 def register(app: typer.Typer) -> None:

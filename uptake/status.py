@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from pydantic import BaseModel
 
 from uptake.settings import Settings
@@ -27,11 +30,27 @@ class ComponentStatus(BaseModel):
     detail: str = ""
 
 
+class StatusSection(BaseModel):
+    """A service's own part of ``uptake status`` (recent releases, champion, ...)."""
+
+    name: str
+    title: str
+    columns: list[str] = []
+    rows: list[list[str]] = []
+    data: dict[str, Any] = {}  # what ``--json`` shows
+    error: str | None = None
+
+
+# "module:function" providers, each ``f(settings) -> StatusSection``; services add theirs.
+STATUS_PROVIDERS: tuple[str, ...] = ()
+
+
 class StatusReport(BaseModel):
     broker: ComponentStatus
     mlflow: ComponentStatus
     topics: list[TopicStatus]
     local_stack_pid: int | None = None
+    sections: list[StatusSection] = []
 
     @property
     def healthy(self) -> bool:
@@ -78,6 +97,18 @@ def _topic_offsets(
         consumer.close()
 
 
+def _sections(settings: Settings) -> list[StatusSection]:
+    """Ask each provider; one that fails shows its error instead of hiding the others."""
+    out = []
+    for spec in STATUS_PROVIDERS:
+        module, _, func = spec.partition(":")
+        try:
+            out.append(getattr(importlib.import_module(module), func)(settings))
+        except Exception as exc:
+            out.append(StatusSection(name=spec, title=spec, error=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
 def collect_status(settings: Settings, timeout_s: float = 5.0) -> StatusReport:
     bootstrap, tracking = resolved_endpoints(settings)
     names = list(settings.kafka.topics.model_dump().values())
@@ -94,4 +125,5 @@ def collect_status(settings: Settings, timeout_s: float = 5.0) -> StatusReport:
         ),
         topics=topics,
         local_stack_pid=info.pid if info else None,
+        sections=_sections(settings),
     )
