@@ -1,0 +1,114 @@
+"""compose.yaml cannot run here (no Docker engine): check its shape and wiring instead."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uptake.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SERVICES = {"watcher": "watch", "worker": "worker", "promoter": "promoter", "serving": "serve"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def _env(service: dict) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_services_present(compose: dict) -> None:
+    assert set(compose["services"]) == {"kafka", "postgres", "mlflow", *APP_SERVICES}
+
+
+def test_kafka_is_official_image_in_kraft_single_node(compose: dict) -> None:
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    env = _env(kafka)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+
+
+def test_infrastructure_has_healthchecks_and_volumes(compose: dict) -> None:
+    for name in ("kafka", "postgres", "mlflow"):
+        service = compose["services"][name]
+        assert service["healthcheck"]["test"], name
+        assert service.get("volumes"), name
+        for volume in service["volumes"]:
+            assert volume.split(":")[0] in compose["volumes"], volume
+
+
+def test_mlflow_uses_postgres_and_webhooks(compose: dict) -> None:
+    mlflow = compose["services"]["mlflow"]
+    args = " ".join(mlflow["command"])
+    store = re.search(r"--backend-store-uri=(\S+)", args)
+    assert store and store.group(1).startswith("postgresql+psycopg://mlflow:")
+    assert "@postgres:5432/mlflow" in store.group(1)
+    assert _env(compose["services"]["postgres"])["POSTGRES_DB"] == "mlflow"
+    assert "--artifacts-destination=/var/lib/mlflow/artifacts" in args
+    env = _env(mlflow)
+    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"].startswith("${")  # never a literal key
+    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_app_services_share_one_image_and_are_wired(compose: dict) -> None:
+    services = compose["services"]
+    kafka_listener = _env(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"].split("//")[1]
+    mlflow_port = re.search(r"--port=(\d+)", " ".join(services["mlflow"]["command"])).group(1)
+    images = {services[name]["image"] for name in APP_SERVICES} | {services["mlflow"]["image"]}
+    assert images == {"uptake:latest"}
+    for name, command in APP_SERVICES.items():
+        service = services[name]
+        assert service["command"] == [command]
+        env = _env(service)
+        assert env["UPTAKE_KAFKA_BOOTSTRAP"] == kafka_listener
+        assert env["UPTAKE_MLFLOW_TRACKING_URI"] == f"http://mlflow:{mlflow_port}"
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert service["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+def test_app_env_is_valid_uptake_configuration(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in APP_SERVICES:
+        for key, value in _env(compose["services"][name]).items():
+            if key.startswith("UPTAKE_") and key != "UPTAKE_CONFIG":
+                monkeypatch.setenv(key, "secret" if value.startswith("${") else value)
+        settings = load_settings()
+        assert settings.kafka_bootstrap == "kafka:9092"
+        assert str(settings.home) == "/var/lib/uptake"
+
+
+def test_worker_reserves_a_gpu(compose: dict) -> None:
+    [device] = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "gpu" not in str(compose["services"]["watcher"].get("deploy", ""))
+
+
+def test_secrets_are_references_not_literals(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        for key, value in _env(service).items():
+            if any(word in key for word in ("PASSWORD", "SECRET", "TOKEN", "KEY")):
+                assert value.startswith("${"), f"{name}.{key} holds a literal secret"
+
+
+def test_dockerfile_installs_cpu_or_cuda_torch_first_and_runs_uptake() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    torch_at = text.index('pip install "torch==')
+    assert torch_at < text.index('pip install ".[postgres]"')
+    assert 'ENTRYPOINT ["uptake"]' in text
+    assert "USER uptake" in text
+    for package in ("uptake", "watcher", "pipeline", "registry", "serving"):
+        assert f"COPY {package} ./{package}" in text
