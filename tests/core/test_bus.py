@@ -256,3 +256,24 @@ def test_sigterm_stops_an_idle_consumer_gracefully(settings: Settings, tmp_path:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "consumer stopped cleanly" in err
+
+
+def test_control_blocking_handler_past_poll_interval_is_evicted_and_redelivered(
+    settings: Settings,
+) -> None:
+    """Why LongJob exists: the same work done inline loses the group and runs twice."""
+    ensure_topics(settings)
+    event = _stage(1)
+    with EventProducer(settings, "test") as producer:
+        producer.publish(event)
+    calls = []
+    block_s = settings.kafka.max_poll_interval_ms / 1000 * 2.5
+
+    def blocking(ev, record):
+        calls.append(ev.event_id)
+        if len(calls) == 1:
+            time.sleep(block_s)
+
+    with EventConsumer(settings, "blocking", [settings.kafka.topics.runs], blocking) as consumer:
+        consumer.run(until=lambda: len(calls) >= 2, timeout_s=block_s + 30)
+    assert calls == [event.event_id, event.event_id]
