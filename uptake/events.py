@@ -208,6 +208,29 @@ class DeadLetter(Event):
         return self.origin_key or f"{self.origin_topic}:{self.origin_partition}"
 
 
+# --- health alerts (published on uptake.releases by default) --------------------------------
+
+
+class AlertRaised(Event):
+    """A condition on-call should hear about that no other event describes (a hub source that
+    failed N times in a row, say). The watcher publishes it next to its releases, on
+    ``uptake.releases``; the alerter delivers it. ``resolved=True`` clears the condition: the
+    alerter resolves the open incident with the same dedup key (component + condition).
+    """
+
+    TOPIC: ClassVar[str] = "releases"
+    type: Literal["alert.raised"] = "alert.raised"
+    component: str  # who noticed: "watcher", "watcher:hf"
+    condition: str  # stable name of the condition: "source_failing"
+    severity: Literal["info", "warning", "error", "critical"] = "warning"
+    summary: str
+    details: dict[str, str] = Field(default_factory=dict)
+    resolved: bool = False
+
+    def key(self) -> str:
+        return f"{self.component}:{self.condition}"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.model_fields["type"].default: cls
     for cls in (
@@ -219,6 +242,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PromotionDecided,
         ChampionChanged,
         DeadLetter,
+        AlertRaised,
     )
 }
 

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from uptake.errors import ConfigError, describe_validation_error
+from uptake.registry_config import AlertSettings, RegistrySettings
 
 SECRET_FIELDS = {("judge", "api_key"), ("mlflow", "webhook_secret"), ("hf_token",)}
 
@@ -98,6 +99,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     mlflow: MLflowSettings = MLflowSettings()
     judge: JudgeSettings = JudgeSettings()
+    registry: RegistrySettings = RegistrySettings()  # promotion gate, approvals: registry.md
+    alerts: AlertSettings = AlertSettings()  # on-call channels (secrets via *_env): alerts.md
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from uptake.events import (
+    AlertRaised,
     CandidateRegistered,
     ChampionChanged,
     DeadLetter,
@@ -69,5 +70,12 @@ def one_of_each() -> list[Event]:
             error_kind="invalid_json",
             error="bad",
             payload="{",
+        ),
+        AlertRaised(
+            component="watcher:hf",
+            condition="source_failing",
+            severity="error",
+            summary="hub source hf failed 5 times in a row",
+            details={"last_error": "HTTP 503"},
         ),
     ]

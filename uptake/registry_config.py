@@ -1,0 +1,168 @@
+"""Settings of the registry (promotion gate, approvals, state store) and of on-call alerts.
+
+They live in ``uptake/`` because ``uptake status`` and the CLI read them too. Alert channel
+secrets (Slack webhook URL, PagerDuty routing key, webhook HMAC key) never appear in the YAML
+file: a channel names the environment variable that holds its secret (``*_env`` fields), and
+there is no field in which the secret itself could be written.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Mode = Literal["auto", "manual"]
+Severity = Literal["info", "warning", "error", "critical"]
+SEVERITY_ORDER: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+
+
+class Section(BaseModel):
+    """Strict like ``uptake.settings.Section`` (defined here: settings imports this module)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+AlertKind = Literal[
+    "run_failed", "dead_letter", "pending_approval", "promoted", "rejected", "rollback", "service"
+]
+
+
+class SignificanceConfig(Section):
+    """Optional: the paired difference against the champion must be significant."""
+
+    test: Literal["mcnemar", "bootstrap"] = "mcnemar"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+class GateConfig(Section):
+    """The promotion rule of DESIGN.md "Promotion gate" for one registered model."""
+
+    mode: Mode = "auto"
+    all_pass_margin: float = Field(0.0, ge=0, le=1)  # candidate - champion must exceed this
+    criterion_margin: float = Field(0.0, ge=0, le=1)
+    area_tolerance: float = Field(0.05, ge=0, le=1)  # largest allowed per-area all-pass drop
+    beat_base: bool = True  # must beat its own base model on both rates
+    base_margin: float = Field(0.0, ge=0, le=1)
+    significance: SignificanceConfig | None = None
+
+
+class GateOverride(Section):
+    """Per-model changes to ``registry.gate``: unset fields keep the default gate's values."""
+
+    mode: Mode | None = None
+    all_pass_margin: float | None = Field(None, ge=0, le=1)
+    criterion_margin: float | None = Field(None, ge=0, le=1)
+    area_tolerance: float | None = Field(None, ge=0, le=1)
+    beat_base: bool | None = None
+    base_margin: float | None = Field(None, ge=0, le=1)
+    significance: SignificanceConfig | None = None
+
+
+class WebhookReceiverConfig(Section):
+    """Where MLflow's ``model_version_tag.set`` deliveries reach the promoter."""
+
+    enabled: bool = True  # run the receiver at all (the reconcile loop works without it)
+    manage: bool = True  # create/update the MLflow webhook on start, delete it on stop
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)  # 0: any free port (local stack)
+    public_url: str | None = None  # what MLflow posts to; default http://host:port/hooks/mlflow
+    name: str = "uptake-promoter"  # the MLflow webhook this promoter owns
+    max_age_s: float = Field(300.0, gt=0)  # older deliveries are refused as replays
+
+
+class RegistrySettings(Section):
+    gate: GateConfig = GateConfig()
+    models: dict[str, GateOverride] = Field(default_factory=dict)
+    reconcile_interval_s: float = Field(30.0, gt=0)
+    state_url: str | None = None  # default: sqlite:///<home>/registry/registry.db
+    consumer_group: str = "uptake-promoter"
+    lease_s: float = Field(60.0, gt=0)  # how long a promoter may hold a model's lock
+    lock_timeout_s: float = Field(120.0, gt=0)
+    webhook: WebhookReceiverConfig = WebhookReceiverConfig()
+
+    def gate_for(self, model: str) -> GateConfig:
+        override = self.models.get(model)
+        if override is None:
+            return self.gate
+        changes = override.model_dump(exclude_none=True)
+        return self.gate.model_copy(update=changes)
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+class _Channel(Section):
+    min_severity: Severity = "info"
+    kinds: list[AlertKind] | None = None  # only these alert kinds; None = every kind
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class SlackChannel(_Channel):
+    """Slack incoming webhook: its URL is the secret, so only the env var name is configured."""
+
+    type: Literal["slack"] = "slack"
+    url_env: str = "UPTAKE_SLACK_WEBHOOK_URL"
+
+
+class PagerDutyChannel(_Channel):
+    """PagerDuty Events API v2 (trigger / resolve with a stable dedup_key)."""
+
+    type: Literal["pagerduty"] = "pagerduty"
+    routing_key_env: str = "UPTAKE_PAGERDUTY_ROUTING_KEY"
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    min_severity: Severity = "error"
+
+
+class WebhookChannel(_Channel):
+    """Generic JSON webhook; optionally HMAC-signed (``X-Uptake-Signature``)."""
+
+    type: Literal["webhook"] = "webhook"
+    url: str | None = None
+    url_env: str | None = None  # use instead of ``url`` when the URL carries a token
+    secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookChannel:
+        if bool(self.url) == bool(self.url_env):
+            raise ValueError("set exactly one of url and url_env")
+        return self
+
+
+Channel = Annotated[SlackChannel | PagerDutyChannel | WebhookChannel, Field(discriminator="type")]
+
+DEFAULT_SEVERITIES: dict[str, Severity] = {
+    "run_failed": "error",
+    "dead_letter": "warning",
+    "pending_approval": "info",
+    "promoted": "info",
+    "rejected": "info",
+    "rollback": "warning",
+}
+
+
+class AlertSettings(Section):
+    channels: dict[str, Channel] = Field(default_factory=dict)
+    severities: dict[AlertKind, Severity] = Field(default_factory=dict)  # over the defaults
+    max_attempts: int = Field(5, ge=1)
+    backoff_s: float = Field(1.0, ge=0)  # doubled each attempt
+    backoff_max_s: float = Field(60.0, ge=0)
+    dedup_window_s: float = Field(3600.0, ge=0)
+    consumer_group: str = "uptake-alerter"
+    public_mlflow_url: str | None = None  # for links in messages; default: the tracking URI
+
+    def severity_of(self, kind: str, default: Severity = "warning") -> Severity:
+        """The configured severity of an alert kind (``service`` alerts bring their own)."""
+        configured: dict[str, Severity] = {**DEFAULT_SEVERITIES, **self.severities}
+        return configured.get(kind, default)
+
+
+def secret_from_env(name: str | None) -> str | None:
+    """A channel secret, read when needed (never stored in settings or logs)."""
+    if not name:
+        return None
+    value = os.environ.get(name, "").strip()
+    return value or None
