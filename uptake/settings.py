@@ -22,8 +22,14 @@ from pydantic_settings import (
 
 from uptake.errors import ConfigError, describe_validation_error
 from uptake.registry_config import AlertSettings, RegistrySettings
+from uptake.watcher_config import Sources, WatcherSettings
 
-SECRET_FIELDS = {("judge", "api_key"), ("mlflow", "webhook_secret"), ("hf_token",)}
+SECRET_FIELDS = {
+    ("judge", "api_key"),
+    ("mlflow", "webhook_secret"),
+    ("hf_token",),
+    ("watcher", "webhook_secret"),
+}
 
 
 class Section(BaseModel):
@@ -101,6 +107,8 @@ class Settings(BaseSettings):
     judge: JudgeSettings = JudgeSettings()
     registry: RegistrySettings = RegistrySettings()  # promotion gate, approvals: registry.md
     alerts: AlertSettings = AlertSettings()  # on-call channels (secrets via *_env): alerts.md
+    sources: Sources = Field(default_factory=list)  # hub/dir sources the watcher polls: watcher.md
+    watcher: WatcherSettings = WatcherSettings()  # webhook receiver, state store, backoff
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -169,6 +177,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             env = "UPTAKE_" + "__".join(s.upper() for s in secret)
             raise ConfigError(
                 f"invalid config {path}: {name}: secrets are read from the environment only ({env})"
+            )
+    for i, source in enumerate(data.get("sources") or []):  # watcher sources: a list
+        if isinstance(source, dict) and "token" in source:
+            raise ConfigError(
+                f"invalid config {path}: sources.{i}.token: secrets are read from the environment "
+                "only (name the variable instead, e.g. token_env: HF_TOKEN)"
             )
     return data
 
