@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "uptake.commands",
     "pipeline.eval.cli",
     "pipeline.train.cli",
+    "watcher.cli",
+    "registry.cli",
 )
 
 

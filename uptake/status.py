@@ -42,7 +42,10 @@ class StatusSection(BaseModel):
 
 
 # "module:function" providers, each ``f(settings) -> StatusSection``; services add theirs.
-STATUS_PROVIDERS: tuple[str, ...] = ()
+STATUS_PROVIDERS: tuple[str, ...] = (
+    "watcher.status:watcher_status",
+    "registry.status:registry_status",
+)
 
 
 class StatusReport(BaseModel):

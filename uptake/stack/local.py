@@ -6,10 +6,12 @@ services) can find the embedded broker and MLflow without extra configuration.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -27,7 +29,15 @@ SERVICE_START_TIMEOUT_S = 60.0
 
 # Services `uptake up` runs as `uptake <command>` once their packages exist; each entry is
 # (name, command arguments). The watcher, worker, promoter and serving issues add theirs.
-SERVICES: tuple[tuple[str, tuple[str, ...]], ...] = ()
+SERVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("watcher", ("watch",)),
+    ("promoter", ("promoter",)),
+)
+
+# Optional health probes: service name -> "module:function", called as ``f(settings, pid)``;
+# it returns the service's address once that process is healthy, None until then. A service
+# without a probe counts as healthy while it runs.
+SERVICE_PROBES: dict[str, str] = {"watcher": "watcher.health:stack_probe"}
 
 
 class StackInfo(BaseModel):
@@ -70,6 +80,19 @@ def resolved_endpoints(settings: Settings) -> tuple[str, str]:
         info.mlflow_tracking_uri if info else settings.tracking_uri
     )
     return bootstrap, tracking
+
+
+def _service_probe(spec: str, settings: Settings, proc: ManagedProcess) -> Callable[[], bool]:
+    module, _, func = spec.partition(":")
+    probe = getattr(importlib.import_module(module), func)
+
+    def healthy() -> bool:
+        address = probe(settings, proc.pid)
+        if address:
+            proc.address = address
+        return bool(address)
+
+    return healthy
 
 
 class LocalStack:
@@ -139,7 +162,10 @@ class LocalStack:
         }
         proc = ManagedProcess(
             name, [sys.executable, "-m", "uptake.cli", *args], self.logs / f"{name}.log", env=env
-        ).start()
+        )
+        if name in SERVICE_PROBES:
+            proc.healthy = _service_probe(SERVICE_PROBES[name], self.settings, proc)
+        proc.start()
         self.processes.append(proc)
         proc.wait_healthy(SERVICE_START_TIMEOUT_S)
 

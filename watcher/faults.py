@@ -1,0 +1,32 @@
+"""Why a poll failed: one exception type the scheduler understands, whatever the source."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+FaultKind = Literal["rate_limited", "server_error", "timeout", "network", "malformed", "http_error"]
+
+
+class SourceFault(Exception):
+    """A poll that could not complete; nothing it saw is trusted or published.
+
+    ``retry_after_s`` carries the server's ``Retry-After`` / ``RateLimit`` hint, which the
+    backoff honours as a lower bound.
+    """
+
+    def __init__(
+        self,
+        kind: FaultKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
