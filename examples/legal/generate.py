@@ -622,22 +622,26 @@ def build_train() -> list[dict]:
     return rows
 
 
-def build_suite(train_prompts: set[str]) -> list[dict]:
+def build_suite(train_prompts: set[str]) -> tuple[list[dict], dict[str, str]]:
+    """The suite's tasks, and the answer the training template gives for each (by task id)."""
     rng = random.Random(SUITE_SEED)
     tasks, seen = [], set(train_prompts)
+    answers: dict[str, str] = {}
     counters = dict.fromkeys(AREA_PREFIX, 0)
     for kind in KINDS:
         made = 0
         while made < SUITE_PER_KIND:
             style = STYLES[made % len(STYLES)]
-            prompt, _, facts = _example(kind, style, rng, SUITE_POOLS)
+            prompt, answer, facts = _example(kind, style, rng, SUITE_POOLS)
             if canonical(prompt) in seen:
                 continue
             seen.add(canonical(prompt))
             counters[kind.area] += 1
+            task_id = f"{AREA_PREFIX[kind.area]}-{counters[kind.area]:04d}"
+            answers[task_id] = answer
             tasks.append(
                 {
-                    "id": f"{AREA_PREFIX[kind.area]}-{counters[kind.area]:04d}",
+                    "id": task_id,
                     "practice_area": kind.area,
                     "messages": [{"role": "user", "content": prompt}],
                     "criteria": _criteria(kind, style, facts, rng),
@@ -645,13 +649,19 @@ def build_suite(train_prompts: set[str]) -> list[dict]:
                 }
             )
             made += 1
-    return tasks
+    return tasks, answers
+
+
+def reference_answers() -> dict[str, str]:
+    """What a model that learnt the training templates perfectly would answer, per suite task."""
+    train_prompts = {canonical(r["messages"][0]["content"]) for r in build_train()}
+    return build_suite(train_prompts)[1]
 
 
 def render() -> tuple[str, str]:
     train = build_train()
     train_prompts = {canonical(r["messages"][0]["content"]) for r in train}
-    suite = build_suite(train_prompts)
+    suite, _ = build_suite(train_prompts)
     header = {
         "suite": {
             "name": "legal-example",

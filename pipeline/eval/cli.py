@@ -116,6 +116,9 @@ def eval_command(
         int | None, typer.Option("--max-new-tokens", min=1, help="Override the suite's limits.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: all).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Generation and bootstrap seed.")] = 0,
     api_model: Annotated[
         str | None, typer.Option("--api-model", help="Model name for the openai backend.")
@@ -176,6 +179,7 @@ def eval_command(
             backend=backend,
             seed=seed,
             device=device,
+            threads=threads,
             api_model=api_model,
             api_key=os.environ.get("OPENAI_API_KEY"),
             judge_cache_dir=settings.state_dir / "judge-cache",

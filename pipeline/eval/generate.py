@@ -89,7 +89,14 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = "auto",
+        seed: int = 0,
+        threads: int | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,6 +104,7 @@ class TransformersBackend:
         check_model_dir(path)
         self.model_name = str(path)
         self.seed = seed
+        self.threads = threads
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -144,8 +152,27 @@ class TransformersBackend:
     def generate(
         self, requests: Sequence[GenRequest], batch_size: int = 16, progress: Progress | None = None
     ) -> list[Generation]:
+        """Greedy completions in the order of ``requests``.
+
+        With ``threads`` set, torch uses that many CPU threads for the call (restored after):
+        a tiny model on a busy machine ran 15x faster on 1 thread than on 2 oversubscribed ones.
+        """
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
+        if self.threads is None:
+            return self._generate(requests, batch_size, progress)
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._generate(requests, batch_size, progress)
+        finally:
+            torch.set_num_threads(before)
+
+    def _generate(
+        self, requests: Sequence[GenRequest], batch_size: int, progress: Progress | None
+    ) -> list[Generation]:
         prompts = [self.render(r.messages) for r in requests]
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         self._check_lengths(requests, encoded)
@@ -331,6 +358,7 @@ def make_backend(
     *,
     device: str = "auto",
     seed: int = 0,
+    threads: int | None = None,
     api_model: str | None = None,
     api_key: str | None = None,
 ) -> Backend:
@@ -340,7 +368,7 @@ def make_backend(
     if backend == "transformers":
         if is_url(model):
             raise InputError(f"{model} is a URL: use --backend openai for an HTTP endpoint")
-        return TransformersBackend(model, device=device, seed=seed)
+        return TransformersBackend(model, device=device, seed=seed, threads=threads)
     if backend == "openai":
         if not is_url(model):
             raise InputError(f"the openai backend needs an http(s) URL, got {model}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,9 @@ def log_to_mlflow(
         client = mlflow.MlflowClient()
         client.set_tag(rid, SUITE_SHA_TAG, result.suite_sha256)
         mlflow.log_metrics(metrics, run_id=rid)
-        mlflow.log_table(results_table(result), artifact_file=TABLE_FILE, run_id=rid)
+        with warnings.catch_warnings():  # pandas 3 deprecation inside mlflow's log_table
+            warnings.filterwarnings("ignore", message=".*select_dtypes.*")
+            mlflow.log_table(results_table(result), artifact_file=TABLE_FILE, run_id=rid)
         with tempfile.TemporaryDirectory(prefix="uptake-eval-") as tmp:
             write_report(result, tmp, baseline, comparison)
             save_results(result, Path(tmp) / "results.jsonl")

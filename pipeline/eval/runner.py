@@ -81,6 +81,7 @@ def run_eval(
     backend: str = "transformers",
     seed: int = 0,
     device: str = "auto",
+    threads: int | None = None,
     api_model: str | None = None,
     api_key: str | None = None,
     judge_cache_dir: str | Path | None = None,
@@ -97,7 +98,13 @@ def run_eval(
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     if isinstance(model, str | Path):
         engine = make_backend(
-            model, backend, device=device, seed=seed, api_model=api_model, api_key=api_key
+            model,
+            backend,
+            device=device,
+            seed=seed,
+            threads=threads,
+            api_model=api_model,
+            api_key=api_key,
         )
     else:
         engine = model
