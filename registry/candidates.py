@@ -1,0 +1,106 @@
+"""``candidate.registered`` → one gate decision (idempotent on model + version).
+
+A redelivered event finds its decision and only resumes what may be unfinished (an alias
+move interrupted by a crash, unpublished events). A new one is assessed against the champion
+of now; the gate's verdict becomes ``promoted`` (mode auto), ``pending_approval`` (manual) or
+``rejected``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from registry.decide import assess, enact, finish_promotion, undo_promotion_decision
+from registry.decision import Decision
+from registry.promotion import Context, PromotionConflict
+from uptake.events import CandidateRegistered
+
+log = logging.getLogger(__name__)
+
+MAX_RACES = 3
+
+
+def handle_candidate(ctx: Context, event: CandidateRegistered) -> Decision | None:
+    """Decide on a registered candidate exactly once; return the (possibly earlier) decision."""
+    model, version = event.registered_model, str(event.version)
+    with ctx.locks.hold(model):
+        existing = ctx.store.decision(model, version, "gate")
+        if existing is not None and resume(ctx, model, version):
+            log.info("%s v%s: duplicate candidate.registered; decided before", model, version)
+            ctx.flush()
+            return existing
+        return decide_and_enact(ctx, event)
+
+
+def decide_and_enact(ctx: Context, event: CandidateRegistered) -> Decision | None:
+    """Assess and carry out; a lost alias race (PromotionConflict) means assess again."""
+    for _ in range(MAX_RACES):
+        decision = decide_candidate(ctx, event)
+        if decision is None:
+            return None
+        try:
+            return enact(ctx, decision)
+        except PromotionConflict as exc:
+            log.warning("%s", exc)
+            undo_promotion_decision(ctx, decision, back_to=None)
+    raise PromotionConflict(
+        f"{event.registered_model} v{event.version}: the champion kept moving; try again later"
+    )
+
+
+def decide_candidate(ctx: Context, event: CandidateRegistered) -> Decision | None:
+    model, version = event.registered_model, str(event.version)
+    a = assess(ctx, model, version, fallback=event)
+    if a.champion is not None and a.champion.version == version:
+        log.info("%s v%s is already the champion; nothing to decide", model, version)
+        return None
+    cfg = ctx.gate(model)
+    if not a.result.passed:
+        outcome = "rejected"
+    elif cfg.mode == "auto":
+        outcome = "promoted"
+    else:
+        outcome = "pending_approval"
+    reason = a.result.reason
+    if outcome == "pending_approval":
+        reason = f"{reason}; waiting for approval (tag approval=approved or rejected)"
+    return Decision(
+        registered_model=model,
+        version=version,
+        release_id=event.release_id,
+        run_id=a.candidate.run_id or event.run_id,
+        kind="gate",
+        mode=cfg.mode,
+        outcome=outcome,
+        reason=reason,
+        checks=a.result.checks,
+        decided_by="gate",
+        champion_version=a.champion.version if a.champion else None,
+        suite_sha=a.candidate.suite_sha,
+    )
+
+
+def resume(ctx: Context, model: str, version: str) -> bool:
+    """Finish a recorded promotion whose alias move may not have happened (crash).
+
+    Returns False when the decision had to be undone (the champion moved meanwhile): the
+    caller decides again.
+    """
+    if ctx.store.candidate_state(model, version) != "promoting":
+        return True
+    for kind in ("approval", "gate"):
+        decision = ctx.store.decision(model, version, kind)
+        if decision is None or decision.outcome != "promoted":
+            continue
+        log.info("%s v%s: resuming an interrupted promotion", model, version)
+        try:
+            finish_promotion(ctx, decision)
+            return True
+        except PromotionConflict as exc:
+            log.warning("%s", exc)
+            back_to = "pending_approval" if kind == "approval" else None
+            undo_promotion_decision(ctx, decision, back_to=back_to)
+            # approvals are re-decided by the reconcile loop; a gate decision by the
+            # redelivered candidate.registered (its offset was not committed)
+            return kind == "approval"
+    return True

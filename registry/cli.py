@@ -1,0 +1,222 @@
+"""CLI: ``promoter``, ``alerter``, ``approve``, ``reject``, ``history``, ``rollback``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from registry import audit
+from registry.approvals import Verdict, set_approval
+from registry.db import make_engine
+from registry.mlflow_registry import DECISION_REASON_TAG, DECISION_TAG, Registry
+from registry.promotion import Context
+from registry.rollback import rollback as do_rollback
+from registry.service import PRODUCER, PromoterService, make_context, resolve
+from uptake.bus import EventProducer
+from uptake.commands import ConfigOption, settings_from
+from uptake.errors import DependencyError, InputError
+from uptake.settings import Settings
+from uptake.stack.probes import mlflow_healthy
+
+log = logging.getLogger(__name__)
+console = Console()
+
+Model = Annotated[str, typer.Argument(help="Registered model name, e.g. uptake-legal.")]
+Version = Annotated[str, typer.Argument(help="Model version number.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _settings(config: Path | None) -> Settings:
+    settings = resolve(settings_from(config))
+    if not mlflow_healthy(settings.tracking_uri, timeout_s=5):
+        raise DependencyError(f"MLflow is not reachable at {settings.tracking_uri}")
+    return settings
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def promoter(
+    config: ConfigOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Handle what is queued, reconcile once, exit.")
+    ] = False,
+    alerts: Annotated[
+        bool, typer.Option("--alerts/--no-alerts", help="Run the alerter in this process.")
+    ] = True,
+) -> None:
+    """Run the promoter: gate candidates, act on approvals, move the champion alias."""
+    settings = settings_from(config)
+    service = PromoterService(settings, alerts=alerts and not once)
+    if once:
+        handled = service.run_once()
+        console.print(f"handled {handled} candidate event(s); reconciled once")
+        return
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    service.start()
+    try:
+        service.wait(stop)
+    finally:
+        service.stop()
+
+
+def alerter(config: ConfigOption = None) -> None:
+    """Run only the alerter (when the promoter runs with --no-alerts or elsewhere)."""
+    from registry.alerts.service import AlerterService
+
+    settings = resolve(settings_from(config))
+    if not settings.alerts.channels:
+        raise InputError("no alert channels configured (alerts.channels); see docs/alerts.md")
+    service = AlerterService(settings).start()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        service.stop()
+
+
+def _verdict(
+    verdict: Verdict, model: str, version: str, config: Path | None, by: str | None, wait: float
+) -> None:
+    settings = _settings(config)
+    registry = Registry(settings.tracking_uri)
+    if registry.find_version(model, version) is None:
+        raise InputError(f"{model} has no version {version}")
+    who = by or getpass.getuser()
+    set_approval(registry, model, version, verdict, who)
+    console.print(f"{model} v{version}: approval={verdict} (by {who})")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        tags = registry.version(model, version).tags or {}
+        if tags.get(DECISION_TAG) in ("promoted", "rejected"):
+            console.print(f"decision: {tags[DECISION_TAG]} — {tags.get(DECISION_REASON_TAG, '')}")
+            return
+        time.sleep(0.5)
+    if wait:
+        raise DependencyError(f"no decision within {wait:.0f}s: is `uptake promoter` running?")
+    console.print("the promoter acts on it via the MLflow webhook or its next reconcile pass")
+
+
+By = Annotated[str | None, typer.Option("--by", help="Who decides (default: your user name).")]
+Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for the promoter's decision.")]
+
+
+def approve(
+    model: Model, version: Version, config: ConfigOption = None, by: By = None, wait: Wait = 0
+) -> None:
+    """Approve a pending candidate: the same as setting its tag approval=approved in MLflow."""
+    _verdict("approved", model, version, config, by, wait)
+
+
+def reject(
+    model: Model, version: Version, config: ConfigOption = None, by: By = None, wait: Wait = 0
+) -> None:
+    """Reject a pending candidate: the same as setting its tag approval=rejected in MLflow."""
+    _verdict("rejected", model, version, config, by, wait)
+
+
+def history(
+    model: Model,
+    config: ConfigOption = None,
+    as_json: AsJson = False,
+    from_mlflow: Annotated[
+        bool, typer.Option("--from-mlflow", help="Read the mirror in MLflow tags instead.")
+    ] = False,
+) -> None:
+    """Print the audit trail of champion changes of MODEL."""
+    if from_mlflow:
+        settings = _settings(config)
+        rows = audit.read_mirror(Registry(settings.tracking_uri), model)
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        entries = [
+            (
+                str(r["seq"]),
+                str(r.get("at")),
+                str(r.get("v")),
+                str(r.get("prev") or "-"),
+                str(r.get("reason")),
+                str(r.get("by")),
+                str(r.get("why", "")),
+            )
+            for r in rows
+        ]
+    else:
+        engine = make_engine(settings_from(config))
+        items = audit.read(engine, model)
+        if as_json:
+            typer.echo(json.dumps([e.model_dump(mode="json") for e in items]))
+            return
+        entries = [
+            (
+                str(e.seq),
+                e.decided_at.isoformat(timespec="seconds"),
+                e.version,
+                e.previous_version or "-",
+                e.reason,
+                e.decided_by,
+                e.detail,
+            )
+            for e in items
+        ]
+    table = Table(title=f"champion history of {model}")
+    for col in ("#", "when (UTC)", "version", "previous", "reason", "decided by", "detail"):
+        table.add_column(col)
+    for row in entries:
+        table.add_row(*row)
+    console.print(table if entries else f"no champion changes recorded for {model}")
+
+
+def rollback(
+    model: Model,
+    to: Annotated[str | None, typer.Option("--to", help="Version to restore.")] = None,
+    config: ConfigOption = None,
+    by: By = None,
+    note: Annotated[str, typer.Option("--note", help="Why (kept in the audit trail).")] = "",
+) -> None:
+    """Restore the previous champion of MODEL (or --to VERSION), audited and announced."""
+    settings = _settings(config)
+    try:
+        producer: EventProducer | None = EventProducer(settings, producer_name=PRODUCER)
+    except Exception as exc:
+        log.warning("broker unreachable (%s): champion.changed stays in the outbox", exc)
+        producer = None
+    ctx: Context = make_context(settings, producer)
+    try:
+        entry = do_rollback(ctx, model, to, by or getpass.getuser(), note)
+    finally:
+        if producer is not None:
+            producer.close()
+    pending = ctx.outbox.pending()
+    console.print(
+        f"{model}: champion v{entry.previous_version} -> v{entry.version} (history #{entry.seq})"
+    )
+    if pending:
+        console.print(
+            f"[yellow]{pending} event(s) not yet published; the promoter publishes them[/yellow]"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(promoter)
+    app.command()(alerter)
+    app.command()(approve)
+    app.command()(reject)
+    app.command()(history)
+    app.command()(rollback)

@@ -1,0 +1,151 @@
+"""The registry's state store: one SQL database (SQLite under UPTAKE_HOME by default).
+
+MLflow is the system of record for models and aliases, but it has no alias history, no
+locks and no outbox; those live here. Every table is small. Timestamps are UTC epoch
+seconds (floats), which compare the same way on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from uptake.settings import Settings
+
+metadata = sa.MetaData()
+
+# One row per candidate version the promoter has decided on: its current state.
+candidates = sa.Table(
+    "candidates",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("release_id", sa.String(512)),
+    sa.Column("run_id", sa.String(64)),
+    # pending_approval | promoting | promoted | rejected
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Every decision (the gate's on arrival, a person's approval or rejection), append-only.
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # gate | approval
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("decided_by", sa.String(256), nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the Decision as JSON
+    sa.UniqueConstraint("model", "version", "kind", name="uq_decision_once"),
+)
+
+# The audit trail of champion changes, append-only; ``seq`` numbers a model's changes.
+history = sa.Table(
+    "champion_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("previous_version", sa.String(64)),
+    sa.Column("reason", sa.String(16), nullable=False),  # promotion | rollback
+    sa.Column("decided_by", sa.String(256), nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the HistoryEntry as JSON (gate values)
+    sa.UniqueConstraint("model", "seq", name="uq_history_seq"),
+)
+
+# Events to publish, written in the same transaction as the state they announce.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("published_at", sa.Float),
+)
+
+# Per-model lease: compare-and-set on this row serialises promoters sharing the store.
+leases = sa.Table(
+    "model_leases",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("holder", sa.String(256)),
+    sa.Column("expires_at", sa.Float, nullable=False, default=0.0),
+)
+
+# MLflow webhook delivery ids already accepted (replay protection).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(128), primary_key=True),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
+# Alert deliveries: a durable queue per channel, with retries and de-duplication.
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(128), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("dedup_key", sa.String(512), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # trigger | resolve
+    sa.Column("alert", sa.Text, nullable=False),  # the Alert as JSON
+    # pending | sent | failed | suppressed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sent_at", sa.Float),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("channel", "event_id", "dedup_key", "action", name="uq_alert_event"),
+)
+
+# Conditions that were triggered and not yet resolved (so a resolve goes only where needed).
+alert_incidents = sa.Table(
+    "alert_incidents",
+    metadata,
+    sa.Column("dedup_key", sa.String(512), primary_key=True),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float),
+)
+
+
+def now() -> float:
+    return time.time()
+
+
+def default_state_url(settings: Settings) -> str:
+    return f"sqlite:///{settings.state_dir / 'registry' / 'registry.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (status, history) never block writers
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(settings: Settings) -> Engine:
+    """Engine for ``registry.state_url`` (default SQLite under the state dir); tables created."""
+    url = settings.registry.state_url or default_state_url(settings)
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, future=True
+        )
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+    metadata.create_all(engine)
+    return engine

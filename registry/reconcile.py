@@ -1,0 +1,143 @@
+"""The approval worker: acts on webhook hints at once and reconciles periodically.
+
+Webhook delivery is best effort (the promoter may be down, MLflow gives up after retries),
+so every ``reconcile_interval_s`` the worker also looks at each managed model in MLflow:
+pending candidates whose ``approval`` tag now says approved/rejected are decided, promotions
+interrupted by a crash are finished, unpublished events are sent and the history mirror is
+completed. All deciding happens on this one thread (plus the Kafka consumer's, serialised
+by the per-model lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from registry import audit
+from registry.approvals import handle_approval
+from registry.candidates import resume
+from registry.mlflow_registry import APPROVAL_TAG, DECISION_TAG, HISTORY_TAG_PREFIX
+from registry.promotion import Context
+
+log = logging.getLogger(__name__)
+
+
+def managed_models(ctx: Context) -> list[str]:
+    names = {ctx.settings.mlflow.registered_model, *ctx.settings.registry.models}
+    names.update(ctx.store.known_models())
+    return sorted(names)
+
+
+def reconcile_model(ctx: Context, model: str) -> int:
+    """One pass over ``model``; returns how many approvals were decided."""
+    for _, version in ctx.store.candidates_in("promoting", model):
+        with ctx.locks.hold(model):
+            resume(ctx, model, version)
+    versions = ctx.registry.versions(model)
+    pending = set(ctx.store.candidates_in("pending_approval", model))
+    for mv in versions:
+        tags = mv.tags or {}
+        key = (model, str(mv.version))
+        # marked pending in MLflow but unknown here (a fresh state store): adopt it
+        if (
+            tags.get(DECISION_TAG) == "pending_approval"
+            and key not in pending
+            and ctx.store.candidate_state(model, str(mv.version)) is None
+        ):
+            with ctx.store.engine.begin() as conn:
+                ctx.store.set_state(
+                    conn,
+                    model,
+                    str(mv.version),
+                    "pending_approval",
+                    release_id=tags.get("uptake.release_id"),
+                    run_id=mv.run_id,
+                )
+            pending.add(key)
+    decided = 0
+    for mv in versions:
+        key = (model, str(mv.version))
+        verdict = (mv.tags or {}).get(APPROVAL_TAG)
+        if (
+            key in pending
+            and verdict in ("approved", "rejected")
+            and handle_approval(ctx, model, str(mv.version), source="reconcile") is not None
+        ):
+            decided += 1
+    sync_mirror(ctx, model)
+    return decided
+
+
+def sync_mirror(ctx: Context, model: str) -> None:
+    """Re-mirror history entries whose MLflow tag is missing (a failed mirror write)."""
+    entries = audit.read(ctx.store.engine, model)
+    if not entries:
+        return
+    present = set(ctx.registry.model_tags(model))
+    for entry in entries:
+        if f"{HISTORY_TAG_PREFIX}{entry.seq:04d}" not in present:
+            audit.mirror_to_mlflow(ctx.registry, entry)
+
+
+def reconcile_once(ctx: Context) -> int:
+    decided = 0
+    for model in managed_models(ctx):
+        try:
+            decided += reconcile_model(ctx, model)
+        except Exception as exc:
+            log.warning("reconciling %s failed: %s", model, exc)
+    ctx.flush()
+    return decided
+
+
+class ApprovalWorker:
+    """One thread: webhook hints from a queue, and a reconcile pass every interval."""
+
+    def __init__(self, ctx: Context, interval_s: float) -> None:
+        self.ctx = ctx
+        self.interval_s = interval_s
+        self.hints: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.passes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="uptake-approvals", daemon=True)
+
+    def hint(self, model: str, version: str) -> None:
+        self.hints.put((model, version))
+
+    def start(self) -> ApprovalWorker:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.hints.put(("", ""))
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        next_pass = time.monotonic()  # reconcile once right away (restart after downtime)
+        while not self._stop.is_set():
+            wait = max(0.0, next_pass - time.monotonic())
+            try:
+                model, version = self.hints.get(timeout=wait)
+            except queue.Empty:
+                model = ""
+            if self._stop.is_set():
+                return
+            if model:
+                self._safely(lambda m=model, v=version: handle_approval(self.ctx, m, v, "webhook"))
+                self.ctx.flush()
+                continue
+            if time.monotonic() >= next_pass:
+                self._safely(lambda: reconcile_once(self.ctx))
+                self.passes += 1
+                next_pass = time.monotonic() + self.interval_s
+
+    @staticmethod
+    def _safely(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:
+            log.exception("approval worker step failed; the next reconcile pass retries")

@@ -1,0 +1,208 @@
+"""``uptake promoter``: the consumer of ``candidate.registered``, the approval webhook, the
+reconcile loop and (when channels are configured) the alerter, in one process.
+
+Nothing here needs a model to exist: on an empty stack the promoter polls an empty topic,
+its reconcile passes find no registered model, and it stays up (``uptake up`` relies on it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from registry.alerts.service import AlerterService
+from registry.candidates import handle_candidate
+from registry.db import make_engine
+from registry.locks import ModelLocks
+from registry.mlflow_registry import Registry
+from registry.outbox import Outbox
+from registry.promotion import Context
+from registry.reconcile import ApprovalWorker, reconcile_once
+from registry.store import StateStore
+from registry.webhook_receiver import DeliveryLog, ReceiverServer, ReceiverStats, make_app
+from uptake.bus import EventConsumer, EventProducer, ensure_topics
+from uptake.events import CandidateRegistered, Event
+from uptake.settings import Settings
+from uptake.stack.local import resolved_endpoints
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "uptake-promoter"
+
+
+def resolve(settings: Settings) -> Settings:
+    """Settings with the broker and MLflow of a running ``uptake up`` filled in."""
+    bootstrap, tracking = resolved_endpoints(settings)
+    return settings.model_copy(
+        update={"kafka_bootstrap": bootstrap, "mlflow_tracking_uri": tracking}
+    )
+
+
+def webhook_secret(settings: Settings) -> str:
+    """``UPTAKE_MLFLOW__WEBHOOK_SECRET``, else one generated once under the state dir (0600)."""
+    if settings.mlflow.webhook_secret is not None:
+        return settings.mlflow.webhook_secret.get_secret_value()
+    path = settings.state_dir / "registry" / "webhook-secret"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return Path(path).read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def make_context(settings: Settings, producer: EventProducer | None) -> Context:
+    engine = make_engine(settings)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    r = settings.registry
+    return Context(
+        settings=settings,
+        registry=Registry(settings.tracking_uri),
+        store=StateStore(engine),
+        locks=ModelLocks(engine, holder, r.lease_s, r.lock_timeout_s),
+        outbox=Outbox(engine, producer),
+        producer=PRODUCER,
+    )
+
+
+def _caught_up(kafka: KafkaConsumer) -> bool:
+    assigned = list(kafka.assignment())
+    if not assigned:
+        return False
+    ends = kafka.end_offsets(assigned)
+    return all(kafka.position(tp) >= ends[tp] for tp in assigned)
+
+
+class PromoterService:
+    def __init__(self, settings: Settings, *, alerts: bool = True) -> None:
+        self.settings = resolve(settings)
+        self.producer = EventProducer(self.settings, producer_name=PRODUCER)
+        self.ctx = make_context(self.settings, self.producer)
+        r = self.settings.registry
+        self.worker = ApprovalWorker(self.ctx, r.reconcile_interval_s)
+        self.receiver: ReceiverServer | None = None
+        self.receiver_stats = ReceiverStats()
+        self.webhook_id: str | None = None
+        self.consumer: EventConsumer | None = None
+        self.alerter = (
+            AlerterService(self.settings) if alerts and self.settings.alerts.channels else None
+        )
+        self._thread: threading.Thread | None = None
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _handle(self, event: Event, _record: object) -> None:
+        assert isinstance(event, CandidateRegistered)
+        handle_candidate(self.ctx, event)
+
+    def _make_consumer(self) -> EventConsumer:
+        return EventConsumer(
+            self.settings,
+            self.settings.registry.consumer_group,
+            [self.settings.kafka.topics.runs],
+            self._handle,
+            accept=[CandidateRegistered],
+            producer=self.producer,
+        )
+
+    def _start_receiver(self) -> None:
+        cfg = self.settings.registry.webhook
+        secret = webhook_secret(self.settings)
+        app = make_app(
+            secret,
+            DeliveryLog(self.ctx.store.engine, cfg.max_age_s),
+            self.worker.hint,
+            self.receiver_stats,
+        )
+        try:
+            self.receiver = ReceiverServer(app, cfg.host, cfg.port).start()
+        except (OSError, RuntimeError) as exc:
+            log.error("webhook receiver did not start (%s); approvals rely on reconcile", exc)
+            return
+        url = cfg.public_url or self.receiver.url
+        log.info("webhook receiver on %s (MLflow posts to %s)", self.receiver.url, url)
+        if not cfg.manage:
+            return
+        try:
+            self.webhook_id = self.ctx.registry.ensure_webhook(cfg.name, url, secret)
+            log.info("MLflow webhook %r -> %s registered", cfg.name, url)
+        except Exception as exc:  # e.g. a file store without webhooks: reconcile still works
+            log.warning("could not register MLflow webhook %r: %s", cfg.name, exc)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> PromoterService:
+        t = self.settings.kafka.topics
+        ensure_topics(self.settings, [t.runs, t.decisions, t.dlq])
+        if self.settings.registry.webhook.enabled:
+            self._start_receiver()
+        self.worker.start()
+        self.consumer = self._make_consumer()
+        self._thread = threading.Thread(
+            target=self.consumer.run, name="uptake-promoter-consumer", daemon=True
+        )
+        self._thread.start()
+        if self.alerter is not None:
+            self.alerter.start()
+        log.info("promoter started (consumer group %s)", self.settings.registry.consumer_group)
+        return self
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set or the consumer thread dies."""
+        while not stop.wait(0.5):
+            if self._thread is not None and not self._thread.is_alive():
+                log.error("the promoter's consumer stopped unexpectedly")
+                return
+
+    def stop(self) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        self.worker.stop()
+        if self.alerter is not None:
+            self.alerter.stop()
+        if self.receiver is not None:
+            if self.webhook_id is not None:
+                try:
+                    self.ctx.registry.delete_webhook(self.webhook_id)
+                except Exception as exc:
+                    log.warning("could not delete MLflow webhook: %s", exc)
+            self.receiver.stop()
+        self.producer.close()
+        self.ctx.store.engine.dispose()
+
+    def run_once(self, timeout_s: float = 60.0) -> int:
+        """Handle what is on the topic now, reconcile once, publish; return events handled."""
+        t = self.settings.kafka.topics
+        ensure_topics(self.settings, [t.runs, t.decisions, t.dlq])
+        consumer = self._make_consumer()
+        try:
+            deadline = time.monotonic() + timeout_s
+            stats = consumer.run(
+                until=lambda: _caught_up(consumer.kafka), timeout_s=max(1.0, timeout_s)
+            )
+            reconcile_once(self.ctx)
+            if time.monotonic() > deadline:
+                log.warning("--once: stopped after %.0fs before catching up", timeout_s)
+            return stats.processed
+        finally:
+            consumer.close()
+            self.producer.close()
+            self.ctx.store.engine.dispose()

@@ -1,0 +1,44 @@
+"""Registry fixtures: settings for a promoter under test, a fake worker, unique model names."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import MlflowServer
+from tests.registry.helpers import Worker
+from uptake.registry_config import GateConfig, RegistrySettings, WebhookReceiverConfig
+from uptake.settings import Settings
+
+
+def configure(
+    settings: Settings,
+    *,
+    mode: str = "auto",
+    gate: dict[str, Any] | None = None,
+    webhook: dict[str, Any] | None = None,
+    **registry: Any,
+) -> Settings:
+    """``settings`` with a registry section for this test (webhook receiver off by default)."""
+    hook = WebhookReceiverConfig(
+        **{"enabled": False, "name": f"uptake-test-{uuid.uuid4().hex[:8]}", **(webhook or {})}
+    )
+    section = RegistrySettings(
+        gate=GateConfig(mode=mode, **(gate or {})),
+        webhook=hook,
+        consumer_group=f"promoter-{uuid.uuid4().hex[:8]}",
+        **{"reconcile_interval_s": 3600.0, **registry},
+    )
+    return settings.model_copy(update={"registry": section})
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"uptake-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def worker(mlflow_server: MlflowServer) -> Worker:
+    return Worker(mlflow_server.tracking_uri)

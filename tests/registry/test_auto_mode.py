@@ -1,0 +1,86 @@
+"""Auto mode on a real MLflow server and broker: the promoter consumes candidate.registered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from registry import audit
+from registry.mlflow_registry import Registry
+from registry.service import PromoterService
+from tests.core.kafka_helpers import read_topic
+from tests.registry.conftest import configure
+from tests.registry.helpers import BETTER, GOOD, SPIKY, Worker, wait_for
+from uptake.bus import EventProducer, ensure_topics
+from uptake.events import ChampionChanged, PromotionDecided, decode_event
+from uptake.settings import Settings
+
+BEST = {"immigration": [3, 3, 3, 3, 1], "tax": [3, 3, 3, 3, 2]}  # 0.8 / 0.9
+
+
+def test_auto_mode_promotes_rejects_and_decides_once(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    s = configure(mlflow_settings, mode="auto")
+    ensure_topics(s)
+    reg = Registry(s.tracking_uri)
+    service = PromoterService(s, alerts=False).start()
+    try:
+        with EventProducer(s) as producer:
+            v1 = worker.register(model_name, GOOD)  # no champion yet: must beat its base
+            producer.publish(v1)
+            wait_for(lambda: reg.champion(model_name) == "1", 60, "v1 promoted")
+            v2 = worker.register(model_name, SPIKY)  # better all-pass, worse criterion rate
+            v3 = worker.register(model_name, BETTER)  # better on both
+            v4 = worker.register(model_name, BEST, suite_sha="t" * 64)  # another suite
+            for event in (v2, v3, v2, v4):  # v2 twice: a duplicate delivery
+                producer.publish(event)
+            wait_for(lambda: service.consumer.stats.processed >= 5, 60, "all events handled")
+    finally:
+        service.stop()
+
+    assert reg.champion(model_name) == "3"
+    assert "challenger" not in reg.aliases(model_name)
+    records = read_topic(s.kafka_bootstrap, s.kafka.topics.decisions, expected=6)
+    events = [decode_event(r.value) for r in records]
+    decided = [e for e in events if isinstance(e, PromotionDecided)]
+    assert sorted((e.version, e.outcome) for e in decided) == [
+        ("1", "promoted"),
+        ("2", "rejected"),  # exactly one decision despite the duplicate
+        ("3", "promoted"),
+        ("4", "rejected"),
+    ]
+    by_version = {e.version: e for e in decided}
+    assert "criterion_pass_rate_vs_champion" in by_version["2"].reason
+    failed = {c.name for c in by_version["2"].checks if not c.passed}
+    assert failed == {"criterion_pass_rate_vs_champion"}
+    assert "suite mismatch" in by_version["4"].reason
+    assert by_version["3"].reason.startswith("beats champion v1")
+    changed = [e for e in events if isinstance(e, ChampionChanged)]
+    assert [(e.version, e.previous_version, e.reason) for e in changed] == [
+        ("1", None, "promotion"),
+        ("3", "1", "promotion"),
+    ]
+    assert changed[1].model_uri == f"models:/{model_name}/3"
+
+    # the decision is logged to the candidate's run, with every check
+    client = worker.client
+    run = client.get_run(v2.run_id)
+    assert run.data.tags["uptake.decision"] == "rejected"
+    path = client.download_artifacts(v2.run_id, "uptake/decision-gate.json")
+    logged = json.loads(Path(path).read_text())
+    assert logged["outcome"] == "rejected" and logged["champion_version"] == "1"
+    assert {c["name"] for c in logged["checks"]} >= {"all_pass_rate_vs_champion", "area.tax"}
+
+    # audit trail: state store and its MLflow mirror
+    history = audit.read(service.ctx.store.engine, model_name)
+    assert [(h.seq, h.version, h.previous_version, h.decided_by) for h in history] == [
+        (1, "1", None, "gate"),
+        (2, "3", "1", "gate"),
+    ]
+    assert history[1].checks and history[1].release_id == v3.release_id
+    mirror = audit.read_mirror(reg, model_name)
+    assert [(m["seq"], m["v"], m["prev"]) for m in mirror] == [(1, "1", None), (2, "3", "1")]
+    assert reg.version(model_name, "3").tags["uptake.previous_champion"] == "1"
+    assert reg.version(model_name, "2").tags["uptake.decision"] == "rejected"
+    assert len(service.ctx.store.decisions_of(model_name)) == 4

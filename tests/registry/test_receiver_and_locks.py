@@ -1,0 +1,129 @@
+"""The approval webhook receiver (signature, freshness, replays) and the promotion lease."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry.db import make_engine
+from registry.locks import LockTimeout, ModelLocks
+from registry.webhook_receiver import DeliveryLog, ReceiverServer, make_app
+from uptake.settings import Settings
+from uptake.webhooks import sign_mlflow
+
+SECRET = "whsec-receiver"
+
+
+def delivery(
+    key: str = "approval",
+    value: str = "approved",
+    *,
+    secret: str = SECRET,
+    age_s: int = 0,
+    delivery_id: str | None = None,
+) -> tuple[dict[str, str], bytes]:
+    body = json.dumps(
+        {
+            "entity": "model_version_tag",
+            "action": "set",
+            "timestamp": "2026-01-01T00:00:00+00:00",
+            "data": {"name": "m", "version": "3", "key": key, "value": value},
+        }
+    )
+    delivery_id = delivery_id or str(uuid.uuid4())
+    ts = str(int(time.time()) - age_s)
+    headers = {
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": sign_mlflow(secret, delivery_id, ts, body),
+        "Content-Type": "application/json",
+    }
+    return headers, body.encode()
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    return make_engine(Settings(home=tmp_path))
+
+
+def test_receiver_verifies_signature_freshness_and_replays(engine) -> None:
+    verdicts: list[tuple[str, str]] = []
+    app = make_app(SECRET, DeliveryLog(engine, max_age_s=60), lambda m, v: verdicts.append((m, v)))
+    server = ReceiverServer(app, "127.0.0.1", 0).start()
+    try:
+
+        def post(headers: dict[str, str], body: bytes) -> int:
+            return httpx.post(server.url, headers=headers, content=body, timeout=5).status_code
+
+        forged_headers, forged_body = delivery(secret="not-the-secret")
+        assert post(forged_headers, forged_body) == 401
+        assert post(*delivery(age_s=3600)) == 401  # stale
+        headers, body = delivery()
+        assert post(headers, body[:-1] + b" }") == 401  # body tampered with
+        assert verdicts == []
+
+        assert post(headers, body) == 202
+        assert verdicts == [("m", "3")]
+        assert post(headers, body) == 409  # the same delivery again: a replay
+        assert post(*delivery(value="pending")) == 200  # our own tag: nothing to do
+        assert post(*delivery(key="note", value="approved")) == 200
+        assert post(*delivery(value="rejected")) == 202
+        assert verdicts == [("m", "3"), ("m", "3")]
+        stats = app.state.stats
+        assert (stats.rejected, stats.replayed, stats.ignored, stats.accepted) == (3, 1, 2, 2)
+    finally:
+        server.stop()
+
+
+def test_lease_admits_one_promoter_at_a_time(engine) -> None:
+    a = ModelLocks(engine, "promoter-a", lease_s=30, timeout_s=0.5)
+    b = ModelLocks(engine, "promoter-b", lease_s=30, timeout_s=0.5)
+    assert a.try_acquire("m")
+    assert not b.try_acquire("m")
+    assert b.holder_of("m") == "promoter-a"
+    with pytest.raises(LockTimeout, match="promoter-a"), b.hold("m"):
+        pass
+    a.release("m")
+    with b.hold("m"):
+        assert not a.try_acquire("m")
+    assert a.try_acquire("m")
+
+
+def test_expired_lease_is_taken_over(engine) -> None:
+    crashed = ModelLocks(engine, "crashed", lease_s=0.2, timeout_s=1)
+    assert crashed.try_acquire("m")  # and never released
+    other = ModelLocks(engine, "other", lease_s=30, timeout_s=5)
+    started = time.monotonic()
+    with other.hold("m"):
+        assert other.holder_of("m") == "other"
+    assert time.monotonic() - started < 3
+
+
+def test_threads_of_one_promoter_are_serialised(engine) -> None:
+    locks = ModelLocks(engine, "p", lease_s=30, timeout_s=10)
+    inside = 0
+    peak = 0
+    guard = threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, peak
+        with locks.hold("m"):
+            with guard:
+                inside += 1
+                peak = max(peak, inside)
+            time.sleep(0.05)
+            with guard:
+                inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 1
