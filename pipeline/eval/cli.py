@@ -117,7 +117,10 @@ def eval_command(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: all).")
+        int | None,
+        typer.Option(
+            "--threads", min=1, help="CPU threads for torch (default: 1 below 20M parameters)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Generation and bootstrap seed.")] = 0,
     api_model: Annotated[

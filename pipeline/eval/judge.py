@@ -120,7 +120,6 @@ class Judge:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self._url = str(settings.base_url).rstrip("/") + "/chat/completions"
         self._client = httpx.Client(headers=headers, timeout=settings.timeout_s)
-        self.calls = 0  # HTTP requests sent, for tests and reports
 
     def close(self) -> None:
         self._client.close()
@@ -190,7 +189,6 @@ class Judge:
 
     def _post(self, messages: list[dict[str, str]]) -> str:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
-        self.calls += 1
         try:
             resp = self._client.post(self._url, json=body)
         except httpx.TimeoutException:

@@ -96,6 +96,7 @@ def run_eval(
     require_judge(suite, judge)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
+    owned = isinstance(model, str | Path)
     if isinstance(model, str | Path):
         engine = make_backend(
             model,
@@ -125,9 +126,13 @@ def run_eval(
 
     if progress is not None:
         progress("generate", 0, total)
-    generations, seconds = timed(
-        lambda: engine.generate(requests, batch_size, lambda n: tick("generate", n))
-    )
+    try:
+        generations, seconds = timed(
+            lambda: engine.generate(requests, batch_size, lambda n: tick("generate", n))
+        )
+    finally:
+        if owned and hasattr(engine, "close"):
+            engine.close()  # an HTTP client; a local model is freed with the backend
 
     judge_client = None
     if suite.has_judge and judge is not None:

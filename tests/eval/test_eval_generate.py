@@ -208,6 +208,10 @@ def test_openai_backend_unreachable() -> None:
         OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1")
 
 
+def test_small_cpu_models_default_to_one_thread(lively_backend: TransformersBackend) -> None:
+    assert lively_backend.threads == 1  # ~0.4M parameters: below SMALL_MODEL_PARAMS
+
+
 def test_threads_apply_to_the_call_only(lively_model: Path, legal_suite) -> None:
     import torch
 
