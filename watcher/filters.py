@@ -106,11 +106,13 @@ def evaluate(snap: RepoSnapshot, f: Filters, *, has_token: bool) -> Verdict:
         return _skip("gated", "gated repo and no token configured for this source")
     if f.skip_remote_code and snap.requires_remote_code:
         return _skip("remote_code", "needs trust_remote_code")
+    if final and snap.files is not None:
+        weights = weights_verdict(snap.files)  # before params: no safetensors, no count
+        if not weights.accepted:
+            return weights
     if f.max_params is not None:
         if snap.num_parameters is not None and snap.num_parameters > f.max_params:
             return _skip("too_large", f"{snap.num_parameters:,} parameters > {f.max_params:,}")
         if snap.num_parameters is None and final:
             return Verdict("defer", "params_unknown", "no safetensors parameter count yet")
-    if final and snap.files is not None:
-        return weights_verdict(snap.files)
     return ACCEPT

@@ -428,8 +428,11 @@ def _insert_ignore(
     """Insert rows whose key is not there yet; return how many were inserted."""
     rows = list(rows)
     stmt = _dialect_insert(conn, table)
-    if stmt is not None:
-        return conn.execute(stmt.on_conflict_do_nothing(index_elements=keys), rows).rowcount
+    if stmt is not None:  # RETURNING: rowcount is unreliable for executemany on psycopg
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys).returning(
+            *[table.c[k] for k in keys]
+        )
+        return len(conn.execute(stmt, rows).all())
     inserted = 0
     for row in rows:
         where = [table.c[k] == row[k] for k in keys]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,12 +47,36 @@ def hf_source(hub: FakeHub, **overrides: Any) -> HfSourceConfig:
 
 
 @pytest.fixture
-def make_settings(settings: Settings) -> Callable[..., Settings]:
+def store_url() -> Iterator[str | None]:
+    """None (SQLite under the test's state dir), or a fresh PostgreSQL database per test when
+    ``UPTAKE_TEST_WATCHER_STORE=postgres`` and ``UPTAKE_TEST_POSTGRES_URL`` are set."""
+    admin_url = os.environ.get("UPTAKE_TEST_POSTGRES_URL")
+    if os.environ.get("UPTAKE_TEST_WATCHER_STORE") != "postgres" or not admin_url:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    name = f"uptake_watcher_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def make_settings(settings: Settings, store_url: str | None) -> Callable[..., Settings]:
     def make(*sources: Any, **watcher: Any) -> Settings:
         return settings.model_copy(
             update={
                 "sources": list(sources),
-                "watcher": WatcherSettings.model_validate({**FAST_WATCHER, **watcher}),
+                "watcher": WatcherSettings.model_validate(
+                    {**FAST_WATCHER, "store_url": store_url, **watcher}
+                ),
             }
         )
 

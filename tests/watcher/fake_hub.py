@@ -322,7 +322,9 @@ class FakeHub:
         expand = query.get("expand") or query.get("expand[]") or []
         with self.lock:
             ids = list(self.by_author.get(author, [])) if author is not None else list(self.repos)
-            repos = [self.repos[i] for i in ids if search in i.lower()]
+            repos = [  # anonymous listing: public repos only
+                self.repos[i] for i in ids if search in i.lower() and not self.repos[i].private
+            ]
             if sort == "lastModified":
                 repos.sort(key=lambda r: r.last_modified, reverse=True)
             else:
