@@ -1,0 +1,174 @@
+"""``uptake train``: post-train a model directory with a recipe, with a rich progress bar.
+
+The recipe is validated before torch is imported, so a bad recipe fails in a fraction of a
+second with one line naming the field (exit 2). With ``--num-processes N`` (N > 1), or a recipe
+whose hardware asks for it, the command re-runs itself under ``accelerate launch`` (FSDP).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.train.recipe import PROFILES, load_recipe
+from pipeline.train.results import TrainProgress, TrainResult
+
+if TYPE_CHECKING:
+    from pipeline.train.preflight import PreflightReport
+
+console = Console(stderr=False)
+
+
+def print_preflight(report: PreflightReport) -> None:
+    table = Table(title="preflight", show_header=True, header_style="bold", expand=False)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("why", overflow="fold")
+    table.add_row(
+        "model",
+        f"{report.architecture or report.model_type} ({report.num_parameters or '?'} params)",
+        f"context {report.context_length or '?'}",
+    )
+    table.add_row(
+        "training",
+        f"max_length {report.max_length}, {report.attn_implementation}, "
+        f"packing {'on' if report.packing else 'off'}, "
+        f"grad ckpt {'on' if report.gradient_checkpointing else 'off'}",
+        "",
+    )
+    table.add_row("tokens", f"eos {report.eos_token!r}, pad {report.pad_token!r}", "")
+    for a in report.adapters:
+        table.add_row(f"[yellow]adapter[/] {a.name}", a.action, a.reason)
+    for note in report.notes:
+        table.add_row("note", "", note)
+    for r in report.refusals:
+        table.add_row(f"[red]REFUSED[/] {r.check}", "", r.reason)
+    console.print(table)
+
+
+def print_summary(result: TrainResult) -> None:
+    table = Table(title="training summary", show_header=False, expand=False)
+    table.add_column("")
+    table.add_column("")
+    for key, value in result.summary_rows():
+        table.add_row(key, value)
+    for stage in result.stages:
+        loss = f"{stage.final_loss:.4f}" if stage.final_loss is not None else "n/a"
+        table.add_row(
+            f"stage {stage.name}",
+            f"{stage.steps} steps, {stage.tokens:,} tokens, {stage.tokens_per_s:,.0f} tok/s, "
+            f"loss {loss}",
+        )
+    console.print(table)
+
+
+def _progress_bar():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_command(
+        model: Path = typer.Option(..., "--model", help="base model directory (safetensors)"),
+        recipe: Path = typer.Option(..., "--recipe", help="recipe YAML file"),
+        out: Path = typer.Option(..., "--out", help="run directory; the model lands in OUT/model"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in OUT"),
+        num_processes: int | None = typer.Option(
+            None, "--num-processes", min=1, help="GPUs to use; > 1 runs under accelerate (FSDP)"
+        ),
+        profile: str | None = typer.Option(
+            None, "--profile", help=f"hardware profile {PROFILES} (default: detected)"
+        ),
+        repo_id: str | None = typer.Option(
+            None, "--repo-id", help="hub repo id of the model (matched against the allow-list)"
+        ),
+        mlflow: bool = typer.Option(
+            False, "--mlflow", help="log params, metrics and the model to MLflow"
+        ),
+    ) -> None:
+        """Post-train MODEL with RECIPE; writes a merged, self-contained model to OUT/model."""
+        from uptake.errors import InputError
+
+        spec = load_recipe(recipe)  # exit 2 on a bad recipe, before torch is imported
+        if profile is not None and profile not in PROFILES:
+            raise InputError(f"--profile: expected one of {PROFILES}, got {profile!r}")
+        resolved = spec.resolve(profile)  # type: ignore[arg-type]
+        processes = num_processes or resolved.hardware.num_processes
+
+        from pipeline.train.launch import accelerate_command, needs_launch
+
+        if needs_launch(processes):
+            cmd = accelerate_command(
+                num_processes=processes,
+                model=model,
+                recipe=recipe,
+                out=out,
+                resume=resume,
+                profile=resolved.profile,
+                repo_id=repo_id,
+            )
+            console.print(f"launching: {shlex.join(cmd)}")
+            raise typer.Exit(subprocess.call(cmd))
+
+        from uptake.settings import load_settings
+
+        settings = load_settings()
+        from pipeline.train.trainer import train
+
+        with _progress_bar() as bar:
+            tasks: dict[str, int] = {}
+
+            def on_progress(p: TrainProgress) -> None:
+                if p.stage not in tasks:
+                    tasks[p.stage] = bar.add_task(p.stage, total=p.total_steps, loss="-", tps="-")
+                bar.update(
+                    tasks[p.stage],
+                    completed=p.step,
+                    total=p.total_steps,
+                    loss=f"{p.loss:.4f}" if p.loss is not None else "-",
+                    tps=f"{p.tokens_per_s:,.0f}",
+                )
+
+            result = train(
+                model,
+                resolved,
+                out,
+                resume=resume,
+                on_progress=on_progress,
+                allowlist=settings.trust_remote_code_allowlist,
+                repo_id=repo_id,
+                on_preflight=print_preflight,
+            )
+        print_summary(result)
+        if mlflow:
+            import mlflow as mlflow_mod
+
+            from pipeline.train.mlflow_log import log_training
+
+            mlflow_mod.set_tracking_uri(settings.tracking_uri)
+            run_id = log_training(result, resolved)
+            console.print(f"logged to MLflow run {run_id}")

@@ -1,0 +1,100 @@
+"""Translate recipe + preflight + hardware into TRL configs (``SFTConfig``, ``DPOConfig``, LoRA).
+
+Kept separate from the trainer so the exact arguments TRL receives can be unit-tested and
+compared with TRL's defaults (see bench/train.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.train.hardware import ResolvedHardware
+from pipeline.train.preflight import PreflightReport
+from pipeline.train.recipe import DPOStage, Recipe, SFTStage
+
+
+def _common(
+    stage: SFTStage | DPOStage,
+    recipe: Recipe,
+    report: PreflightReport,
+    hw: ResolvedHardware,
+    output_dir: Path,
+) -> dict[str, Any]:
+    return {
+        "output_dir": str(output_dir),
+        "max_steps": stage.max_steps or -1,
+        "num_train_epochs": stage.epochs,
+        "per_device_train_batch_size": stage.batch_size,
+        "gradient_accumulation_steps": stage.gradient_accumulation_steps,
+        "learning_rate": stage.learning_rate,
+        "lr_scheduler_type": stage.lr_scheduler,
+        "warmup_steps": stage.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        "weight_decay": stage.weight_decay,
+        "max_grad_norm": stage.max_grad_norm,
+        "logging_steps": stage.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": stage.save_steps,
+        "save_total_limit": stage.save_total_limit,
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
+        "bf16": hw.bf16,
+        "fp16": False,
+        "use_cpu": hw.device == "cpu",
+        "optim": hw.optimizer,
+        "gradient_checkpointing": report.gradient_checkpointing,
+        "use_liger_kernel": hw.liger,
+        "torch_compile": hw.torch_compile,
+        "max_length": report.max_length,
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": [],  # the caller logs to MLflow with pipeline.train.mlflow_log
+        "disable_tqdm": True,
+        "dataloader_num_workers": hw.dataloader_num_workers,
+    }
+
+
+def sft_config(
+    recipe: Recipe, report: PreflightReport, hw: ResolvedHardware, output_dir: Path
+):  # -> trl.SFTConfig
+    from trl import SFTConfig
+
+    stage = recipe.stages.sft
+    kwargs = _common(stage, recipe, report, hw, output_dir)
+    grouped = stage.length_grouping and not report.packing
+    kwargs.update(
+        assistant_only_loss=stage.assistant_only_loss,
+        packing=report.packing,
+        packing_strategy="bfd",
+        train_sampling_strategy="group_by_length" if grouped else "random",
+    )
+    return SFTConfig(**kwargs)
+
+
+def dpo_config(
+    recipe: Recipe, report: PreflightReport, hw: ResolvedHardware, output_dir: Path
+):  # -> trl.DPOConfig
+    from trl import DPOConfig
+
+    stage = recipe.stages.dpo
+    assert stage is not None
+    kwargs = _common(stage, recipe, report, hw, output_dir)
+    kwargs.update(beta=stage.beta, loss_type=[stage.loss_type])
+    return DPOConfig(**kwargs)
+
+
+def lora_config(recipe: Recipe, trainable_token_ids: list[int]):  # -> peft.LoraConfig | None
+    if recipe.lora is None:
+        return None
+    from peft import LoraConfig
+
+    spec = recipe.lora
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+        # Tokens preflight added (ChatML markers, pad) start untrained: train their embedding rows.
+        trainable_token_indices=list(trainable_token_ids) or None,
+    )

@@ -1,0 +1,82 @@
+"""Export: one self-contained model directory that ``AutoModelForCausalLM.from_pretrained`` loads.
+
+LoRA adapters are merged into the base weights, so eval and serving need neither PEFT nor the
+base model; the adapted tokenizer (chat template, EOS, pad) and a generation config whose stop
+tokens match the template are saved alongside, and weights are safetensors in the base model's
+dtype. Export reads the stage's saved output from disk on the main process only, which works the
+same after a single-process run and after an FSDP run (where the in-memory model is sharded).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+PROVENANCE_FILE = "uptake_training.json"
+
+
+def config_dtype(config: Any):
+    """The dtype a checkpoint declares (fp32 when it declares none)."""
+    import torch
+
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def export_model(
+    *,
+    base: Any,
+    stage_output: Path,
+    save_dtype: Any,
+    tokenizer: Any,
+    stop_token_ids: list[int],
+    out_dir: Path,
+    provenance: dict[str, Any],
+    code_dir: Path | None = None,
+) -> Path:
+    """Merge ``stage_output`` (a LoRA adapter over ``base``, or a full model) into ``out_dir``.
+
+    ``base`` is the adapted base model (embeddings already resized) when the stage trained a LoRA
+    adapter, None after full fine-tuning, whose stage output is itself a complete model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, str(stage_output)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            stage_output,
+            use_safetensors=True,
+            dtype=torch.float32,
+            trust_remote_code=code_dir is not None,
+        )
+    model = model.to(save_dtype)
+    model.config.dtype = save_dtype
+    model.config.use_cache = True
+    gen = model.generation_config
+    gen.eos_token_id = stop_token_ids or tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if code_dir is not None:  # allow-listed remote-code models: ship their code with the weights
+        for py in code_dir.glob("*.py"):
+            if not (tmp / py.name).exists():
+                shutil.copy2(py, tmp / py.name)
+    (tmp / PROVENANCE_FILE).write_text(
+        json.dumps(provenance, indent=2, default=str), encoding="utf-8"
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)  # readers never see a half-written model directory
+    return out_dir

@@ -1,0 +1,103 @@
+"""Log a training run to MLflow: params, metrics, the preflight report and the merged model.
+
+The model is logged as a plain artifact directory (``model/``), not with the transformers
+flavor. Eval and serving load it with ``AutoModelForCausalLM.from_pretrained`` on the directory
+``mlflow.artifacts.download_artifacts`` returns, which is the fastest path there is: the flavor
+would add a pipeline wrapper, an MLmodel file, pip requirement inference (imports and
+environment probing at log time) and a layout that needs ``mlflow.transformers.load_model`` to
+read back. The registry does not need a logged-model entity either: a version is created from
+``runs:/<run_id>/model`` with ``MlflowClient.create_model_version``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.train.recipe import Recipe
+from pipeline.train.results import TrainResult
+
+MLFLOW_PARAM_MAX = 6000
+
+
+def training_params(result: TrainResult, recipe: Recipe | None = None) -> dict[str, str]:
+    """Every param logged for a training run (flat, string values)."""
+    from pipeline.train.preflight import PreflightReport
+
+    report = PreflightReport.model_validate(result.preflight)
+    params: dict[str, str] = {}
+    if recipe is not None:
+        params.update(recipe.flat_params())
+    params.update(report.mlflow_params())
+    params.update({f"hardware.{k}": str(v) for k, v in result.hardware.items()})
+    params.update({f"data_sha256.{k}": v for k, v in result.data_sha256.items()})
+    params["recipe.sha256"] = result.recipe_sha256
+    params["recipe.profile"] = result.profile
+    return {k: v[:MLFLOW_PARAM_MAX] for k, v in params.items()}
+
+
+def training_metrics(result: TrainResult) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "train.steps": float(result.steps),
+        "train.tokens": float(result.tokens),
+        "train.tokens_per_s": result.tokens_per_s,
+        "train.wall_s": result.wall_s,
+    }
+    if result.final_loss is not None:
+        metrics["train.final_loss"] = result.final_loss
+    for stage in result.stages:
+        metrics[f"{stage.name}.steps"] = float(stage.steps)
+        metrics[f"{stage.name}.tokens_per_s"] = stage.tokens_per_s
+        if stage.final_loss is not None:
+            metrics[f"{stage.name}.final_loss"] = stage.final_loss
+    return metrics
+
+
+def log_training(
+    result: TrainResult,
+    recipe: Recipe | None = None,
+    *,
+    run_id: str | None = None,
+    log_model: bool = True,
+    artifact_path: str = "model",
+) -> str:
+    """Log ``result`` into ``run_id`` (or the active run, or a new one). Returns the run id."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.train.preflight import PreflightReport
+
+    client = MlflowClient()
+    active = mlflow.active_run()
+    if run_id is None:
+        run_id = active.info.run_id if active is not None else None
+    if run_id is None:
+        experiment = mlflow.set_experiment("uptake-train")
+        run_id = client.create_run(
+            experiment.experiment_id, run_name=result.recipe_name
+        ).info.run_id
+        client.set_terminated(run_id, "FINISHED")
+
+    report = PreflightReport.model_validate(result.preflight)
+    tags = {"uptake.recipe_sha": result.recipe_sha256, **report.mlflow_tags()}
+    params = training_params(result, recipe)
+    now = int(__import__("time").time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in training_metrics(result).items()]
+    for stage in result.stages:
+        metrics += [Metric(f"{stage.name}.loss", loss, now, step) for step, loss in stage.losses]
+    items: list[Any] = list(params.items())
+    for i in range(0, len(items), 100):  # the REST API takes at most 100 params per batch
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
+    client.log_dict(run_id, result.preflight, "training/preflight.json")
+    client.log_dict(run_id, result.model_dump(mode="json"), "training/result.json")
+    client.log_text(run_id, "\n".join(report.lines()) + "\n", "training/preflight.txt")
+    if recipe is not None and recipe.source is not None and Path(recipe.source).is_file():
+        client.log_artifact(run_id, str(recipe.source), "training")
+    if log_model:
+        client.log_artifacts(run_id, str(result.model_dir), artifact_path)
+    return run_id

@@ -1,0 +1,258 @@
+"""The training recipe: one YAML file, validated by pydantic, applied unchanged to any base model.
+
+A recipe names its stages (``sft`` required, ``dpo`` optional), the adapter (LoRA or full
+fine-tuning), sequence length, seed, data paths and hardware settings. ``profiles`` holds partial
+overrides per hardware kind (``cpu``, ``gpu``); the one matching the machine is merged over the
+base recipe at run time, so a single file serves the CI box and the GPU worker. Data paths are
+relative to the recipe file, which makes a recipe directory self-contained and movable.
+
+Every error names the field it is about (``stages.sft.learning_rate: ...``) and is an
+``InputError``: the CLI prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from uptake.errors import InputError, describe_validation_error
+
+ProfileName = Literal["cpu", "gpu"]
+PROFILES: tuple[str, ...] = ("cpu", "gpu")
+
+
+class RecipeError(InputError):
+    """The recipe file is missing, unparsable or invalid (exit code 2)."""
+
+
+class _Section(BaseModel):
+    """Strict section: an unknown key is a typo and typos are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _resolve_data_path(value: Any, info: ValidationInfo) -> Path:
+    """Data paths are relative to the recipe file and must exist when the recipe is loaded."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path((info.context or {}).get("base_dir") or Path.cwd()) / path
+    if not path.is_file():
+        raise ValueError(f"data file not found: {path}")
+    return path.resolve()
+
+
+class LoRA(_Section):
+    """Low-rank adapters on every linear layer by default; merged into the base at the end."""
+
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+
+
+class _StageCommon(_Section):
+    data: Path
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0, le=1.0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, ge=1, description="per device")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(100, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+
+    _data_path = field_validator("data", mode="before")(_resolve_data_path)
+
+
+class SFTStage(_StageCommon):
+    """Supervised fine-tuning on chat JSONL (``{"messages": [...]}`` per line)."""
+
+    assistant_only_loss: bool = True
+    # "auto": pack only when the attention kernel is padding-free (varlen flash attention).
+    packing: Literal["auto"] | bool = "auto"
+    # Batch examples of similar length together when not packing: less padding, more tokens/s.
+    length_grouping: bool = True
+
+
+class DPOStage(_StageCommon):
+    """Direct preference optimisation on ``{"prompt": [...], "chosen": ..., "rejected": ...}``."""
+
+    learning_rate: float = Field(5e-6, gt=0, le=1.0)
+    beta: float = Field(0.1, gt=0)
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "apo_down"] = "sigmoid"
+
+
+class Stages(_Section):
+    sft: SFTStage
+    dpo: DPOStage | None = None
+
+
+class Hardware(_Section):
+    """How to use the machine; ``auto`` picks the fast option the machine supports."""
+
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # "auto": on only when the estimated activation memory would not fit on the GPU.
+    gradient_checkpointing: Literal["auto"] | bool = "auto"
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = "auto"
+    liger: Literal["auto"] | bool = "auto"
+    attn_implementation: Literal[
+        "auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"
+    ] = "auto"
+    num_processes: int = Field(1, ge=1, description="> 1: run under accelerate launch (FSDP)")
+    dataloader_num_workers: int = Field(0, ge=0)
+    torch_compile: bool = False
+
+
+class Recipe(_Section):
+    """A validated recipe. ``sha256`` is the hash of the file's bytes, recorded with every run."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 42
+    max_length: int = Field(2048, ge=16)
+    max_length_policy: Literal["refuse", "clamp"] = "refuse"
+    lora: LoRA | None = LoRA()
+    stages: Stages
+    hardware: Hardware = Hardware()
+    profiles: dict[ProfileName, dict[str, Any]] = Field(default_factory=dict)
+    # Set by resolve(): the hardware profile merged into this recipe, None for the base recipe.
+    profile: ProfileName | None = None
+
+    _sha256: str = PrivateAttr("")
+    _source: Path | None = PrivateAttr(None)
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles_are_partial_recipes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, override in value.items():
+            if not isinstance(override, dict):
+                raise ValueError(f"profile {name!r} must be a mapping of recipe fields")
+            for forbidden in ("profiles", "profile", "name"):
+                if forbidden in override:
+                    raise ValueError(f"profile {name!r} cannot set {forbidden!r}")
+        return value
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def full_finetune(self) -> bool:
+        return self.lora is None
+
+    def resolve(self, profile: ProfileName | None = None) -> Recipe:
+        """The recipe with ``profile`` (default: detected from the machine) merged in."""
+        if self.profile is not None:
+            return self
+        profile = profile or detect_profile()
+        if profile not in PROFILES:
+            raise RecipeError(f"unknown hardware profile {profile!r} (expected one of {PROFILES})")
+        merged = _deep_merge(self._raw, self.profiles.get(profile, {}))
+        merged["profile"] = profile
+        merged.pop("profiles", None)
+        resolved = _validate(merged, self._source, prefix=f"profiles.{profile}")
+        resolved._sha256, resolved._source, resolved._raw = self._sha256, self._source, merged
+        return resolved
+
+    def flat_params(self) -> dict[str, str]:
+        """Flat ``recipe.section.key -> str`` mapping for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for key, val in node.items():
+                    walk(f"{prefix}.{key}", val)
+            else:
+                out[prefix] = str(node)
+
+        walk("recipe", self.model_dump(mode="json", exclude={"profiles"}))
+        return out
+
+
+def detect_profile() -> ProfileName:
+    """``gpu`` when CUDA is usable, else ``cpu``."""
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, val in override.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], val)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def _validate(data: dict[str, Any], source: Path | None, prefix: str = "") -> Recipe:
+    where = f" {source}" if source else ""
+    context = {"base_dir": source.parent if source is not None else None}
+    try:
+        return Recipe.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise RecipeError(
+            f"invalid recipe{where}: {describe_validation_error(exc, prefix)}"
+        ) from None
+
+
+def parse_recipe(text: str, source: Path | None = None) -> Recipe:
+    """Validate recipe YAML text; ``source`` anchors relative data paths."""
+    where = f" {source}" if source else ""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"invalid recipe{where}{line}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        got = "empty file" if data is None else type(data).__name__
+        raise RecipeError(f"invalid recipe{where}: top level must be a mapping, got {got}")
+    if data.get("profile") is not None:
+        raise RecipeError(f"invalid recipe{where}: profile: set at run time, not in the file")
+    recipe = _validate(data, source)
+    recipe._sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    recipe._source = source
+    recipe._raw = data
+    for name in recipe.profiles:  # a bad override fails at load time, not hours later on a GPU
+        recipe.resolve(name)
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file. Raises RecipeError (exit 2) naming the bad field."""
+    source = Path(path).expanduser().resolve()
+    if not source.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        text = source.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"invalid recipe {source}: not UTF-8 text") from None
+    recipe = parse_recipe(text, source)
+    # Hash the exact bytes, not a re-serialisation: same file, same sha everywhere.
+    recipe._sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    return recipe
