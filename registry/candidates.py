@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import logging
 
-from registry.decide import assess, enact, finish_promotion, undo_promotion_decision
+from registry.decide import (
+    assess,
+    enact,
+    finish_promotion,
+    mirror_decision,
+    undo_promotion_decision,
+)
 from registry.decision import Decision
 from registry.promotion import Context, PromotionConflict
 from uptake.events import CandidateRegistered
@@ -86,7 +92,13 @@ def resume(ctx: Context, model: str, version: str) -> bool:
     Returns False when the decision had to be undone (the champion moved meanwhile): the
     caller decides again.
     """
-    if ctx.store.candidate_state(model, version) != "promoting":
+    state = ctx.store.candidate_state(model, version)
+    if state in ("pending_approval", "rejected"):
+        decision = ctx.store.decision(model, version, "gate")
+        if decision is not None and decision.outcome == state:
+            mirror_decision(ctx, decision)  # the tags may not have been written (crash)
+        return True
+    if state != "promoting":
         return True
     for kind in ("approval", "gate"):
         decision = ctx.store.decision(model, version, kind)

@@ -90,22 +90,17 @@ def enact(ctx: Context, decision: Decision, *, from_state: str | None = None) ->
     """Record ``decision`` once and carry it out; None if it was already taken.
 
     ``from_state``: the candidate state the decision requires (compare-and-set), e.g. an
-    approval acts only on a candidate still ``pending_approval``.
+    approval acts only on a candidate still ``pending_approval``. The state store is written
+    before the MLflow tags, so whoever sees ``approval=pending`` or ``uptake.decision`` in
+    MLflow finds the decision recorded; a crash in between is repaired by ``mirror_decision``
+    when the event is redelivered.
     """
     model, version = decision.registered_model, decision.version
-    reg = ctx.registry
     if decision.run_id:
-        reg.log_json(decision.run_id, decision.model_dump(mode="json"), decision.artifact_file)
-        reg.set_run_tags(decision.run_id, decision.run_tags())
-    tags: dict[str, object] = {DECISION_TAG: decision.outcome, DECISION_REASON_TAG: decision.reason}
-    if decision.outcome == "pending_approval":
-        tags[APPROVAL_TAG] = "pending"
-    if decision.outcome != "promoted":  # a promotion sets these only once the alias moved
-        reg.set_version_tags(model, version, tags)
-    if decision.outcome == "pending_approval":
-        reg.set_alias(model, CHALLENGER, version)
-    elif decision.outcome == "rejected" and reg.aliases(model).get(CHALLENGER) == version:
-        reg.delete_alias(model, CHALLENGER)
+        ctx.registry.log_json(
+            decision.run_id, decision.model_dump(mode="json"), decision.artifact_file
+        )
+        ctx.registry.set_run_tags(decision.run_id, decision.run_tags())
     state = "promoting" if decision.outcome == "promoted" else decision.outcome
     with ctx.store.engine.begin() as conn:
         if from_state is not None and not ctx.store.transition(
@@ -125,9 +120,25 @@ def enact(ctx: Context, decision: Decision, *, from_state: str | None = None) ->
     if decision.outcome == "promoted":
         finish_promotion(ctx, decision)
     else:
+        mirror_decision(ctx, decision)
         ctx.flush()
     log.info("%s v%s: %s (%s)", model, version, decision.outcome, decision.reason)
     return decision
+
+
+def mirror_decision(ctx: Context, decision: Decision) -> None:
+    """The MLflow side of a pending or rejected decision: challenger alias, then tags
+    (``approval=pending`` last: it is what people and the UI act on). Idempotent."""
+    model, version = decision.registered_model, decision.version
+    reg = ctx.registry
+    if decision.outcome == "pending_approval":
+        reg.set_alias(model, CHALLENGER, version)
+    elif decision.outcome == "rejected" and reg.aliases(model).get(CHALLENGER) == version:
+        reg.delete_alias(model, CHALLENGER)
+    tags: dict[str, object] = {DECISION_TAG: decision.outcome, DECISION_REASON_TAG: decision.reason}
+    if decision.outcome == "pending_approval":
+        tags[APPROVAL_TAG] = "pending"
+    reg.set_version_tags(model, version, tags)
 
 
 def finish_promotion(ctx: Context, decision: Decision) -> None:

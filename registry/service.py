@@ -116,6 +116,7 @@ class PromoterService:
             self._handle,
             accept=[CandidateRegistered],
             producer=self.producer,
+            max_poll_records=1,  # a decision takes ~1 s of MLflow calls: poll between each
         )
 
     def _start_receiver(self) -> None:

@@ -31,7 +31,11 @@ def configure(
         consumer_group=f"promoter-{uuid.uuid4().hex[:8]}",
         **{"reconcile_interval_s": 3600.0, **registry},
     )
-    return settings.model_copy(update={"registry": section})
+    # production's poll interval: a decision is a few MLflow calls, slow on a busy machine
+    kafka = settings.kafka.model_copy(
+        update={"max_poll_interval_ms": 10_000, "session_timeout_ms": 10_000}
+    )
+    return settings.model_copy(update={"registry": section, "kafka": kafka})
 
 
 @pytest.fixture

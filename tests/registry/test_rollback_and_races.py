@@ -1,0 +1,156 @@
+"""``uptake promoter --once``, ``history`` and ``rollback`` as a user runs them; two promoters."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from registry import audit
+from registry.candidates import handle_candidate
+from registry.mlflow_registry import Registry
+from registry.promotion import PromotionConflict, promote
+from registry.service import make_context
+from tests.core.cli_helpers import run_uptake
+from tests.core.kafka_helpers import read_topic
+from tests.registry.conftest import configure
+from tests.registry.helpers import BETTER, GOOD, Worker
+from uptake.bus import EventProducer, ensure_topics
+from uptake.events import ChampionChanged, decode_event
+from uptake.settings import Settings
+
+BEST = {"immigration": [3, 3, 3, 3, 1], "tax": [3, 3, 3, 3, 2]}
+
+
+def cli_env(s: Settings) -> dict[str, str]:
+    t = s.kafka.topics
+    return {
+        "UPTAKE_KAFKA_BOOTSTRAP": s.kafka_bootstrap or "",
+        "UPTAKE_MLFLOW_TRACKING_URI": s.tracking_uri,
+        "UPTAKE_KAFKA__TOPICS__RELEASES": t.releases,
+        "UPTAKE_KAFKA__TOPICS__RUNS": t.runs,
+        "UPTAKE_KAFKA__TOPICS__DECISIONS": t.decisions,
+        "UPTAKE_KAFKA__TOPICS__DLQ": t.dlq,
+        "UPTAKE_REGISTRY__CONSUMER_GROUP": s.registry.consumer_group,
+    }
+
+
+def test_rollback_restores_previous_champion_and_audits(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    s = configure(mlflow_settings, mode="auto")
+    ensure_topics(s)
+    env = cli_env(s)
+    with EventProducer(s) as producer:
+        producer.publish(worker.register(model_name, GOOD))
+        producer.publish(worker.register(model_name, BETTER))
+    once = run_uptake("promoter", "--once", home=s.home, timeout=120, **env)
+    assert once.returncode == 0, once.stderr
+    reg = Registry(s.tracking_uri)
+    assert reg.champion(model_name) == "2"
+
+    back = run_uptake(
+        "rollback", model_name, "--by", "bob", "--note", "bad answers", home=s.home, **env
+    )
+    assert back.returncode == 0, back.stderr
+    assert reg.champion(model_name) == "1"
+    forth = run_uptake("rollback", model_name, "--to", "2", "--by", "carol", home=s.home, **env)
+    assert forth.returncode == 0, forth.stderr
+    assert reg.champion(model_name) == "2"
+
+    shown = run_uptake("history", model_name, "--json", home=s.home, **env)
+    assert shown.returncode == 0, shown.stderr
+    rows = [
+        (h["seq"], h["version"], h["previous_version"], h["reason"], h["decided_by"])
+        for h in json.loads(shown.stdout)
+    ]
+    assert rows == [
+        (1, "1", None, "promotion", "gate"),
+        (2, "2", "1", "promotion", "gate"),
+        (3, "1", "2", "rollback", "rollback:bob"),
+        (4, "2", "1", "rollback", "rollback:carol"),
+    ]
+    assert "bad answers" in json.loads(shown.stdout)[2]["detail"]
+    mirror = audit.read_mirror(reg, model_name)
+    assert [(m["seq"], m["v"], m["reason"], m["by"]) for m in mirror] == [
+        (1, "1", "promotion", "gate"),
+        (2, "2", "promotion", "gate"),
+        (3, "1", "rollback", "rollback:bob"),
+        (4, "2", "rollback", "rollback:carol"),
+    ]
+    assert reg.version(model_name, "1").tags["uptake.previous_champion"] == "2"
+
+    records = read_topic(s.kafka_bootstrap, s.kafka.topics.decisions, expected=6)
+    changed = [
+        e for e in map(decode_event, (r.value for r in records)) if isinstance(e, ChampionChanged)
+    ]
+    assert [(e.version, e.previous_version, e.reason) for e in changed] == [
+        ("1", None, "promotion"),
+        ("2", "1", "promotion"),
+        ("1", "2", "rollback"),
+        ("2", "1", "rollback"),
+    ]
+
+    same = run_uptake("rollback", model_name, "--to", "2", home=s.home, **env)
+    assert same.returncode == 2 and "already the champion" in same.stderr
+
+
+def test_two_promoters_decide_once_and_the_alias_is_compare_and_set(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    s = configure(mlflow_settings, mode="auto")
+    ensure_topics(s)
+    reg = Registry(s.tracking_uri)
+    with EventProducer(s) as producer:
+        a, b = make_context(s, producer), make_context(s, producer)  # one store, two holders
+        v1 = worker.register(model_name, GOOD)
+        results: list[object] = []
+        threads = [
+            threading.Thread(target=lambda ctx=ctx: results.append(handle_candidate(ctx, v1)))
+            for ctx in (a, b)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert reg.champion(model_name) == "1"
+        assert len(results) == 2 and all(r is not None for r in results)
+        assert len(a.store.decisions_of(model_name)) == 1
+        assert len(audit.read(a.store.engine, model_name)) == 1
+
+        worker.register(model_name, BETTER)
+        v3 = worker.register(model_name, BEST)
+        # a promoter that does not share our state store moves the alias under us
+        reg.set_alias(model_name, "champion", "2")
+        with pytest.raises(PromotionConflict, match="champion is v2"):
+            promote(
+                a,
+                model_name,
+                "3",
+                expected_champion="1",
+                reason="promotion",
+                decided_by="gate",
+                detail="test",
+            )
+        assert reg.champion(model_name) == "2"
+
+        # ... and once more right after our own alias write: the re-read catches it,
+        # the decision is undone and taken again against the champion of now
+        original = a.registry.set_alias
+        moved = []
+
+        def racing_set_alias(model: str, alias: str, version: str) -> None:
+            original(model, alias, version)
+            if alias == "champion" and not moved:
+                moved.append(version)
+                original(model, alias, "1")
+
+        a.registry.set_alias = racing_set_alias  # type: ignore[method-assign]
+        decision = handle_candidate(a, v3)
+    assert moved == ["3"]
+    assert decision is not None and decision.outcome == "promoted"
+    assert decision.champion_version == "1"  # re-decided against the champion it found
+    assert reg.champion(model_name) == "3"
+    history = audit.read(a.store.engine, model_name)
+    assert [(h.version, h.previous_version) for h in history] == [("1", None), ("3", "1")]
