@@ -75,6 +75,7 @@ class HfSourceConfig(_SourceBase):
     search: str | None = None
     token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     limit: int = Field(100, ge=1, le=1000)  # newest repos listed per author and poll
+    concurrency: int = Field(4, ge=1, le=32)  # authors listed in parallel within one poll
     timeout: Duration = 30.0  # per HTTP request
 
     @model_validator(mode="before")

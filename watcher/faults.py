@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-FaultKind = Literal["rate_limited", "server_error", "timeout", "network", "malformed", "http_error"]
+FaultKind = Literal[
+    "rate_limited", "server_error", "timeout", "network", "malformed", "http_error", "unavailable"
+]
 
 
 class SourceFault(Exception):

@@ -89,7 +89,6 @@ class KnownRepo:
     revision: str
     outcome: Outcome
     fingerprint: str | None
-    first_seen_at: datetime
     deferred_since: datetime | None = None
 
 
@@ -218,7 +217,6 @@ class Store:
                     t.c.revision,
                     t.c.outcome,
                     t.c.fingerprint,
-                    t.c.first_seen_at,
                     t.c.deferred_since,
                 ).where(t.c.source == source)
             ).all()
@@ -227,7 +225,6 @@ class Store:
                 r.revision,
                 r.outcome,
                 r.fingerprint,
-                _utc(r.first_seen_at),
                 _utc(r.deferred_since),
             )
             for r in rows

@@ -39,7 +39,7 @@ def test_new_repo_gives_exactly_one_event(hub: FakeHub, make_settings, make_serv
     ]
     listed = hub.list_requests()[0].query
     assert listed["sort"] == ["createdAt"] and listed["limit"] == ["100"]
-    assert {"createdAt", "sha", "pipeline_tag", "safetensors"} <= set(listed["expand"])
+    assert {"sha", "pipeline_tag", "tags"} <= set(listed["expand"])
 
     third = service.poll_source("hub")
     assert third.ok and third.result.released == [] and third.result.skipped == []

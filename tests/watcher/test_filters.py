@@ -140,7 +140,8 @@ def test_skips_are_recorded_with_reasons_and_shown_in_status(
     looked_up = {
         r.path.split("/revision/")[0].removeprefix("/api/models/") for r in hub.info_requests()
     }
-    assert looked_up == {"acme/Good-7B", "acme/Pickled"}  # custom_code is a listed tag
+    # the parameter count needs a lookup; custom_code, licenses and quantisation are tags
+    assert looked_up == {"acme/Good-7B", "acme/Pickled", "acme/Huge"}
 
     section = watcher_status(settings)
     assert section.error is None

@@ -146,7 +146,7 @@ class DirSource:
 
     def _folders_now(self) -> list[_Folder]:
         if not self.root.is_dir():
-            raise SourceFault("network", f"{self.root} is not a readable directory")
+            raise SourceFault("unavailable", f"{self.root} is not a readable directory")
         out = []
         try:
             for org in sorted(p for p in self.root.iterdir() if p.is_dir()):
@@ -156,7 +156,7 @@ class DirSource:
                     if not model.name.startswith("."):
                         out.append(_scan_folder(f"{org.name}/{model.name}", model))
         except OSError as exc:
-            raise SourceFault("network", f"scanning {self.root}: {exc}") from exc
+            raise SourceFault("unavailable", f"scanning {self.root}: {exc}") from exc
         return out
 
     def scan(self, known: Mapping[str, KnownRepo] | None) -> list[RepoSnapshot]:
@@ -189,7 +189,7 @@ class DirSource:
         try:
             revision = content_hash(folder.path, folder.files)
         except OSError as exc:
-            raise SourceFault("network", f"hashing {folder.path}: {exc}") from exc
+            raise SourceFault("unavailable", f"hashing {folder.path}: {exc}") from exc
         config: dict[str, Any] = {}
         if "config.json" in folder.files:
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,17 +34,10 @@ from watcher.store import KnownRepo
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-LIST_EXPAND: list[Any] = [
-    "createdAt",
-    "lastModified",
-    "sha",
-    "pipeline_tag",
-    "library_name",
-    "tags",
-    "gated",
-    "private",
-    "safetensors",
-]
+# What a listing asks for: enough to tell new from known (sha) and to reject most repos
+# without a lookup (tags carry license, gguf/awq, custom_code). Dates and safetensors are
+# left to model_info: parsing them for every listed repo was most of a poll's CPU time.
+LIST_EXPAND: list[Any] = ["sha", "pipeline_tag", "library_name", "tags", "gated"]
 _MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
 
 
@@ -59,7 +53,7 @@ def snapshot_from_info(info: ModelInfo, *, detailed: bool) -> RepoSnapshot:
     """Translate the library's ModelInfo; a repo without id or sha is malformed data."""
     if not isinstance(info.id, str) or "/" not in info.id or not isinstance(info.sha, str):
         raise SourceFault("malformed", f"hub item without a valid id and sha: {info.id!r}")
-    tags = tuple(str(t) for t in (info.tags or ()))
+    tags = tuple(map(str, info.tags or ()))
     config = info.config if isinstance(info.config, dict) else {}
     files = None
     if detailed and info.siblings is not None:
@@ -131,26 +125,42 @@ class HfSource:
     # -- listing ----------------------------------------------------------------------------
 
     def scan(self, known: Mapping[str, KnownRepo] | None) -> list[RepoSnapshot]:
-        found: dict[str, RepoSnapshot] = {}
         queries: list[str | None] = list(self.config.authors) or [None]
-        for author in queries:
-            limit = None if known is None else self.config.limit
-            snaps = self._list(author, limit)
-            if (
-                known is not None
-                and len(snaps) >= self.config.limit
-                and not self._known(snaps[-1], known)
-            ):
-                log.info(
-                    "source %s: all %d newest repos of %s are new; listing them all",
-                    self.name,
-                    len(snaps),
-                    author or self.config.search,
-                )
-                snaps = self._list(author, None)
+        workers = min(self.config.concurrency, len(queries))
+        if workers <= 1:
+            listings = [self._scan_author(q, known) for q in queries]
+        else:
+            # all or nothing: the first failure cancels what has not started and is raised
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"hf-{self.name}")
+            try:
+                futures = [pool.submit(self._scan_author, q, known) for q in queries]
+                listings = [f.result() for f in futures]
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        found: dict[str, RepoSnapshot] = {}
+        for snaps in listings:
             for snap in snaps:
                 found[snap.repo_id] = snap
         return list(found.values())
+
+    def _scan_author(
+        self, author: str | None, known: Mapping[str, KnownRepo] | None
+    ) -> list[RepoSnapshot]:
+        limit = None if known is None else self.config.limit
+        snaps = self._list(author, limit)
+        if (
+            known is not None
+            and len(snaps) >= self.config.limit
+            and not self._known(snaps[-1], known)
+        ):
+            log.info(
+                "source %s: all %d newest repos of %s are new; listing them all",
+                self.name,
+                len(snaps),
+                author or self.config.search,
+            )
+            snaps = self._list(author, None)
+        return snaps
 
     def _known(self, snap: RepoSnapshot, known: Mapping[str, KnownRepo]) -> bool:
         row = known.get(snap.repo_id)
@@ -160,6 +170,8 @@ class HfSource:
 
     def _list(self, author: str | None, limit: int | None) -> list[RepoSnapshot]:
         sort: Any = "last_modified" if self.config.track_updates else "created_at"
+        # the first run lists exhaustively; backfill needs to know which repos are newest
+        expand = [*LIST_EXPAND, "createdAt"] if limit is None else LIST_EXPAND
         what = f"list_models(author={author!r})"
         with self._scope():
             try:
@@ -169,7 +181,7 @@ class HfSource:
                         search=self.config.search,
                         sort=sort,
                         limit=limit,
-                        expand=LIST_EXPAND,
+                        expand=expand,
                     )
                 )
             except HfHubHTTPError as exc:
