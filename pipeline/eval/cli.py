@@ -145,6 +145,7 @@ def eval_command(
     from rich.console import Console
 
     from pipeline.eval.compare import compare
+    from pipeline.eval.generate import is_url
     from pipeline.eval.holdout import check_holdout
     from pipeline.eval.report import write_report
     from pipeline.eval.results import load_results, save_results
@@ -170,6 +171,10 @@ def eval_command(
             f"this suite {loaded.sha256[:12]})"
         )
 
+    if backend == "transformers" or (backend == "auto" and not is_url(model)):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our bars are enough; theirs garble stderr
     err = Console(stderr=True)
     progress, hook = _progress_hook(err)
     with progress:
