@@ -9,6 +9,7 @@ of now; the gate's verdict becomes ``promoted`` (mode auto), ``pending_approval`
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from registry.decide import (
     assess,
@@ -26,22 +27,42 @@ log = logging.getLogger(__name__)
 MAX_RACES = 3
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """What identifies a candidate to decide on (from its event, or from MLflow alone)."""
+
+    model: str
+    version: str
+    release_id: str
+    run_id: str | None = None
+    event: CandidateRegistered | None = None  # its numbers fill what the run lacks
+
+    @classmethod
+    def of(cls, event: CandidateRegistered) -> Candidate:
+        return cls(
+            event.registered_model, str(event.version), event.release_id, event.run_id, event
+        )
+
+
 def handle_candidate(ctx: Context, event: CandidateRegistered) -> Decision | None:
     """Decide on a registered candidate exactly once; return the (possibly earlier) decision."""
-    model, version = event.registered_model, str(event.version)
-    with ctx.locks.hold(model):
-        existing = ctx.store.decision(model, version, "gate")
-        if existing is not None and resume(ctx, model, version):
-            log.info("%s v%s: duplicate candidate.registered; decided before", model, version)
+    return decide_once(ctx, Candidate.of(event))
+
+
+def decide_once(ctx: Context, cand: Candidate) -> Decision | None:
+    with ctx.locks.hold(cand.model):
+        existing = ctx.store.decision(cand.model, cand.version, "gate")
+        if existing is not None and resume(ctx, cand.model, cand.version):
+            log.info("%s v%s: decided before (duplicate)", cand.model, cand.version)
             ctx.flush()
             return existing
-        return decide_and_enact(ctx, event)
+        return decide_and_enact(ctx, cand)
 
 
-def decide_and_enact(ctx: Context, event: CandidateRegistered) -> Decision | None:
+def decide_and_enact(ctx: Context, cand: Candidate) -> Decision | None:
     """Assess and carry out; a lost alias race (PromotionConflict) means assess again."""
     for _ in range(MAX_RACES):
-        decision = decide_candidate(ctx, event)
+        decision = decide_candidate(ctx, cand)
         if decision is None:
             return None
         try:
@@ -49,14 +70,12 @@ def decide_and_enact(ctx: Context, event: CandidateRegistered) -> Decision | Non
         except PromotionConflict as exc:
             log.warning("%s", exc)
             undo_promotion_decision(ctx, decision, back_to=None)
-    raise PromotionConflict(
-        f"{event.registered_model} v{event.version}: the champion kept moving; try again later"
-    )
+    raise PromotionConflict(f"{cand.model} v{cand.version}: the champion kept moving; try later")
 
 
-def decide_candidate(ctx: Context, event: CandidateRegistered) -> Decision | None:
-    model, version = event.registered_model, str(event.version)
-    a = assess(ctx, model, version, fallback=event)
+def decide_candidate(ctx: Context, cand: Candidate) -> Decision | None:
+    model, version = cand.model, cand.version
+    a = assess(ctx, model, version, fallback=cand.event)
     if a.champion is not None and a.champion.version == version:
         log.info("%s v%s is already the champion; nothing to decide", model, version)
         return None
@@ -73,8 +92,8 @@ def decide_candidate(ctx: Context, event: CandidateRegistered) -> Decision | Non
     return Decision(
         registered_model=model,
         version=version,
-        release_id=event.release_id,
-        run_id=a.candidate.run_id or event.run_id,
+        release_id=cand.release_id,
+        run_id=a.candidate.run_id or cand.run_id,
         kind="gate",
         mode=cfg.mode,
         outcome=outcome,

@@ -175,7 +175,7 @@ def history(
         entries = [
             (
                 str(e.seq),
-                e.decided_at.isoformat(timespec="seconds"),
+                e.decided_at.strftime("%Y-%m-%d %H:%M:%S"),
                 e.version,
                 e.previous_version or "-",
                 e.reason,
@@ -185,8 +185,9 @@ def history(
             for e in items
         ]
     table = Table(title=f"champion history of {model}")
-    for col in ("#", "when (UTC)", "version", "previous", "reason", "decided by", "detail"):
-        table.add_column(col)
+    for col in ("#", "when (UTC)", "version", "previous", "reason", "decided by"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail")
     for row in entries:
         table.add_row(*row)
     console.print(table if entries else f"no champion changes recorded for {model}")

@@ -16,9 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from mlflow.entities.model_registry import ModelVersion
+
 from registry import audit
 from registry.approvals import handle_approval
-from registry.candidates import resume
+from registry.candidates import Candidate, decide_once, resume
+from registry.evidence import RELEASE_ID_TAG
 from registry.mlflow_registry import APPROVAL_TAG, DECISION_TAG, HISTORY_TAG_PREFIX
 from registry.promotion import Context
 
@@ -67,8 +70,33 @@ def reconcile_model(ctx: Context, model: str) -> int:
             and handle_approval(ctx, model, str(mv.version), source="reconcile") is not None
         ):
             decided += 1
+    adopt_undecided(ctx, model, versions)
     sync_mirror(ctx, model)
     return decided
+
+
+def adopt_undecided(ctx: Context, model: str, versions: list[ModelVersion]) -> int:
+    """Decide versions the worker registered whose ``candidate.registered`` never arrived
+    (or ended in the DLQ while MLflow was down): MLflow is the system of record."""
+    after = ctx.settings.registry.adopt_after_s
+    if after is None:
+        return 0
+    adopted = 0
+    now_ms = time.time() * 1000
+    for mv in versions:
+        tags = mv.tags or {}
+        release = tags.get(RELEASE_ID_TAG)
+        if not release or DECISION_TAG in tags:
+            continue
+        if now_ms - (mv.creation_timestamp or now_ms) < after * 1000:
+            continue  # its event is probably still on its way
+        version = str(mv.version)
+        if ctx.store.decision(model, version, "gate") is not None:
+            continue
+        log.info("%s v%s was never decided; deciding it now", model, version)
+        decide_once(ctx, Candidate(model, version, release, mv.run_id))
+        adopted += 1
+    return adopted
 
 
 def sync_mirror(ctx: Context, model: str) -> None:

@@ -169,6 +169,7 @@ class PromoterService:
                 return
 
     def stop(self) -> None:
+        log.info("stopping the promoter")
         if self.consumer is not None:
             self.consumer.stop()
         if self._thread is not None:
@@ -188,6 +189,7 @@ class PromoterService:
             self.receiver.stop()
         self.producer.close()
         self.ctx.store.engine.dispose()
+        log.info("promoter stopped")
 
     def run_once(self, timeout_s: float = 60.0) -> int:
         """Handle what is on the topic now, reconcile once, publish; return events handled."""

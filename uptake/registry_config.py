@@ -78,6 +78,9 @@ class RegistrySettings(Section):
     gate: GateConfig = GateConfig()
     models: dict[str, GateOverride] = Field(default_factory=dict)
     reconcile_interval_s: float = Field(30.0, gt=0)
+    # a version the worker registered (tag uptake.release_id) that is still undecided this
+    # long after creation is decided by the reconcile loop (its event went astray); None: off
+    adopt_after_s: float | None = Field(600.0, ge=0)
     state_url: str | None = None  # default: sqlite:///<home>/registry/registry.db
     consumer_group: str = "uptake-promoter"
     lease_s: float = Field(60.0, gt=0)  # how long a promoter may hold a model's lock

@@ -11,6 +11,7 @@ from registry import audit
 from registry.candidates import handle_candidate
 from registry.mlflow_registry import Registry
 from registry.promotion import PromotionConflict, promote
+from registry.reconcile import reconcile_once
 from registry.service import make_context
 from tests.core.cli_helpers import run_uptake
 from tests.core.kafka_helpers import read_topic
@@ -43,7 +44,8 @@ def test_rollback_restores_previous_champion_and_audits(
     ensure_topics(s)
     env = cli_env(s)
     with EventProducer(s) as producer:
-        producer.publish(worker.register(model_name, GOOD))
+        # two releases are keyed apart and may be consumed in any order: decide v1 first
+        assert handle_candidate(make_context(s, producer), worker.register(model_name, GOOD))
         producer.publish(worker.register(model_name, BETTER))
     once = run_uptake("promoter", "--once", home=s.home, timeout=120, **env)
     assert once.returncode == 0, once.stderr
@@ -154,3 +156,22 @@ def test_two_promoters_decide_once_and_the_alias_is_compare_and_set(
     assert reg.champion(model_name) == "3"
     history = audit.read(a.store.engine, model_name)
     assert [(h.version, h.previous_version) for h in history] == [("1", None), ("3", "1")]
+
+
+def test_reconcile_decides_a_version_whose_event_never_came(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    s = configure(mlflow_settings, mode="auto", adopt_after_s=0.0)
+    s = s.model_copy(
+        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
+    )
+    ensure_topics(s)
+    worker.register(model_name, GOOD)  # registered, but candidate.registered was lost
+    with EventProducer(s) as producer:
+        ctx = make_context(s, producer)
+        assert reconcile_once(ctx) == 0
+        assert Registry(s.tracking_uri).champion(model_name) == "1"
+        decision = ctx.store.decision(model_name, "1", "gate")
+        assert decision is not None and decision.outcome == "promoted"
+        reconcile_once(ctx)  # decided once, not again
+        assert len(ctx.store.decisions_of(model_name)) == 1
