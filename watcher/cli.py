@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,11 +16,15 @@ from uptake.errors import DependencyError
 from uptake.settings import Settings
 from uptake.stack.local import resolved_endpoints
 
+if TYPE_CHECKING:  # the service pulls in huggingface_hub, kafka, SQLAlchemy: load it late
+    from watcher.service import WatcherService
+
 log = logging.getLogger("watcher")
 console = Console()
 
 
-def _service(settings: Settings):  # -> WatcherService (imported late: keeps `uptake -h` fast)
+def _service(settings: Settings) -> WatcherService:
+    """The service, or a one-line error when the broker cannot be reached."""
     from kafka.errors import KafkaError
 
     from watcher.service import WatcherService
@@ -87,7 +91,7 @@ def serve(settings: Settings) -> None:
         log.info("stopping")
     finally:
         if scheduler is not None:
-            scheduler.scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)
         if http is not None:
             http.stop()
         remove_health_file(settings)

@@ -75,6 +75,7 @@ class WatchScheduler:
             id=f"hook:{name}:{next(self._seq)}",
         )
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop scheduling; ``wait=False`` leaves a poll in flight to end on its timeout."""
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=wait)

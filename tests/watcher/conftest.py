@@ -39,7 +39,7 @@ def hf_source(hub: FakeHub, **overrides: Any) -> HfSourceConfig:
         "endpoint": hub.url,
         "authors": ["acme"],
         "interval": 0.5,
-        "timeout": 1.0,
+        "timeout": 2.0,
         "filters": Filters(pipeline_tags=["text-generation"]),
     }
     data.update(overrides)

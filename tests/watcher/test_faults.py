@@ -39,7 +39,7 @@ def _info(path: str, query: dict) -> bool:
         ),
         pytest.param({"status": 503}, "server_error", None, id="503"),
         pytest.param({"status": 500, "match": _info}, "server_error", None, id="500-model-info"),
-        pytest.param({"kind": "slow", "delay_s": 1.0}, "timeout", None, id="timeout"),
+        pytest.param({"kind": "slow", "delay_s": 1.6}, "timeout", None, id="timeout"),
         pytest.param({"kind": "malformed"}, "malformed", None, id="malformed-json"),
         pytest.param({"kind": "bad_item"}, "malformed", None, id="malformed-item"),
     ],
@@ -48,7 +48,7 @@ def test_fault_publishes_nothing_backs_off_and_alerts_after_n(
     hub: FakeHub, make_settings, make_service, fault, kind, retry_after
 ) -> None:
     hub.add("acme/old")
-    settings = make_settings(hf_source(hub, timeout=0.4), alert_after=3)
+    settings = make_settings(hf_source(hub, timeout=1.0), alert_after=3)
     service = make_service(settings)
     service.start()
     assert service.poll_source("hub").ok  # baseline
