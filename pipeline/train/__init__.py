@@ -6,30 +6,17 @@ Public API::
     report = preflight(model_dir, recipe, allowlist=settings.trust_remote_code_allowlist)
     result = train(model_dir, recipe, out_dir, resume=True, on_progress=hook)
 
-Heavy modules (torch, transformers, TRL) are imported on first use, so importing this package,
-and the ``uptake`` CLI that registers ``uptake train``, stays fast.
+Heavy modules (torch, transformers, TRL) are imported inside the functions that need them,
+so importing this package, and the ``uptake`` CLI that registers ``uptake train``, stays fast.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from pipeline.train.mlflow_log import log_training
+from pipeline.train.preflight import Adapter, PreflightError, PreflightReport, preflight
 from pipeline.train.recipe import Recipe, RecipeError, load_recipe, parse_recipe
 from pipeline.train.results import StageResult, TrainProgress, TrainResult
-
-if TYPE_CHECKING:
-    from pipeline.train.mlflow_log import log_training
-    from pipeline.train.preflight import Adapter, PreflightError, PreflightReport, preflight
-    from pipeline.train.trainer import train
-
-_LAZY = {
-    "preflight": "pipeline.train.preflight",
-    "PreflightReport": "pipeline.train.preflight",
-    "PreflightError": "pipeline.train.preflight",
-    "Adapter": "pipeline.train.preflight",
-    "train": "pipeline.train.trainer",
-    "log_training": "pipeline.train.mlflow_log",
-}
+from pipeline.train.trainer import train
 
 __all__ = [
     "Adapter",
@@ -46,11 +33,3 @@ __all__ = [
     "preflight",
     "train",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pipeline.train' has no attribute {name!r}")

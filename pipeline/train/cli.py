@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,7 +133,12 @@ def register(app: typer.Typer) -> None:
                 repo_id=repo_id,
             )
             console.print(f"launching: {shlex.join(cmd)}")
-            raise typer.Exit(subprocess.call(cmd))
+            code = subprocess.call(cmd)
+            if code:
+                # sys.exit, not typer.Exit: the root runs click with standalone_mode=False,
+                # which turns typer.Exit(n) into a return value and loses n.
+                sys.exit(code)
+            return
 
         from uptake.settings import load_settings
 

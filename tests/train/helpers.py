@@ -1,0 +1,153 @@
+"""Shared builders for the training tests: templated memo data, recipes and odd model dirs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AREAS = {
+    "immigration": ("INA 212(a)", "90 days"),
+    "employment": ("Title VII", "180 days"),
+    "tax": ("IRC 6501", "3 years"),
+    "housing": ("FHA 3604", "1 year"),
+}
+CLIENTS = ["Ana", "Bo", "Cyrus", "Dina", "Emil", "Fay", "Gus", "Hana"]
+
+
+def memo_rows(n: int = 96, seed: int = 0) -> list[dict[str, Any]]:
+    """Chat rows whose answers follow one template per practice area (learnable in seconds)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        area = rng.choice(sorted(AREAS))
+        rule, deadline = AREAS[area]
+        client = rng.choice(CLIENTS)
+        extra = " The facts are in the letter." * rng.randint(0, 3)
+        rows.append(
+            {
+                "id": f"t-{i}",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": f"Write a memo on a {area} matter for {client}.{extra}",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": f"Memo to {client}. Rule: {rule}. Deadline: {deadline}. "
+                        "We recommend filing promptly. No outcome is promised.",
+                    },
+                ],
+            }
+        )
+    return rows
+
+
+def preference_rows(n: int = 24, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        area = rng.choice(sorted(AREAS))
+        rule, deadline = AREAS[area]
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"Write a memo on a {area} matter."}],
+                "chosen": [
+                    {"role": "assistant", "content": f"Rule: {rule}. Deadline: {deadline}."}
+                ],
+                "rejected": f"We guarantee you will win the {area} case.",
+            }
+        )
+    return rows
+
+
+def corpus(rows: list[dict[str, Any]]) -> list[str]:
+    return [m["content"] for r in rows for m in r["messages"]]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, val in over.items():
+        out[key] = (
+            _merge(out[key], val)
+            if isinstance(val, dict) and isinstance(out.get(key), dict)
+            else val
+        )
+    return out
+
+
+def base_recipe(**over: Any) -> dict[str, Any]:
+    """A small LoRA recipe for tests; ``over`` is deep-merged (``lora=None`` = full FT)."""
+    recipe: dict[str, Any] = {
+        "name": "test-recipe",
+        "seed": 7,
+        "max_length": 256,
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "stages": {
+            "sft": {
+                "data": "train.jsonl",
+                "max_steps": 24,
+                "learning_rate": 5e-3,
+                "lr_scheduler": "constant",
+                "warmup_ratio": 0.0,
+                "batch_size": 8,
+                "save_steps": 1000,
+            }
+        },
+    }
+    return _merge(recipe, over)
+
+
+def write_recipe(directory: Path, rows: list[dict[str, Any]] | None = None, **over: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / "train.jsonl").exists():
+        write_jsonl(directory / "train.jsonl", rows if rows is not None else memo_rows())
+    path = directory / "recipe.yaml"
+    path.write_text(yaml.safe_dump(base_recipe(**over), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def edit_json(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(changes)
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+REMOTE_CONFIG = """from transformers import LlamaConfig
+
+
+class TinyFooConfig(LlamaConfig):
+    model_type = "tinyfoo"
+"""
+REMOTE_MODELING = """from transformers import LlamaForCausalLM
+
+from .configuration_tinyfoo import TinyFooConfig
+
+
+class TinyFooForCausalLM(LlamaForCausalLM):
+    config_class = TinyFooConfig
+"""
+
+
+def make_remote_code_model(model_dir: Path) -> Path:
+    """Turn a tiny Llama dir into one that only loads with its own code (unknown model_type)."""
+    edit_json(
+        model_dir / "config.json",
+        model_type="tinyfoo",
+        architectures=["TinyFooForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_tinyfoo.TinyFooConfig",
+            "AutoModelForCausalLM": "modeling_tinyfoo.TinyFooForCausalLM",
+        },
+    )
+    (model_dir / "configuration_tinyfoo.py").write_text(REMOTE_CONFIG, encoding="utf-8")
+    (model_dir / "modeling_tinyfoo.py").write_text(REMOTE_MODELING, encoding="utf-8")
+    return model_dir

@@ -1,0 +1,164 @@
+"""``uptake train`` end to end, the accelerate (FSDP) command line, and MLflow logging."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from accelerate.commands.launch import launch_command_parser
+from mlflow.tracking import MlflowClient
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline.train import load_recipe, log_training, train
+from pipeline.train.launch import accelerate_command, needs_launch
+from tests.train.helpers import make_remote_code_model, write_recipe
+from uptake.cli import main
+
+
+def test_cli_train_end_to_end(tiny_models, tmp_path, capsys) -> None:
+    recipe = write_recipe(tmp_path / "recipe", stages={"sft": {"max_steps": 6}})
+    out = tmp_path / "run"
+    args = ["--model", str(tiny_models["gpt2"]), "--recipe", str(recipe), "--out", str(out)]
+    main(["train", *args, "--profile", "cpu"])  # returns normally on success
+    printed = capsys.readouterr().out
+    # The preflight report, with the adapters this model needed, and the final summary.
+    for text in ("preflight", "chat_template", "fallback_chatml", "pad_token", "eos_token"):
+        assert text in printed
+    for text in ("training summary", "steps", "tokens/s", "final loss", "wall time"):
+        assert text in printed
+    assert "sft" in printed and "6/6" in printed  # the progress bar reached the last step
+    AutoModelForCausalLM.from_pretrained(out / "model")
+    AutoTokenizer.from_pretrained(out / "model")
+
+
+def test_cli_refused_model_exits_2_with_the_reason(model_copy, tmp_path, capsys) -> None:
+    model = make_remote_code_model(model_copy("llama"))
+    recipe = write_recipe(tmp_path / "recipe")
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "train",
+                "--model",
+                str(model),
+                "--recipe",
+                str(recipe),
+                "--out",
+                str(tmp_path / "o"),
+                "--profile",
+                "cpu",
+            ]
+        )
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert "REFUSED" in captured.out  # the report is printed before the error
+    assert (
+        captured.err.startswith("error: preflight refused")
+        and "trust_remote_code_allowlist" in captured.err
+    )
+
+
+def test_num_processes_builds_an_accelerate_fsdp_command(tmp_path) -> None:
+    cmd = accelerate_command(
+        num_processes=4,
+        model=Path("/m"),
+        recipe=Path("/r.yaml"),
+        out=Path("/o"),
+        resume=True,
+        profile="gpu",
+    )
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    args = launch_command_parser().parse_args(cmd[3:])  # accelerate's own parser accepts it
+    assert args.num_processes == 4 and args.num_machines == 1
+    assert args.use_fsdp and str(args.fsdp_version) == "2"
+    assert args.fsdp_auto_wrap_policy == "TRANSFORMER_BASED_WRAP"
+    assert args.fsdp_state_dict_type == "FULL_STATE_DICT"
+    assert args.mixed_precision == "bf16"
+    assert args.module and args.training_script == "uptake.cli"
+    expected = "train --model /m --recipe /r.yaml --out /o --num-processes 4 --resume --profile gpu"
+    assert args.training_script_args == expected.split()
+
+
+def test_cli_relaunches_itself_under_accelerate(tmp_path, monkeypatch, capsys) -> None:
+    recipe = write_recipe(tmp_path / "recipe")
+    calls: list[list[str]] = []
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr("subprocess.call", lambda cmd: calls.append(cmd) or 0)
+    out = tmp_path / "o"
+    main(
+        [
+            "train",
+            "--model",
+            str(tmp_path),
+            "--recipe",
+            str(recipe),
+            "--out",
+            str(out),
+            "--num-processes",
+            "2",
+            "--profile",
+            "gpu",
+        ]
+    )
+    (cmd,) = calls
+    assert cmd == accelerate_command(
+        num_processes=2, model=tmp_path, recipe=recipe, out=tmp_path / "o", profile="gpu"
+    )
+    assert "launching:" in capsys.readouterr().out
+    # Inside a launched rank the same command trains in-process instead of launching again.
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert not needs_launch(2) and not needs_launch(1)
+
+
+def test_recipe_can_ask_for_several_processes(tmp_path, monkeypatch) -> None:
+    recipe = write_recipe(tmp_path / "recipe", profiles={"gpu": {"hardware": {"num_processes": 8}}})
+    calls: list[list[str]] = []
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr("subprocess.call", lambda cmd: calls.append(cmd) or 3)
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "train",
+                "--model",
+                str(tmp_path),
+                "--recipe",
+                str(recipe),
+                "--out",
+                str(tmp_path / "o"),
+                "--profile",
+                "gpu",
+            ]
+        )
+    assert info.value.code == 3  # the launcher's exit status is the command's
+    assert calls[0][calls[0].index("--num_processes") + 1] == "8"
+
+
+def test_mlflow_logging_of_a_training_run(tiny_models, tmp_path, monkeypatch) -> None:
+    recipe = load_recipe(write_recipe(tmp_path / "recipe", stages={"sft": {"max_steps": 4}}))
+    result = train(tiny_models["qwen2"], recipe, tmp_path / "run", profile="cpu")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        run_id = log_training(result, recipe)
+        run = MlflowClient().get_run(run_id)
+        params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+        assert params["recipe.sha256"] == recipe.sha256
+        assert params["recipe.stages.sft.max_steps"] == "4"
+        assert params["preflight.adapters"] == "chat_template,eos_token"
+        assert params["preflight.adapter.chat_template"] == "added_generation_markers"
+        assert params["hardware.device"] == "cpu"
+        assert tags["uptake.recipe_sha"] == recipe.sha256
+        assert tags["uptake.preflight.adapters"] == "chat_template,eos_token"
+        assert metrics["train.steps"] == 4 and metrics["train.tokens"] == result.tokens
+        history = MlflowClient().get_metric_history(run_id, "sft.loss")
+        assert [m.step for m in history] == [1, 2, 3, 4]
+        files = {f.path for f in MlflowClient().list_artifacts(run_id, "training")}
+        assert {"training/preflight.json", "training/result.json", "training/recipe.yaml"} <= files
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="model", dst_path=str(tmp_path / "dl")
+        )
+        AutoModelForCausalLM.from_pretrained(local)  # the artifact is the model directory itself
+        AutoTokenizer.from_pretrained(local)
+    finally:
+        mlflow.set_tracking_uri(None)

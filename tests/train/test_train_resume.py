@@ -1,0 +1,114 @@
+"""Resume: kill a training process mid-run, retry the same run, and prove it continued."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.train import TrainProgress, load_recipe, train
+from pipeline.train.trainer import last_checkpoint
+from tests.train.helpers import write_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_STEPS = 160
+SAVE_STEPS = 10
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, ckpt_dir: Path, step: int, timeout: float) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ckpt = last_checkpoint(ckpt_dir)
+        if ckpt is not None and int(ckpt.name.split("-")[1]) >= step:
+            return ckpt
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"training exited early ({proc.returncode}) before checkpoint {step}"
+            )
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint {step} within {timeout}s")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path) -> None:
+    recipe_path = write_recipe(
+        tmp_path / "recipe",
+        lora=None,
+        stages={
+            "sft": {
+                "max_steps": MAX_STEPS,
+                "batch_size": 4,
+                "save_steps": SAVE_STEPS,
+                "save_total_limit": 2,
+            }
+        },
+    )
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "uptake.cli",
+        "train",
+        "--model",
+        str(tiny_models["llama"]),
+        "--recipe",
+        str(recipe_path),
+        "--out",
+        str(out),
+        "--profile",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    try:
+        _wait_for_checkpoint(proc, out / "sft" / "checkpoints", 2 * SAVE_STEPS, timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup, no final save
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-2000:]
+    assert not (out / "model").exists() and not (out / "sft" / "done.json").exists()
+    ckpt = last_checkpoint(out / "sft" / "checkpoints")
+    killed_at = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+    assert SAVE_STEPS * 2 <= killed_at < MAX_STEPS
+
+    # Retrying without --resume is refused: the directory holds the interrupted run.
+    with pytest.raises(Exception, match="pass --resume"):
+        train(tiny_models["llama"], load_recipe(recipe_path), out, profile="cpu")
+
+    events: list[TrainProgress] = []
+    result = train(
+        tiny_models["llama"],
+        load_recipe(recipe_path),
+        out,
+        profile="cpu",
+        resume=True,
+        on_progress=events.append,
+    )
+    assert result.resumed_from_step == killed_at
+    assert result.steps == MAX_STEPS
+    assert result.stages[0].session_steps == MAX_STEPS - killed_at
+    assert events[0].step == killed_at  # the first event is the restored global step
+    assert [e.step for e in events[1:]] == list(range(killed_at + 1, MAX_STEPS + 1))
+    # Tokens carry over from the checkpoint; this session only counts its own.
+    assert result.tokens > result.stages[0].session_tokens > 0
+    assert (result.model_dir / "model.safetensors").is_file()
+
+
+def test_a_half_written_checkpoint_is_not_resumed_from(tmp_path) -> None:
+    ckpts = tmp_path / "checkpoints"
+    for step, complete in ((10, True), (20, True), (30, False)):
+        (ckpts / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(ckpts).name == "checkpoint-20"
+    assert last_checkpoint(tmp_path / "missing") is None
