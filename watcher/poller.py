@@ -52,28 +52,40 @@ class Poller:
     # -- full poll --------------------------------------------------------------------------
 
     def poll(self) -> PollResult:
-        first = not self.initialized()
+        state = self.store.source_state(self.name)
+        first = state is None or state.initialized_at is None
+        scope = self.source.scope()
+        # authors added to the config since the baseline get a baseline of their own, or
+        # adding an org would publish its whole recent history
+        fresh = frozenset() if first else frozenset(scope) - set(state.scope if state else ())
         known = None if first else self.store.known(self.name)
-        snaps = self.source.scan(known)  # SourceFault: nothing below happens
+        snaps = self.source.scan(known, fresh)  # SourceFault: nothing below happens
         if first:
             decisions = self._baseline(snaps)
         else:
             assert known is not None
-            decisions = [
-                self._decide(s, known.get(s.repo_id))
-                for s in snaps
-                if self._is_candidate(s, known.get(s.repo_id))
-            ]
+            decisions = []
+            for snap in snaps:
+                row = known.get(snap.repo_id)
+                if row is None and fresh and self.source.scope_of(snap) in fresh:
+                    decisions.append(Decision(snap, "baseline"))
+                elif self._is_candidate(snap, row):
+                    decisions.append(self._decide(snap, row))
             self._refresh_fingerprints(snaps, known)
-        return self._record(decisions, scanned=len(snaps), first=first)
+            if fresh:
+                log.info("source %s: new in scope %s: baseline recorded", self.name, sorted(fresh))
+        return self._record(decisions, scanned=len(snaps), first=first, scope=scope)
 
     def poll_repo(self, repo_id: str) -> PollResult:
         """Look at one repo now (a verified webhook); the hub's answer is the truth."""
-        if not self.initialized():
+        state = self.store.source_state(self.name)
+        if state is None or state.initialized_at is None:
             return self.poll()  # no baseline yet: a full poll makes one
         snap = self.source.lookup(repo_id)
         if snap is None:
             return PollResult(self.name)
+        if self.source.scope_of(snap) not in state.scope:
+            return self.poll()  # a newly configured author: its baseline comes first
         row = self.store.known(self.name).get(repo_id)
         if not self._is_candidate(snap, row):
             return PollResult(self.name, scanned=1)
@@ -167,8 +179,15 @@ class Poller:
         if changed:
             self.store.refresh_fingerprints(self.name, changed)
 
-    def _record(self, decisions: list[Decision], *, scanned: int, first: bool) -> PollResult:
-        created = self.store.apply(self.name, decisions, initialize=first)
+    def _record(
+        self,
+        decisions: list[Decision],
+        *,
+        scanned: int,
+        first: bool,
+        scope: list[str] | None = None,
+    ) -> PollResult:
+        created = self.store.apply(self.name, decisions, initialize=first, scope=scope)
         result = PollResult(self.name, first_run=first, scanned=scanned, released=created)
         for d in decisions:
             if d.outcome == "skipped":

@@ -8,6 +8,7 @@ is stored with the row so a re-publish sends the very same event.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ sources_table = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("initialized_at", TS),
+    sa.Column("scope", sa.Text),  # JSON list: the authors (or dir) the baseline covers
     sa.Column("consecutive_failures", sa.Integer, nullable=False, default=0),
     sa.Column("last_success_at", TS),
     sa.Column("last_failure_at", TS),
@@ -117,6 +119,7 @@ class PendingRelease:
 class SourceState:
     name: str
     initialized_at: datetime | None
+    scope: tuple[str, ...]
     consecutive_failures: int
     last_success_at: datetime | None
     last_failure_at: datetime | None
@@ -242,11 +245,17 @@ class Store:
                 )
 
     def apply(
-        self, source: str, decisions: Sequence[Decision], *, initialize: bool = False
+        self,
+        source: str,
+        decisions: Sequence[Decision],
+        *,
+        initialize: bool = False,
+        scope: Sequence[str] | None = None,
     ) -> list[str]:
         """Write one poll's decisions in one transaction; return the ids of new releases.
 
         A release already stored (same release id) is left as it is: no second release.
+        ``scope`` (when given) records what the baseline now covers.
         """
         now = _now()
         created: list[str] = []
@@ -305,6 +314,12 @@ class Store:
                 )
                 if inserted:
                     created.append(d.event.release_id)
+            if scope is not None:
+                conn.execute(
+                    sources_table.update()
+                    .where(sources_table.c.name == source)
+                    .values(scope=json.dumps(sorted(scope)))
+                )
             if initialize:
                 conn.execute(
                     sources_table.update()
@@ -393,6 +408,7 @@ def _source_state(row: Any) -> SourceState:
     return SourceState(
         name=row.name,
         initialized_at=_utc(row.initialized_at),
+        scope=tuple(json.loads(row.scope)) if row.scope else (),
         consecutive_failures=row.consecutive_failures,
         last_success_at=_utc(row.last_success_at),
         last_failure_at=_utc(row.last_failure_at),

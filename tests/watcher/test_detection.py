@@ -195,3 +195,26 @@ def test_new_revision_is_a_release_only_where_updates_are_tracked(
     assert sorts == {"createdAt", "lastModified"}
     (event,) = releases(settings, expected=1)
     assert event.num_parameters == 2_000_000_000 and event.revision == sha
+
+
+def test_adding_an_author_baselines_its_existing_repos(
+    hub: FakeHub, make_settings, make_service
+) -> None:
+    hub.add("acme/old")
+    for i in range(3):
+        hub.add(f"newco/existing-{i}")
+    service = make_service(make_settings(hf_source(hub)))
+    service.start()
+    assert service.poll_source("hub").ok
+    widened = make_settings(hf_source(hub, authors=["acme", "newco"]))
+    service = make_service(widened)  # restarted with one more org in the config
+    hub.clear_log()
+    outcome = service.poll_source("hub")
+    assert outcome.ok and outcome.result.released == [] and outcome.result.baseline == 3
+    newco = [r for r in hub.list_requests() if r.query["author"] == ["newco"]]
+    assert "limit" not in newco[0].query  # listed exhaustively, like a first run
+    fresh = hub.add("newco/fresh")
+    assert service.poll_source("hub").result.released == [
+        release_id("hub", "newco/fresh", fresh.sha)
+    ]
+    assert [e.repo_id for e in releases(widened, expected=1)] == ["newco/fresh"]

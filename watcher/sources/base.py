@@ -26,8 +26,19 @@ class Source(Protocol):
         """Where this repo's weights come from (hub endpoint, folder), carried in the event."""
         ...
 
-    def scan(self, known: Mapping[str, KnownRepo] | None) -> list[RepoSnapshot]:
-        """Everything the source lists now (``known=None``: first run, list exhaustively).
+    def scope(self) -> list[str]:
+        """What the source watches (authors, a search, a directory): a baseline covers these."""
+        ...
+
+    def scope_of(self, snap: RepoSnapshot) -> str:
+        """The scope entry a repo belongs to."""
+        ...
+
+    def scan(
+        self, known: Mapping[str, KnownRepo] | None, fresh: frozenset[str] = frozenset()
+    ) -> list[RepoSnapshot]:
+        """Everything the source lists now. ``known=None`` (first run) or a ``fresh`` scope
+        entry (newly configured): list that part exhaustively, it becomes baseline.
 
         Raise ``SourceFault`` on any failure: a scan is complete or it is nothing.
         """

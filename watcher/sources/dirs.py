@@ -159,7 +159,17 @@ class DirSource:
             raise SourceFault("unavailable", f"scanning {self.root}: {exc}") from exc
         return out
 
-    def scan(self, known: Mapping[str, KnownRepo] | None) -> list[RepoSnapshot]:
+    def scope(self) -> list[str]:
+        return [str(self.root)]
+
+    def scope_of(self, snap: RepoSnapshot) -> str:
+        return str(self.root)
+
+    def scan(
+        self, known: Mapping[str, KnownRepo] | None, fresh: frozenset[str] = frozenset()
+    ) -> list[RepoSnapshot]:
+        if fresh:
+            known = None  # another directory: everything in it is baseline
         now = time.time()
         folders = self._folders_now()
         out: list[RepoSnapshot] = []

@@ -124,16 +124,31 @@ class HfSource:
 
     # -- listing ----------------------------------------------------------------------------
 
-    def scan(self, known: Mapping[str, KnownRepo] | None) -> list[RepoSnapshot]:
+    def scope(self) -> list[str]:
+        if self.config.authors:
+            return [a.lower() for a in self.config.authors]
+        return [f"search:{self.config.search}"]
+
+    def scope_of(self, snap: RepoSnapshot) -> str:
+        return snap.author.lower() if self.config.authors else f"search:{self.config.search}"
+
+    def scan(
+        self, known: Mapping[str, KnownRepo] | None, fresh: frozenset[str] = frozenset()
+    ) -> list[RepoSnapshot]:
         queries: list[str | None] = list(self.config.authors) or [None]
+        keys = self.scope()
+
+        def listing(i: int) -> list[RepoSnapshot]:
+            return self._scan_author(queries[i], None if keys[i] in fresh else known)
+
         workers = min(self.config.concurrency, len(queries))
         if workers <= 1:
-            listings = [self._scan_author(q, known) for q in queries]
+            listings = [listing(i) for i in range(len(queries))]
         else:
             # all or nothing: the first failure cancels what has not started and is raised
             pool = ThreadPoolExecutor(workers, thread_name_prefix=f"hf-{self.name}")
             try:
-                futures = [pool.submit(self._scan_author, q, known) for q in queries]
+                futures = [pool.submit(listing, i) for i in range(len(queries))]
                 listings = [f.result() for f in futures]
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
