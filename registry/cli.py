@@ -139,6 +139,10 @@ def reject(
     _verdict("rejected", model, version, config, by, wait)
 
 
+def _change(previous: object, version: object) -> str:
+    return f"{f'v{previous}' if previous else '-'} → v{version}"
+
+
 def history(
     model: Model,
     config: ConfigOption = None,
@@ -157,9 +161,8 @@ def history(
         entries = [
             (
                 str(r["seq"]),
-                str(r.get("at")),
-                str(r.get("v")),
-                str(r.get("prev") or "-"),
+                str(r.get("at")).replace("T", " ")[:19],
+                _change(r.get("prev"), r.get("v")),
                 str(r.get("reason")),
                 str(r.get("by")),
                 str(r.get("why", "")),
@@ -176,8 +179,7 @@ def history(
             (
                 str(e.seq),
                 e.decided_at.strftime("%Y-%m-%d %H:%M:%S"),
-                e.version,
-                e.previous_version or "-",
+                _change(e.previous_version, e.version),
                 e.reason,
                 e.decided_by,
                 e.detail,
@@ -185,9 +187,8 @@ def history(
             for e in items
         ]
     table = Table(title=f"champion history of {model}")
-    for col in ("#", "when (UTC)", "version", "previous", "reason", "decided by"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("detail")
+    for col in ("#", "when (UTC)", "champion", "reason", "decided by", "detail"):
+        table.add_column(col)
     for row in entries:
         table.add_row(*row)
     console.print(table if entries else f"no champion changes recorded for {model}")

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 
 from registry.db import make_engine
 from registry.locks import LockTimeout, ModelLocks
 from registry.webhook_receiver import DeliveryLog, ReceiverServer, make_app
+from tests.conftest import POSTGRES_URL_ENV, _drop_postgres_database, _postgres_database
+from uptake.registry_config import RegistrySettings
 from uptake.settings import Settings
 from uptake.webhooks import sign_mlflow
 
@@ -47,9 +52,33 @@ def delivery(
     return headers, body.encode()
 
 
-@pytest.fixture
-def engine(tmp_path: Path):
-    return make_engine(Settings(home=tmp_path))
+def _store_backends() -> list[object]:
+    postgres = pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not os.environ.get(POSTGRES_URL_ENV), reason=f"{POSTGRES_URL_ENV} not set"
+        ),
+    )
+    return ["sqlite", postgres]
+
+
+@pytest.fixture(params=_store_backends())
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The state store on SQLite (default) and on PostgreSQL (``registry.state_url``)."""
+    if request.param == "sqlite":
+        engine = make_engine(Settings(home=tmp_path))
+        yield engine
+        engine.dispose()
+        return
+    admin = os.environ[POSTGRES_URL_ENV]
+    url, name = _postgres_database(admin)
+    settings = Settings(home=tmp_path, registry=RegistrySettings(state_url=url))
+    engine = make_engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        _drop_postgres_database(admin, name)
 
 
 def test_receiver_verifies_signature_freshness_and_replays(engine) -> None:
