@@ -41,9 +41,11 @@ def _raise_keyboard_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _run_stack(settings: Settings, include: tuple[str, ...], title: str) -> None:
+def _run_stack(
+    settings: Settings, include: tuple[str, ...], title: str, config: Path | None = None
+) -> None:
     """Start part of the stack, show it, and keep it up until Ctrl-C / SIGTERM."""
-    stack = LocalStack(settings)
+    stack = LocalStack(settings, config)
     # Explicit for both: a shell that starts us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -77,7 +79,7 @@ def _print_started(stack: LocalStack, title: str) -> None:
 
 def up(config: ConfigOption = None) -> None:
     """Start the whole local stack: embedded broker, MLflow and every service."""
-    _run_stack(settings_from(config), ("broker", "mlflow", "services"), "stack")
+    _run_stack(settings_from(config), ("broker", "mlflow", "services"), "stack", config)
 
 
 def broker(config: ConfigOption = None) -> None:

@@ -112,3 +112,11 @@ def test_dockerfile_installs_cpu_or_cuda_torch_first_and_runs_uptake() -> None:
     assert "USER uptake" in text
     for package in ("uptake", "watcher", "pipeline", "registry", "serving"):
         assert f"COPY {package} ./{package}" in text
+
+
+def test_watcher_exposes_webhook_and_health(compose: dict) -> None:
+    watcher = compose["services"]["watcher"]
+    env = _env(watcher)
+    assert env["UPTAKE_WATCHER__HOST"] == "0.0.0.0"
+    assert f"{env['UPTAKE_WATCHER__PORT']}:{env['UPTAKE_WATCHER__PORT']}" in watcher["ports"]
+    assert "/healthz" in " ".join(watcher["healthcheck"]["test"])

@@ -98,8 +98,9 @@ def _service_probe(spec: str, settings: Settings, proc: ManagedProcess) -> Calla
 class LocalStack:
     """Starts each piece, waits until it is healthy, and stops all of them in reverse order."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config: Path | None = None) -> None:
         self.settings = settings
+        self.config = config.resolve() if config is not None else None  # passed on to services
         self.processes: list[ManagedProcess] = []
         self.bootstrap = settings.kafka_bootstrap or ""
         self.tracking_uri = settings.mlflow_tracking_uri or ""
@@ -160,6 +161,8 @@ class LocalStack:
             "UPTAKE_MLFLOW_TRACKING_URI": self.tracking_uri,
             "UPTAKE_HOME": str(self.settings.state_dir),
         }
+        if self.config is not None:
+            env["UPTAKE_CONFIG"] = str(self.config)
         proc = ManagedProcess(
             name, [sys.executable, "-m", "uptake.cli", *args], self.logs / f"{name}.log", env=env
         )
