@@ -22,21 +22,6 @@ from uptake.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class _BystanderConsumer(EventConsumer):
-    """The alerter reads topics other groups own: a message it cannot decode is theirs to
-    dead-letter (and its DeadLetter reaches us on the DLQ); we only log it."""
-
-    def _dead_letter(self, record: ConsumerRecord, kind: str, reason: str, attempts: int) -> None:
-        log.warning(
-            "alerter skipped %s[%d]@%d: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            kind,
-            reason,
-        )
-
-
 class AlerterService:
     def __init__(self, settings: Settings, producer: EventProducer | None = None) -> None:
         self.settings = settings
@@ -61,13 +46,16 @@ class AlerterService:
 
     def _consumer(self) -> EventConsumer:
         t = self.settings.kafka.topics
-        return _BystanderConsumer(
+        # A bystander on topics other groups own: their consumers dead-letter what cannot be
+        # decoded (and that DeadLetter reaches us on the DLQ); we only skip it.
+        return EventConsumer(
             self.settings,
             self.cfg.consumer_group,
             [t.releases, t.runs, t.decisions, t.dlq],
             self.handle,
             accept=ACCEPTED,
             producer=self._producer,
+            dead_letter_undecodable=False,
         )
 
     def start(self) -> AlerterService:

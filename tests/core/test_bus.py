@@ -277,3 +277,24 @@ def test_control_blocking_handler_past_poll_interval_is_evicted_and_redelivered(
     with EventConsumer(settings, "blocking", [settings.kafka.topics.runs], blocking) as consumer:
         consumer.run(until=lambda: len(calls) >= 2, timeout_s=block_s + 30)
     assert calls == [event.event_id, event.event_id]
+
+
+def test_bystander_consumer_skips_undecodable_without_dead_lettering(settings: Settings) -> None:
+    ensure_topics(settings)
+    runs = settings.kafka.topics.runs
+    good = _stage(1)
+    with EventProducer(settings, "test") as producer:
+        producer.send_raw(runs, RID, b"{not json")
+        producer.publish(good)
+    handled = []
+    with EventConsumer(
+        settings,
+        "bystander",
+        [runs],
+        lambda e, r: handled.append(e),
+        dead_letter_undecodable=False,
+    ) as consumer:
+        stats = consumer.run(max_messages=2, timeout_s=30)
+    assert handled == [good]
+    assert stats.skipped == 1 and stats.dead_lettered == 0
+    assert read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 0, timeout_s=2) == []

@@ -82,12 +82,16 @@ class EventConsumer:
         accept: Iterable[type[Event]] | None = None,
         producer: EventProducer | None = None,
         max_poll_records: int = 50,
+        dead_letter_undecodable: bool = True,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.topics = topics
         self.handler = handler
         self.accept = tuple(accept) if accept is not None else None
+        # False for bystanders (e.g. the alerter) reading topics other groups own: the owner
+        # dead-letters an undecodable message, so a bystander only logs and skips it.
+        self.dead_letter_undecodable = dead_letter_undecodable
         self.stats = ConsumerStats()
         self.job_running = False
         self._stop = threading.Event()
@@ -182,7 +186,10 @@ class EventConsumer:
                 record.offset,
                 exc.reason,
             )
-            self._dead_letter(record, exc.kind, exc.reason, attempts=1)
+            if self.dead_letter_undecodable:
+                self._dead_letter(record, exc.kind, exc.reason, attempts=1)
+            else:
+                self.stats.skipped += 1
             self._commit(record)
             return
         if self.accept is not None and not isinstance(event, self.accept):
