@@ -139,13 +139,16 @@ def child(arm: str, model: Path, result_file: Path) -> None:
     out["arm"] = arm
     out["tokens_per_s"] = out["tokens"] / out["train_runtime_s"]
     out["peak_rss_mib"] = _peak_rss_mib()
+    import torch
+
+    out["torch_threads"] = torch.get_num_threads()
     result_file.write_text(json.dumps(out))
 
 
 # ------------------------------------------------------------------ parent
 
 
-def _spawn(arm: str, model: Path, workdir: Path) -> dict[str, Any]:
+def _spawn(arm: str, model: Path, workdir: Path, threads: int | None) -> dict[str, Any]:
     result_file = workdir / f"{arm}-{time.monotonic_ns()}.json"
     cmd = [
         sys.executable,
@@ -157,7 +160,10 @@ def _spawn(arm: str, model: Path, workdir: Path) -> dict[str, Any]:
         "--result",
         str(result_file),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{arm} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return json.loads(result_file.read_text())
@@ -169,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=3, help="runs per arm, interleaved (best kept)"
     )
     parser.add_argument("--ablation", action="store_true", help="also run single-knob variants")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
@@ -178,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         child(args.child, args.model, args.result)
         return 0
 
-    import torch
     from rich.console import Console
     from rich.table import Table
 
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeat):
             order = arms if rep % 2 == 0 else list(reversed(arms))
             for arm in order:
-                run = _spawn(arm, model, Path(tmp))
+                run = _spawn(arm, model, Path(tmp), args.threads)
                 runs[arm].append(run)
                 console.print(
                     f"rep {rep + 1} {arm:32s} {run['tokens_per_s']:9.0f} tok/s "
@@ -243,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": runs["trl_defaults"][0]["torch_threads"],
             "load_avg_before": [round(x, 2) for x in load_before],
             "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         },

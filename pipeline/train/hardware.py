@@ -1,8 +1,8 @@
 """Turn the recipe's ``hardware`` section (with its ``auto`` values) into concrete settings.
 
 The same recipe runs on a 2-core CI box and on an H100: ``auto`` means bf16 autocast, fused AdamW
-and Liger kernels where the GPU and the installed packages support them, fp32 and plain AdamW on
-CPU (bf16 autocast was not faster on the CPUs measured here).
+and Liger kernels where the GPU and the installed packages support them, fp32 on CPU (bf16
+autocast was not faster on the CPUs measured here).
 """
 
 from __future__ import annotations
@@ -51,10 +51,8 @@ def resolve_hardware(recipe: Recipe) -> ResolvedHardware:
         bf16 = cuda and torch.cuda.is_bf16_supported()
     else:
         bf16 = hw.precision == "bf16"
-    if hw.optimizer == "auto":
-        optimizer = "adamw_torch_fused" if cuda else "adamw_torch"
-    else:
-        optimizer = hw.optimizer
+    # torch >= 2.4 has fused AdamW on CPU and CUDA
+    optimizer = "adamw_torch_fused" if hw.optimizer == "auto" else hw.optimizer
     liger = cuda and liger_available() if hw.liger == "auto" else bool(hw.liger)
     return ResolvedHardware(
         profile=recipe.profile or "cpu",

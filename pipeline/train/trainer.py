@@ -131,10 +131,10 @@ def _barrier() -> None:
     PartialState().wait_for_everyone()
 
 
-def _free(*objs: Any) -> None:
+def _free() -> None:
+    """Return memory of models the caller has just ``del``-ed (the next stage needs it)."""
     import torch
 
-    del objs
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -292,7 +292,8 @@ def train(
             provenance={**provenance, "stages": [s.name for s in stages]},
             code_dir=code_dir,
         )
-        _free(base)
+        del base
+        _free()
 
     # ------------------------------------------------------------------ SFT
     sft = _Stage(out, "sft")
@@ -312,7 +313,8 @@ def train(
             callbacks=[callback],
         )
         stored = _run_trainer(trainer, sft, callback, resume)
-        _free(trainer, model)
+        del trainer, model, callback
+        _free()
         _barrier()
     stages.append(stored)
     if not (sft_target / "config.json").is_file():
@@ -346,7 +348,8 @@ def train(
                 callbacks=[callback],
             )
             stored_dpo = _run_trainer(trainer, dpo, callback, resume)
-            _free(trainer, model, ref)
+            del trainer, model, ref, callback
+            _free()
             _barrier()
         stages.append(stored_dpo)
         prepared = stage_prep
