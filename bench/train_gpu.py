@@ -18,6 +18,7 @@ every token is a real token; each arm runs in its own process (fresh memory, fre
   estimate (off for this model), fused AdamW, Liger kernels and flash-attn when installed.
 - ``uptake_recipe_lora``: the ``gpu`` profile unchanged (LoRA r=16 on all linear layers, bf16
   base weights): the recipe as production runs it.
+- ``uptake_recipe_compile`` (only with ``--arms``): ``uptake_recipe`` plus ``torch_compile``.
 
 Throughput is timed after ``--warmup`` steps with CUDA synchronisation, over ``--steps`` steps.
 MFU = flops_per_token * tokens/s / peak, with peak the bf16 matmul rate measured here
@@ -45,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 RECIPE = REPO / "examples" / "legal" / "recipe.yaml"
 ARMS = ("trl_defaults", "uptake_recipe", "uptake_recipe_lora")
+OPTIONAL_ARMS = ("uptake_recipe_compile",)  # full fine-tuning + torch.compile (compiles ~1 min)
 FULL = {"hidden": 1536, "layers": 20, "heads": 12, "kv_heads": 4, "mlp": 4096, "vocab": 32000}
 SMOKE = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "mlp": 128, "vocab": 1000}
 
@@ -172,6 +174,8 @@ def run_arm(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
     timer = _Timer(warmup, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if arm not in ARMS + OPTIONAL_ARMS:
+        raise SystemExit(f"unknown arm {arm!r}; choose from {ARMS + OPTIONAL_ARMS}")
 
     if arm == "trl_defaults":
         args = SFTConfig(
@@ -201,8 +205,12 @@ def run_arm(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
 
         raw = yaml.safe_load(RECIPE.read_text())
         raw["max_length"] = seq
-        if arm == "uptake_recipe":
-            raw.setdefault("profiles", {}).setdefault("gpu", {})["lora"] = None
+        gpu = raw.setdefault("profiles", {}).setdefault("gpu", {}) or {}
+        raw["profiles"]["gpu"] = gpu
+        if arm in ("uptake_recipe", "uptake_recipe_compile"):
+            gpu["lora"] = None
+        if arm == "uptake_recipe_compile":
+            gpu.setdefault("hardware", {})["torch_compile"] = True
         recipe = parse_recipe(yaml.safe_dump(raw), source=RECIPE).resolve("gpu")
         prepared = run_preflight(model_dir, recipe)
         prepared.report.raise_if_refused()
@@ -242,6 +250,7 @@ def run_arm(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
         gradient_checkpointing=bool(trainer.args.gradient_checkpointing),
         bf16=bool(trainer.args.bf16),
         optim=str(getattr(trainer.args.optim, "value", trainer.args.optim)),
+        torch_compile=bool(trainer.args.torch_compile),
         liger=bool(trainer.args.use_liger_kernel),
         packing=bool(getattr(trainer.args, "packing", False)),
         master_weights=str(next(p for p in trainer.model.parameters() if p.requires_grad).dtype),

@@ -97,12 +97,12 @@ def _finished(out: Path, identity: dict[str, Any], resume: bool) -> TrainResult 
             f"{out} already holds a training run; pass --resume to continue it, or use an "
             "empty directory"
         )
-    for key in ("recipe_sha256", "base_fingerprint"):
+    checks = {"recipe_sha256": "recipe", "base_fingerprint": "base model", "data_sha256": "data"}
+    for key, what in checks.items():
         if existing.get(key) != identity[key]:
-            what = "recipe" if key.startswith("recipe") else "base model"
             raise InputError(
                 f"cannot resume {out}: it was started with a different {what} "
-                f"({str(existing.get(key))[:12]} != {str(identity[key])[:12]})"
+                f"({str(existing.get(key))[:40]} != {str(identity[key])[:40]})"
             )
     stored = _read_json(out / RESULT_FILE)
     if stored is not None and (out / "model" / "config.json").is_file():

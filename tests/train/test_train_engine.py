@@ -180,6 +180,10 @@ def test_run_directory_rules(tiny_models, tmp_path) -> None:
         train(tiny_models["llama"], load_recipe(recipe_path), out, profile="cpu", resume=True)
     with pytest.raises(InputError, match="different base model"):
         train(tiny_models["qwen2"], recipe, out, profile="cpu", resume=True)
+    data = tmp_path / "recipe" / "train.jsonl"
+    data.write_text(data.read_text() + data.read_text().splitlines()[0] + "\n")
+    with pytest.raises(InputError, match="different data"):
+        train(tiny_models["llama"], recipe, out, profile="cpu", resume=True)
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "file").write_text("x")
