@@ -8,14 +8,13 @@ could be chance. Differences are always candidate minus baseline.
 
 from __future__ import annotations
 
-from math import comb
-
 import numpy as np
 from pydantic import BaseModel
 
 from pipeline.eval.metrics import _CHUNK, DEFAULT_BOOTSTRAP, Interval
 from pipeline.eval.results import EvalResult
 from uptake.errors import InputError
+from uptake.stats import mcnemar_exact  # shared with the promotion gate
 
 
 class Difference(BaseModel):
@@ -49,17 +48,6 @@ class PairedComparison(BaseModel):
     confidence: float
     bootstrap_samples: int
     seed: int
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p: binomial test of min(b, c) among b + c discordant pairs."""
-    if b < 0 or c < 0:
-        raise ValueError("counts must be non-negative")
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(comb(n, k) for k in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def _aligned(a: EvalResult, b: EvalResult) -> tuple[list[str], list[str]]:
