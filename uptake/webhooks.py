@@ -25,6 +25,17 @@ class WebhookRejected(ValueError):
     """The request is not provably from the expected sender; answer 401 and do nothing."""
 
 
+MIN_SECRET_LENGTH = 8
+
+
+def _require_secret(secret: str) -> None:
+    """An empty or short secret would let anyone through (``compare_digest("", "")`` is True)."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise WebhookRejected(
+            f"webhook secret is not configured or shorter than {MIN_SECRET_LENGTH} characters"
+        )
+
+
 class VerifiedDelivery(BaseModel):
     delivery_id: str
     timestamp: int
@@ -53,6 +64,7 @@ def verify_mlflow_signature(
 
     Replays of a fresh delivery are caught by the caller remembering ``delivery_id``.
     """
+    _require_secret(secret)
     h = _lower(headers)
     signature = h.get(MLFLOW_SIGNATURE_HEADER, "")
     timestamp = h.get(MLFLOW_TIMESTAMP_HEADER, "")
@@ -78,6 +90,7 @@ def verify_shared_secret(
     secret: str, headers: Mapping[str, str], header: str = HF_SECRET_HEADER
 ) -> None:
     """Constant-time check of a shared-secret header (Hugging Face Hub webhooks)."""
+    _require_secret(secret)
     given = _lower(headers).get(header.lower(), "")
     if not hmac.compare_digest(given.encode(), secret.encode()):
         raise WebhookRejected(f"bad or missing {header}")

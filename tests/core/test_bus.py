@@ -27,6 +27,14 @@ def test_ensure_topics_creates_once(settings: Settings) -> None:
     created = ensure_topics(settings)
     assert sorted(created) == sorted(settings.kafka.topics.model_dump().values())
     assert ensure_topics(settings) == []
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        for topic in created:
+            assert len(consumer.partitions_for_topic(topic)) == settings.kafka.partitions
+    finally:
+        consumer.close()
 
 
 def test_keyed_round_trip_of_every_event_type(settings: Settings) -> None:

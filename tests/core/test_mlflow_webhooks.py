@@ -12,7 +12,12 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import MlflowServer
-from uptake.webhooks import WebhookRejected, sign_mlflow, verify_mlflow_signature
+from uptake.webhooks import (
+    WebhookRejected,
+    sign_mlflow,
+    verify_mlflow_signature,
+    verify_shared_secret,
+)
 
 SECRET = "whsec-test-123"
 
@@ -99,3 +104,18 @@ def test_forged_and_stale_signatures_are_rejected() -> None:
         verify_mlflow_signature(SECRET, headers, body, now=now + 3600)
     with pytest.raises(WebhookRejected, match="missing"):
         verify_mlflow_signature(SECRET, {"X-MLflow-Timestamp": str(now)}, body, now=now)
+
+
+@pytest.mark.parametrize("secret", ["", "short"])
+def test_empty_or_short_secrets_never_verify(secret: str) -> None:
+    """compare_digest("", "") is True: an unset secret must not open the door."""
+    with pytest.raises(WebhookRejected, match="not configured or shorter"):
+        verify_shared_secret(secret, {"X-Webhook-Secret": secret})
+    now = 1_800_000_000
+    headers = {
+        "X-MLflow-Delivery-Id": "d1",
+        "X-MLflow-Timestamp": str(now),
+        "X-MLflow-Signature": sign_mlflow(secret, "d1", str(now), "{}"),
+    }
+    with pytest.raises(WebhookRejected, match="not configured or shorter"):
+        verify_mlflow_signature(secret, headers, b"{}", now=now)

@@ -58,7 +58,10 @@ def test_up_starts_healthy_stack_and_sigint_leaves_no_orphans(tmp_path: Path) ->
         }
         output = (tmp_path / "up.log").read_text()
         assert "MLflow UI: http://127.0.0.1:" in output and "Kafka bootstrap: 127.0.0.1:" in output
+        components = json.loads((home / "stack.json").read_text())["components"]
+        assert set(components) == {"broker", "mlflow", "watcher", "promoter"}
         tree = descendants(proc.pid)
+        assert {pid for pid in components.values()} <= tree
         groups = process_groups(tree)
         assert len(tree) >= 3  # broker, mlflow server and its workers
         proc.send_signal(signal.SIGINT)
@@ -135,3 +138,47 @@ def test_status_counts_topic_offsets(settings, tmp_path: Path) -> None:
     assert code == 1  # MLflow is down
     counts = {topic["name"]: topic["messages"] for topic in report["topics"]}
     assert counts == {t.releases: 1, t.runs: 1, t.decisions: 0, t.dlq: 0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("piece", ["broker", "mlflow"])
+def test_single_piece_commands_start_only_that_piece(piece: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {
+        "UPTAKE_KAFKA__EMBEDDED_PORT": str(free_port()),
+        "UPTAKE_MLFLOW__PORT": str(free_port()),
+    }
+    proc = subprocess.Popen(
+        uptake_argv(piece),
+        env=clean_env(home, **env),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        report: dict = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            _, report = _status(home, **env)
+            if report[piece]["healthy"]:
+                break
+            time.sleep(1)
+        assert report[piece]["healthy"], report
+        other = "mlflow" if piece == "broker" else "broker"
+        assert not report[other]["healthy"]
+        assert set(json.loads((home / "stack.json").read_text())["components"]) == {piece}
+        tree = descendants(proc.pid)
+        groups = process_groups(tree)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopped" in output
+    deadline = time.monotonic() + 10
+    while alive(tree, groups) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive(tree, groups) == set()
