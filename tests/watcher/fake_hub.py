@@ -197,6 +197,7 @@ class RequestRecord:
     query: dict[str, list[str]]
     at: float  # time.monotonic()
     status: int = 0
+    authorization: str | None = None  # the Authorization header, to check token forwarding
 
 
 class FakeHub:
@@ -381,7 +382,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
-        record = RequestRecord("GET", path, query, time.monotonic())
+        record = RequestRecord(
+            "GET", path, query, time.monotonic(), authorization=self.headers.get("Authorization")
+        )
         hub = self.fake
         if not path.startswith("/_admin"):
             with hub.lock:

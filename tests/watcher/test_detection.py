@@ -218,3 +218,36 @@ def test_adding_an_author_baselines_its_existing_repos(
         release_id("hub", "newco/fresh", fresh.sha)
     ]
     assert [e.repo_id for e in releases(widened, expected=1)] == ["newco/fresh"]
+
+
+def test_token_is_sent_and_marks_travel_in_the_published_event(
+    hub: FakeHub, make_settings, make_service, monkeypatch
+) -> None:
+    """A gated repo is adopted when the source has a token (sent on every request), and a
+    custom-code repo is published marked requires_remote_code (the pipeline refuses it
+    unless allow-listed)."""
+    monkeypatch.setenv("ACME_HUB_TOKEN", "hf_test_token_123")
+    hub.add("acme/old")
+    settings = make_settings(hf_source(hub, token_env="ACME_HUB_TOKEN"))
+    service = make_service(settings)
+    service.start()
+    assert service.poll_source("hub").ok
+    gated = hub.add("acme/Gated-7B", gated="manual")
+    custom = hub.add(
+        "acme/Custom-7B", config={"architectures": ["X"], "auto_map": {"AutoModel": "m.X"}}
+    )
+    hub.clear_log()
+    outcome = service.poll_source("hub")
+    assert outcome.ok and outcome.result.skipped == []
+    assert sorted(outcome.result.released) == sorted(
+        [
+            release_id("hub", "acme/Gated-7B", gated.sha),
+            release_id("hub", "acme/Custom-7B", custom.sha),
+        ]
+    )
+    assert hub.requests_for() and all(
+        r.authorization == "Bearer hf_test_token_123" for r in hub.requests_for()
+    )
+    published = {e.repo_id: e for e in releases(settings, expected=2)}
+    assert published["acme/Gated-7B"].gated and not published["acme/Gated-7B"].requires_remote_code
+    assert published["acme/Custom-7B"].requires_remote_code
