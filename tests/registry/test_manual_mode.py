@@ -121,17 +121,17 @@ def test_reconcile_promotes_without_webhooks_and_rechecks_the_champion(
             wait_for(lambda: tag(reg, model_name, "1", "approval") == "pending", 60)
             result = run_uptake("approve", model_name, "1", "--by", "alice", home=s.home, **env)
             assert result.returncode == 0, result.stderr
-            wait_for(lambda: reg.champion(model_name) == "1", 20, "promotion via reconcile")
+            wait_for(lambda: reg.champion(model_name) == "1", 60, "promotion via reconcile")
 
             producer.publish(worker.register(model_name, BETTER))
             producer.publish(worker.register(model_name, BEST))
             for v in ("2", "3"):
                 wait_for(lambda v=v: tag(reg, model_name, v, "approval") == "pending", 60)
             ui_set_tag(s.tracking_uri, model_name, "3", "approval", "approved")
-            wait_for(lambda: reg.champion(model_name) == "3", 20)
+            wait_for(lambda: reg.champion(model_name) == "3", 60)
             # v2 beat v1 when it arrived; approved now, it no longer beats champion v3
             ui_set_tag(s.tracking_uri, model_name, "2", "approval", "approved")
-            decision = wait_for(lambda: service.ctx.store.decision(model_name, "2", "approval"), 20)
+            decision = wait_for(lambda: service.ctx.store.decision(model_name, "2", "approval"), 60)
         assert reg.champion(model_name) == "3"
         assert decision.outcome == "rejected"
         assert tag(reg, model_name, "2", "uptake.decision") == "rejected"
