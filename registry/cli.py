@@ -36,17 +36,8 @@ Version = Annotated[str, typer.Argument(help="Model version number.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _load(config: Path | None) -> Settings:
-    """Settings and logging; httpx narrates every request at INFO, keep that for DEBUG."""
-    settings = settings_from(config)
-    if settings.log_level != "DEBUG":
-        for name in ("httpx", "httpcore", "urllib3"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    return settings
-
-
 def _settings(config: Path | None) -> Settings:
-    settings = resolve(_load(config))
+    settings = resolve(settings_from(config))
     if not mlflow_healthy(settings.tracking_uri, timeout_s=5):
         raise DependencyError(f"MLflow is not reachable at {settings.tracking_uri}")
     return settings
@@ -67,7 +58,7 @@ def promoter(
     ] = True,
 ) -> None:
     """Run the promoter: gate candidates, act on approvals, move the champion alias."""
-    settings = _load(config)
+    settings = settings_from(config)
     service = PromoterService(settings, alerts=alerts and not once)
     if once:
         handled = service.run_once()
@@ -86,7 +77,7 @@ def alerter(config: ConfigOption = None) -> None:
     """Run only the alerter (when the promoter runs with --no-alerts or elsewhere)."""
     from registry.alerts.service import AlerterService
 
-    settings = resolve(_load(config))
+    settings = resolve(settings_from(config))
     if not settings.alerts.channels:
         raise InputError("no alert channels configured (alerts.channels); see docs/alerts.md")
     service = AlerterService(settings).start()
@@ -170,7 +161,7 @@ def history(
             for r in rows
         ]
     else:
-        engine = make_engine(_load(config))
+        engine = make_engine(settings_from(config))
         items = audit.read(engine, model)
         if as_json:
             typer.echo(json.dumps([e.model_dump(mode="json") for e in items]))

@@ -23,6 +23,10 @@ ConfigOption = Annotated[
 ]
 
 console = Console()
+CHATTY_LOGGERS = (
+    *("kafka", "httpx", "httpx2", "httpcore", "urllib3"),
+    *("huggingface_hub", "apscheduler"),
+)
 
 
 def settings_from(config: Path | None) -> Settings:
@@ -31,9 +35,11 @@ def settings_from(config: Path | None) -> Settings:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # kafka-python narrates every connection attempt at INFO; keep it for DEBUG only.
+    # These libraries narrate every connection attempt or request (health probes and Hub
+    # polls included) at INFO; keep that for DEBUG only.
     if settings.log_level != "DEBUG":
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     return settings
 
 

@@ -106,9 +106,6 @@ def watch(
 ) -> None:
     """Watch the configured sources and publish new model releases to the releases topic."""
     settings = settings_from(config)
-    if settings.log_level != "DEBUG":  # one INFO line per hub request is noise at 200 authors
-        for name in ("httpx2", "httpx", "huggingface_hub", "apscheduler"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     bootstrap, _ = resolved_endpoints(settings)
     settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
     if not once:

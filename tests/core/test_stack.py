@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import MlflowServer
 from tests.core.cli_helpers import ROOT, clean_env, run_uptake, uptake_argv
 from tests.core.proc_helpers import alive, descendants, process_groups
+from uptake.stack.probes import kafka_healthy
 from uptake.stack.process import free_port
 
 
@@ -182,3 +183,16 @@ def test_single_piece_commands_start_only_that_piece(piece: str, tmp_path: Path)
     while alive(tree, groups) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert alive(tree, groups) == set()
+
+
+def test_kafka_probe_tells_a_broker_from_a_closed_port_and_a_silent_listener(broker: str) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    assert kafka_healthy(broker)
+    assert kafka_healthy(f"{closed},{broker}")  # any bootstrap address that answers will do
+    assert not kafka_healthy(closed, timeout_s=1)
+    with socket.socket() as silent:  # accepts TCP but never speaks Kafka
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        assert not kafka_healthy(f"127.0.0.1:{silent.getsockname()[1]}", timeout_s=1)
+        assert time.monotonic() - started < 15

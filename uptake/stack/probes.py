@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
+
+
+def _accepts_connections(bootstrap: str, timeout_s: float) -> bool:
+    """A plain TCP connect to any bootstrap address: a broker still starting refuses it, and
+    checking first spares the log kafka-python's ERROR lines for every refused attempt."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
@@ -10,6 +25,8 @@ def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    if not _accepts_connections(bootstrap, timeout_s):
+        return False
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap,
