@@ -61,6 +61,10 @@ class TinyModelSpec(BaseModel):
     chat_template: TemplateKind = "generation"
     pad_equals_eos: bool = False
     seed: int = 0
+    weight_scale: float = Field(1.0, gt=0)
+    """Multiplies every weight but embeddings and norms. At the default init a random model
+    repeats the prompt's last token, so every output is alike; 5.0 makes outputs depend on
+    the prompt, which tests and benchmarks comparing outputs need."""
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int):  # -> PreTrainedTokenizerFast
@@ -107,6 +111,22 @@ def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int):
     )
 
 
+def _scale_weights(model, factor: float) -> None:  # model: torch.nn.Module
+    """Scale every parameter except those of embeddings and norm layers (any architecture)."""
+    import torch
+
+    kept = {  # embedding tables, also when tied to the output head
+        id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
+    }
+    with torch.no_grad():
+        for module in model.modules():
+            if "Norm" in type(module).__name__:
+                continue
+            for param in module.parameters(recurse=False):
+                if id(param) not in kept:
+                    param.mul_(factor)
+
+
 def build_tiny_model(
     out_dir: str | Path,
     spec: TinyModelSpec | None = None,
@@ -143,6 +163,8 @@ def build_tiny_model(
     )
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config)
+    if spec.weight_scale != 1.0:
+        _scale_weights(model, spec.weight_scale)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out

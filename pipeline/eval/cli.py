@@ -126,6 +126,10 @@ def eval_command(
     api_model: Annotated[
         str | None, typer.Option("--api-model", help="Model name for the openai backend.")
     ] = None,
+    api_timeout: Annotated[
+        float,
+        typer.Option("--api-timeout", min=0.1, help="Seconds per request (openai backend)."),
+    ] = 300.0,
     judge_base_url: Annotated[
         str | None, typer.Option("--judge-base-url", help="Judge endpoint (overrides settings).")
     ] = None,
@@ -190,6 +194,7 @@ def eval_command(
             threads=threads,
             api_model=api_model,
             api_key=os.environ.get("OPENAI_API_KEY"),
+            api_timeout_s=api_timeout,
             judge_cache_dir=settings.state_dir / "judge-cache",
             n_boot=bootstrap,
             progress=hook,

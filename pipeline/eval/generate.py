@@ -281,12 +281,14 @@ class OpenAIBackend:
         api_key: str | None = None,
         timeout_s: float = 300.0,
         max_retries: int = 2,
+        backoff_s: float = 0.5,
         seed: int = 0,
     ) -> None:
         self.base_url = _api_base(base_url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self.max_retries = max_retries
+        self.backoff_s = backoff_s
         self.seed = seed
         self.model_name = model or self._first_model()
 
@@ -323,7 +325,7 @@ class OpenAIBackend:
                 if resp.status_code != 429 and resp.status_code < 500:
                     break
             if attempt < self.max_retries:
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(self.backoff_s * (attempt + 1))
         raise DependencyError(f"model endpoint {self.base_url} failed: {last}")
 
     def _parse(self, resp: httpx.Response) -> Generation:
@@ -367,6 +369,7 @@ def make_backend(
     threads: int | None = None,
     api_model: str | None = None,
     api_key: str | None = None,
+    api_timeout_s: float = 300.0,
 ) -> Backend:
     """Pick the backend; ``auto`` means openai for an http(s) URL, transformers otherwise."""
     if backend == "auto":
@@ -378,7 +381,9 @@ def make_backend(
     if backend == "openai":
         if not is_url(model):
             raise InputError(f"the openai backend needs an http(s) URL, got {model}")
-        return OpenAIBackend(str(model), model=api_model, api_key=api_key, seed=seed)
+        return OpenAIBackend(
+            str(model), model=api_model, api_key=api_key, timeout_s=api_timeout_s, seed=seed
+        )
     raise InputError(f"unknown backend {backend!r} (expected transformers, openai or auto)")
 
 

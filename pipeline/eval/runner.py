@@ -84,6 +84,7 @@ def run_eval(
     threads: int | None = None,
     api_model: str | None = None,
     api_key: str | None = None,
+    api_timeout_s: float = 300.0,
     judge_cache_dir: str | Path | None = None,
     judge_concurrency: int = 4,
     n_boot: int = DEFAULT_BOOTSTRAP,
@@ -106,6 +107,7 @@ def run_eval(
             threads=threads,
             api_model=api_model,
             api_key=api_key,
+            api_timeout_s=api_timeout_s,
         )
     else:
         engine = model

@@ -47,27 +47,17 @@ def judge_server() -> Iterator[tuple[ScriptedJudge, str]]:
 
 
 @pytest.fixture(scope="session")
-def lively_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lively_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with its transformer layers scaled up 5x.
 
     At the default init a random model just repeats the prompt's last token ("\\n"), so every
     output is the same empty string and "batched == unbatched" would prove nothing. Scaled
     layers make the outputs depend on the prompt (48 distinct texts for 48 prompts).
     """
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("lively") / "llama"
-    shutil.copytree(tiny_model, out)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "embed" not in name and "norm" not in name:
-                param.mul_(5.0)
-    model.save_pretrained(out)
-    return out
+    spec = TinyModelSpec(weight_scale=5.0)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("lively") / "llama", spec, corpus=train_corpus()
+    )
 
 
 @pytest.fixture(scope="session")

@@ -96,14 +96,17 @@ def completion(content: str, completion_tokens: int = 0, finish: str = "stop") -
 class ScriptedJudge:
     """An OpenAI-compatible judge whose replies are scripted per request.
 
-    Each script entry is a string (the reply content) or ("sleep", seconds, content).
-    When the script runs out, ``default`` is used. Every request body is recorded.
+    Each script entry is a string (the reply content), ("sleep", seconds, content),
+    ("status", code) or ("raw", json_body) for a reply that is not a chat completion.
+    When the script runs out, ``default`` is used. Every request body and its headers are
+    recorded.
     """
 
     def __init__(self) -> None:
         self.script: list[Any] = []
         self.default: Any = '{"pass": true, "reason": "meets the criterion"}'
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.reply: Callable[[dict[str, Any]], Any] | None = None
         app = FastAPI()
 
@@ -111,6 +114,7 @@ class ScriptedJudge:
         async def chat(request: Request) -> JSONResponse:
             body = await request.json()
             self.requests.append(body)
+            self.headers.append(dict(request.headers))
             entry = (
                 self.reply(body)
                 if self.reply
@@ -121,6 +125,8 @@ class ScriptedJudge:
                 entry = entry[2]
             if isinstance(entry, tuple) and entry[0] == "status":
                 return JSONResponse({"error": "scripted"}, status_code=entry[1])
+            if isinstance(entry, tuple) and entry[0] == "raw":
+                return JSONResponse(entry[1])
             return JSONResponse(completion(entry))
 
         self.app = app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from pipeline.eval.generate import (
     TransformersBackend,
     make_backend,
 )
-from tests.eval.helpers import LoopbackServer, completion
+from tests.eval.helpers import LoopbackServer, ScriptedJudge, completion
 from uptake.errors import DependencyError, InputError
 from uptake.tiny_models import TinyModelSpec, build_tiny_model
 
@@ -206,6 +207,88 @@ def test_openai_backend_unreachable() -> None:
 
     with pytest.raises(DependencyError, match="cannot reach"):
         OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1")
+
+
+def _endpoint(server: ScriptedJudge, url: str, **kw: object) -> OpenAIBackend:
+    return OpenAIBackend(url, model="served", backoff_s=0, **kw)  # type: ignore[arg-type]
+
+
+ASK = GenRequest(messages=[{"role": "user", "content": "Deadline?"}], max_new_tokens=8)
+
+
+def test_openai_backend_retries_rate_limits_and_server_errors(
+    judge_server: tuple[ScriptedJudge, str],
+) -> None:
+    server, url = judge_server
+    server.script = [("status", 429), ("status", 503), "30 days"]
+    with closing(_endpoint(server, url, api_key="sk-test-key")) as backend:
+        [gen] = backend.generate([ASK])
+    assert gen.text == "30 days"
+    assert len(server.requests) == 3
+    assert {h["authorization"] for h in server.headers} == {"Bearer sk-test-key"}
+    body = server.requests[0]
+    assert (body["model"], body["max_tokens"], body["temperature"]) == ("served", 8, 0)
+
+
+def test_openai_backend_fails_at_once_on_a_client_error(
+    judge_server: tuple[ScriptedJudge, str],
+) -> None:
+    server, url = judge_server
+    server.script = [("status", 400), "never reached"]
+    with (
+        closing(_endpoint(server, url)) as backend,
+        pytest.raises(DependencyError, match="HTTP 400"),
+    ):
+        backend.generate([ASK])
+    assert len(server.requests) == 1
+    assert "authorization" not in server.headers[0]  # no key configured, none sent
+
+
+def test_openai_backend_gives_up_after_its_retries(judge_server: tuple[ScriptedJudge, str]) -> None:
+    server, url = judge_server
+    server.default = ("status", 502)
+    with (
+        closing(_endpoint(server, url, max_retries=2)) as backend,
+        pytest.raises(DependencyError, match="failed: HTTP 502"),
+    ):
+        backend.generate([ASK])
+    assert len(server.requests) == 3
+
+
+def test_openai_backend_refuses_a_reply_that_is_not_a_chat_completion(
+    judge_server: tuple[ScriptedJudge, str],
+) -> None:
+    server, url = judge_server
+    server.script = [("raw", {"result": "30 days"})]
+    with (
+        closing(_endpoint(server, url)) as backend,
+        pytest.raises(DependencyError, match="did not return a chat completion"),
+    ):
+        backend.generate([ASK])
+
+
+def test_openai_backend_times_out_then_recovers(judge_server: tuple[ScriptedJudge, str]) -> None:
+    server, url = judge_server
+    server.script = [("sleep", 2.0, "late"), "on time"]
+    with closing(_endpoint(server, url, timeout_s=0.3)) as backend:
+        assert backend.generate([ASK])[0].text == "on time"
+    server.requests.clear()
+    server.script = []
+    server.default = ("sleep", 2.0, "late")
+    with (
+        closing(_endpoint(server, url, timeout_s=0.3, max_retries=1)) as backend,
+        pytest.raises(DependencyError, match="cannot reach"),
+    ):
+        backend.generate([ASK])
+    assert len(server.requests) == 2
+
+
+def test_openai_backend_asks_the_endpoint_for_its_model_name(
+    judge_server: tuple[ScriptedJudge, str],
+) -> None:
+    _, url = judge_server  # the scripted server has no /v1/models
+    with pytest.raises(InputError, match="pass the model name"):
+        OpenAIBackend(url)
 
 
 def test_small_cpu_models_default_to_one_thread(lively_backend: TransformersBackend) -> None:
