@@ -13,7 +13,7 @@ from typing import Literal
 
 from registry.decide import assess, enact, undo_promotion_decision
 from registry.decision import Decision
-from registry.mlflow_registry import APPROVAL_BY_TAG, APPROVAL_TAG, Registry
+from registry.mlflow_registry import APPROVAL_BY_TAG, APPROVAL_TAG, APPROVAL_VERDICTS, Registry
 from registry.promotion import Context, PromotionConflict
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def handle_approval(ctx: Context, model: str, version: str, source: str) -> Deci
             return None
         tags = mv.tags or {}
         verdict = tags.get(APPROVAL_TAG)
-        if verdict not in ("approved", "rejected"):
+        if verdict not in APPROVAL_VERDICTS:
             return None
         who = f"approval:{tags.get(APPROVAL_BY_TAG) or UI_USER}"
         gate_decision = ctx.store.decision(model, version, "gate")

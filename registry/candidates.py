@@ -115,7 +115,8 @@ def resume(ctx: Context, model: str, version: str) -> bool:
     if state in ("pending_approval", "rejected"):
         decision = ctx.store.decision(model, version, "gate")
         if decision is not None and decision.outcome == state:
-            mirror_decision(ctx, decision)  # the tags may not have been written (crash)
+            # the tags may not have been written (crash); a verdict set since is kept
+            mirror_decision(ctx, decision, keep_verdict=True)
         return True
     if state != "promoting":
         return True

@@ -16,6 +16,7 @@ from registry.decision import Decision
 from registry.evidence import Evidence
 from registry.mlflow_registry import (
     APPROVAL_TAG,
+    APPROVAL_VERDICTS,
     CHALLENGER,
     DECISION_REASON_TAG,
     DECISION_TAG,
@@ -126,9 +127,13 @@ def enact(ctx: Context, decision: Decision, *, from_state: str | None = None) ->
     return decision
 
 
-def mirror_decision(ctx: Context, decision: Decision) -> None:
+def mirror_decision(ctx: Context, decision: Decision, *, keep_verdict: bool = False) -> None:
     """The MLflow side of a pending or rejected decision: challenger alias, then tags
-    (``approval=pending`` last: it is what people and the UI act on). Idempotent."""
+    (``approval=pending`` last: it is what people and the UI act on). Idempotent.
+
+    ``keep_verdict`` (repairs after a redelivery): an ``approval`` a person has already set
+    to approved or rejected is left alone — writing ``pending`` over it would lose it.
+    """
     model, version = decision.registered_model, decision.version
     reg = ctx.registry
     if decision.outcome == "pending_approval":
@@ -137,7 +142,9 @@ def mirror_decision(ctx: Context, decision: Decision) -> None:
         reg.delete_alias(model, CHALLENGER)
     tags: dict[str, object] = {DECISION_TAG: decision.outcome, DECISION_REASON_TAG: decision.reason}
     if decision.outcome == "pending_approval":
-        tags[APPROVAL_TAG] = "pending"
+        verdict = reg.version(model, version).tags.get(APPROVAL_TAG) if keep_verdict else None
+        if verdict not in APPROVAL_VERDICTS:
+            tags[APPROVAL_TAG] = "pending"
     reg.set_version_tags(model, version, tags)
 
 

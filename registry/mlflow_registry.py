@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 APPROVAL_TAG = "approval"
+APPROVAL_VERDICTS = ("approved", "rejected")  # what a person sets; "pending" is ours
 APPROVAL_BY_TAG = "approval.by"
 DECISION_TAG = "uptake.decision"
 DECISION_REASON_TAG = "uptake.decision_reason"

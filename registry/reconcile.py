@@ -22,7 +22,12 @@ from registry import audit
 from registry.approvals import handle_approval
 from registry.candidates import Candidate, decide_once, resume
 from registry.evidence import RELEASE_ID_TAG
-from registry.mlflow_registry import APPROVAL_TAG, DECISION_TAG, HISTORY_TAG_PREFIX
+from registry.mlflow_registry import (
+    APPROVAL_TAG,
+    APPROVAL_VERDICTS,
+    DECISION_TAG,
+    HISTORY_TAG_PREFIX,
+)
 from registry.promotion import Context
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,7 @@ def reconcile_model(ctx: Context, model: str) -> int:
         verdict = (mv.tags or {}).get(APPROVAL_TAG)
         if (
             key in pending
-            and verdict in ("approved", "rejected")
+            and verdict in APPROVAL_VERDICTS
             and handle_approval(ctx, model, str(mv.version), source="reconcile") is not None
         ):
             decided += 1

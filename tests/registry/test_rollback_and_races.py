@@ -175,3 +175,31 @@ def test_reconcile_decides_a_version_whose_event_never_came(
         assert decision is not None and decision.outcome == "promoted"
         reconcile_once(ctx)  # decided once, not again
         assert len(ctx.store.decisions_of(model_name)) == 1
+
+
+def test_a_redelivered_candidate_repairs_tags_but_keeps_a_verdict_set_meanwhile(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    s = configure(mlflow_settings, mode="manual")
+    ensure_topics(s)
+    reg = Registry(s.tracking_uri)
+    event = worker.register(model_name, GOOD)
+    with EventProducer(s) as producer:
+        ctx = make_context(s, producer)
+        first = handle_candidate(ctx, event)
+        assert first is not None and first.outcome == "pending_approval"
+
+        # a crash before the tags were written: the redelivery writes them
+        reg.client.delete_model_version_tag(model_name, "1", "approval")
+        assert handle_candidate(ctx, event) == first
+        assert reg.version(model_name, "1").tags["approval"] == "pending"
+
+        # a person approves; the event is redelivered before the promoter acted on it
+        reg.set_version_tags(model_name, "1", {"approval": "approved"})
+        assert handle_candidate(ctx, event) == first
+        assert reg.version(model_name, "1").tags["approval"] == "approved"
+        assert reg.champion(model_name) is None
+        reconcile_once(ctx)
+    assert reg.champion(model_name) == "1"
+    assert ctx.store.decision(model_name, "1", "approval").outcome == "promoted"
+    assert len(ctx.store.decisions_of(model_name)) == 2
