@@ -61,13 +61,19 @@ class TinyModelSpec(BaseModel):
     chat_template: TemplateKind = "generation"
     pad_equals_eos: bool = False
     seed: int = 0
+    tie_embeddings: bool = True
+    bare_vocab: bool = False
+    """Only ``<|endoftext|>`` is special: no pad or ChatML tokens, so preflight must add them
+    and resize the embeddings (needs ``pad_equals_eos`` and ``chat_template="none"``)."""
     weight_scale: float = Field(1.0, gt=0)
     """Multiplies every weight but embeddings and norms. At the default init a random model
     repeats the prompt's last token, so every output is alike; 5.0 makes outputs depend on
     the prompt, which tests and benchmarks comparing outputs need."""
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int):  # -> PreTrainedTokenizerFast
+def train_tokenizer(
+    corpus: Iterable[str], vocab_size: int, special_tokens: list[str] | None = None
+):  # -> PreTrainedTokenizerFast
     """Train a byte-level BPE tokenizer; byte-level means no input is ever unknown."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -77,7 +83,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):  # -> PreTrainedTok
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS if special_tokens is None else special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -96,6 +102,7 @@ def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int):
             n_head=spec.num_heads,
             n_inner=spec.intermediate_size,
             n_positions=spec.max_position_embeddings,
+            tie_word_embeddings=spec.tie_embeddings,
             **common,
         )
     cls = LlamaConfig if spec.arch == "llama" else Qwen2Config
@@ -106,7 +113,7 @@ def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int):
         num_key_value_heads=spec.num_heads,
         intermediate_size=spec.intermediate_size,
         max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=spec.tie_embeddings,
         **common,
     )
 
@@ -140,8 +147,12 @@ def build_tiny_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = list(corpus) if corpus is not None else list(DEFAULT_CORPUS)
-    tokenizer = train_tokenizer(texts, spec.vocab_size)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    if spec.bare_vocab and not (spec.pad_equals_eos and spec.chat_template == "none"):
+        raise ValueError("bare_vocab needs pad_equals_eos and no chat template")
+    special = SPECIAL_TOKENS[:1] if spec.bare_vocab else SPECIAL_TOKENS
+    tokenizer = train_tokenizer(texts, spec.vocab_size, special)
+    if not spec.bare_vocab:
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     if spec.pad_equals_eos:
         tokenizer.pad_token = tokenizer.eos_token
     else:

@@ -82,12 +82,37 @@ def dpo_config(
     return DPOConfig(**kwargs)
 
 
-def lora_config(recipe: Recipe, trainable_token_ids: list[int]):  # -> peft.LoraConfig | None
+def embedding_layout(model: Any) -> tuple[str, bool]:
+    """(the input embedding's module name, whether the output head shares its weight)."""
+    embed = model.get_input_embeddings()
+    name = next(n for n, m in model.named_modules() if m is embed).rsplit(".", 1)[-1]
+    head = model.get_output_embeddings()
+    return name, head is not None and head.weight is embed.weight
+
+
+def lora_config(
+    recipe: Recipe, trainable_token_ids: list[int], model: Any = None
+):  # -> peft.LoraConfig | None
+    """LoRA on ``target_modules``; tokens preflight added (ChatML markers, pad) start untrained,
+    so their embedding rows train too.
+
+    Rows alone (``trainable_token_indices``) work when the output head has its own weight. With
+    tied embeddings PEFT wraps the head as well, and TRL's fused LM head reads the head's base
+    weight, so the rows would train on the input side only (and TRL fails on the wrapper); the
+    whole embedding is then trained as a module to save, kept tied to the head.
+    """
     if recipe.lora is None:
         return None
     from peft import LoraConfig
 
     spec = recipe.lora
+    extra: dict[str, Any] = {}
+    if trainable_token_ids:
+        name, tied = embedding_layout(model) if model is not None else ("", False)
+        if tied:
+            extra = {"modules_to_save": [name], "ensure_weight_tying": True}
+        else:
+            extra = {"trainable_token_indices": list(trainable_token_ids)}
     return LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
@@ -95,6 +120,5 @@ def lora_config(recipe: Recipe, trainable_token_ids: list[int]):  # -> peft.Lora
         target_modules=spec.target_modules,
         bias="none",
         task_type="CAUSAL_LM",
-        # Tokens preflight added (ChatML markers, pad) start untrained: train their embedding rows.
-        trainable_token_indices=list(trainable_token_ids) or None,
+        **extra,
     )

@@ -690,7 +690,8 @@ def run_preflight(
     report.packing = _choose_packing(recipe.stages.sft.packing, attn, report)
     if report.added_tokens and recipe.lora is not None:
         report.notes.append(
-            f"new tokens {report.added_tokens} get trainable embedding rows next to LoRA"
+            f"new tokens {report.added_tokens} train next to LoRA: their embedding rows, or the"
+            " whole embedding when the output head is tied to it"
         )
     return prepared
 

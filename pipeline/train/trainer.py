@@ -309,7 +309,7 @@ def train(
             args=sft_config(recipe, report, hw, sft.checkpoints),
             train_dataset=to_dataset(sft_rows),
             processing_class=prepared.tokenizer,
-            peft_config=lora_config(recipe, added_ids),
+            peft_config=lora_config(recipe, added_ids, model),
             callbacks=[callback],
         )
         stored = _run_trainer(trainer, sft, callback, resume)
@@ -327,8 +327,13 @@ def train(
         stage_prep = Prepared(
             report=report,
             hardware=hw,
-            tokenizer=AutoTokenizer.from_pretrained(sft_target),
-            config=AutoConfig.from_pretrained(sft_target),
+            # an allow-listed remote-code base ships its code in the SFT output (code_dir)
+            tokenizer=AutoTokenizer.from_pretrained(
+                sft_target, trust_remote_code=report.trust_remote_code
+            ),
+            config=AutoConfig.from_pretrained(
+                sft_target, trust_remote_code=report.trust_remote_code
+            ),
             model_class=prepared.model_class,
             stop_token_ids=prepared.stop_token_ids,
         )

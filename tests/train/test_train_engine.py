@@ -14,8 +14,16 @@ from pipeline.train import TrainProgress, load_recipe, preflight, train
 from pipeline.train.merge import PROVENANCE_FILE
 from pipeline.train.preflight import CHATML_TEMPLATE
 from tests.train.conftest import EXPECTED_ADAPTERS
-from tests.train.helpers import make_remote_code_model, preference_rows, write_jsonl, write_recipe
+from tests.train.helpers import (
+    corpus,
+    make_remote_code_model,
+    memo_rows,
+    preference_rows,
+    write_jsonl,
+    write_recipe,
+)
 from uptake.errors import InputError
+from uptake.tiny_models import TinyModelSpec, build_tiny_model
 
 PROMPT = [{"role": "user", "content": "Write a memo on a tax matter for Ana."}]
 
@@ -87,6 +95,40 @@ def test_same_recipe_trains_each_architecture(arch, tiny_models, tmp_path) -> No
     assert preflight(model_dir, recipe).adapter_names == []
 
 
+@pytest.mark.parametrize("tied", [True, False], ids=["tied-head", "own-head"])
+def test_lora_trains_the_tokens_preflight_added(tied: bool, tmp_path) -> None:
+    """A base with no pad, no ChatML tokens and no template: preflight adds three tokens and
+    resizes the embeddings, and LoRA trains their rows (whole tied embedding, or rows only)."""
+    spec = TinyModelSpec(
+        arch="llama", chat_template="none", pad_equals_eos=True, bare_vocab=True,
+        tie_embeddings=tied,
+    )  # fmt: skip
+    base_dir = build_tiny_model(tmp_path / "base", spec, corpus=corpus(memo_rows(200)))
+    recipe = load_recipe(write_recipe(tmp_path / "recipe"))
+    reports = []
+    result = train(base_dir, recipe, tmp_path / "run", profile="cpu", on_preflight=reports.append)
+
+    (report,) = reports
+    assert report.added_tokens == ["<|im_start|>", "<|im_end|>", "<|uptake_pad|>"]
+    actions = [a["action"] for a in result.preflight["adapters"]]  # final: after the resize
+    assert any(a.endswith("; embeddings resized 419 -> 422") for a in actions)
+    assert any("'<|uptake_pad|>' (added)" in a for a in actions)
+    losses = [loss for _, loss in result.stages[0].losses]
+    assert result.steps == 24 and losses[-1] < losses[0]
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir).get_input_embeddings().weight
+    tok, model, new_tokens = _generate(result.model_dir)
+    embed = model.get_input_embeddings().weight
+    assert embed.shape[0] == len(tok) == 422 and len(new_tokens) > 0
+    head_is_embed = model.get_output_embeddings().weight.data_ptr() == embed.data_ptr()
+    assert head_is_embed == tied
+    # New rows start at the old rows' mean (tiny spread): trained, they moved well away.
+    end_of_turn = tok.convert_tokens_to_ids("<|im_end|>")
+    assert float((embed[end_of_turn] - base.mean(0)).norm()) > 0.1
+    old_rows_equal = torch.equal(embed[:419], base)
+    assert old_rows_equal != tied  # rows only: the old ones are untouched
+
+
 def test_full_finetune_learns_the_template(tiny_models, tmp_path) -> None:
     """``lora: null`` trains every weight; 60 steps are enough to learn one memo template."""
     recipe = load_recipe(
@@ -140,11 +182,16 @@ def test_dpo_stage_follows_sft(tiny_models, tmp_path) -> None:
 
 def test_allowlisted_remote_code_model_trains_and_ships_its_code(model_copy, tmp_path) -> None:
     model = make_remote_code_model(model_copy("llama"))
-    recipe = load_recipe(write_recipe(tmp_path / "recipe", stages={"sft": {"max_steps": 4}}))
+    directory = tmp_path / "recipe"
+    directory.mkdir()
+    write_jsonl(directory / "prefs.jsonl", preference_rows())
+    dpo = {"data": "prefs.jsonl", "max_steps": 2, "batch_size": 4}
+    recipe = load_recipe(write_recipe(directory, stages={"sft": {"max_steps": 4}, "dpo": dpo}))
     result = train(
         model, recipe, tmp_path / "run", profile="cpu", allowlist=["acme/*"], repo_id="acme/tinyfoo"
     )
     assert result.preflight["trust_remote_code"] is True
+    assert [s.name for s in result.stages] == ["sft", "dpo"]  # DPO reloads the SFT output's code
     assert (result.model_dir / "modeling_tinyfoo.py").is_file()
     loaded = AutoModelForCausalLM.from_pretrained(result.model_dir, trust_remote_code=True)
     assert type(loaded).__name__ == "TinyFooForCausalLM"
