@@ -8,6 +8,7 @@ they are ``SecretStr`` and refused in the YAML file, which tends to end up in gi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -157,6 +159,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"invalid config {path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -170,8 +174,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         )
     for secret in SECRET_FIELDS:
         node: Any = data
-        for key in secret:
-            node = node.get(key) if isinstance(node, dict) else None
+        for key in secret:  # any letter case: pydantic-settings matches keys case-insensitively
+            node = _get_any_case(node, key)
         if node is not None:
             name = ".".join(secret)
             env = "UPTAKE_" + "__".join(s.upper() for s in secret)
@@ -185,6 +189,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                 "only (name the variable instead, e.g. token_env: HF_TOKEN)"
             )
     return data
+
+
+def _get_any_case(node: Any, key: str) -> Any:
+    if not isinstance(node, dict):
+        return None
+    return next((v for k, v in node.items() if isinstance(k, str) and k.lower() == key), None)
+
+
+def _describe_settings_error(exc: SettingsError) -> str:
+    """pydantic-settings fails before validation when an env value is not the JSON a
+    structured field needs; name the variable rather than the internal source class."""
+    match = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if match and match.group(2) == "EnvSettingsSource":
+        return (
+            f"UPTAKE_{match.group(1).upper()}: not valid JSON (structured values are JSON in env)"
+        )
+    return str(exc).splitlines()[0]
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
@@ -202,5 +223,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(f"invalid config{where}: {describe_validation_error(exc)}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid config{where}: {_describe_settings_error(exc)}") from None
     finally:
         _CONFIG_FILE["path"] = None

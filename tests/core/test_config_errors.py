@@ -25,6 +25,7 @@ CASES = {
         {},
         "mlflow.port: Input should be less than or equal to 65535",
     ),
+    "not_utf8": (b"kafka:\n  client_id: caf\xe9\n", {}, "not UTF-8 text (byte 23)"),
     "bad_log_level": ("log_level: LOUD\n", {}, "log_level: Input should be"),
     "secret_in_yaml": (
         "judge:\n  api_key: sk-123\n",
@@ -41,6 +42,21 @@ CASES = {
         {"UPTAKE_KAFKA_BOOTSTRAP": "localhost"},
         "kafka_bootstrap: Value error, expected host:port",
     ),
+    "secret_in_yaml_other_case": (
+        "HF_TOKEN: hf_leak\n",
+        {},
+        "hf_token: secrets are read from the environment only (UPTAKE_HF_TOKEN)",
+    ),
+    "env_not_json": (
+        "",
+        {"UPTAKE_SOURCES": "[{"},
+        "UPTAKE_SOURCES: not valid JSON",
+    ),
+    "env_section_not_json": (
+        "",
+        {"UPTAKE_KAFKA": "{bad"},
+        "UPTAKE_KAFKA: not valid JSON",
+    ),
     "config_env_missing": (
         None,
         {"UPTAKE_CONFIG": "/nonexistent/uptake.yaml"},
@@ -55,7 +71,7 @@ def test_bad_config_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
     args = ["status"]
     if text is not None:
         path = tmp_path / "uptake.yaml"
-        path.write_text(text)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
         args += ["--config", str(path)]
     elif "UPTAKE_CONFIG" not in env:
         args += ["--config", str(tmp_path / "absent.yaml")]
