@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.eval import load_suite, run_eval
+from pipeline.eval.results import load_results
 from pipeline.train import load_recipe
 from uptake.cli import main
 from uptake.tiny_models import TinyModelSpec, build_tiny_model
@@ -44,15 +44,28 @@ def test_example_recipe_raises_the_example_suite_all_pass_rate(tmp_path, capsys)
     )
     assert "training summary" in capsys.readouterr().out
 
-    suite = load_suite(EXAMPLES / "suite.jsonl")
-    trained = run_eval(out / "model", suite, batch_size=16)
-    before = run_eval(base, suite, batch_size=16)
-    b, t = before.metrics, trained.metrics
-    print(f"all-pass {b.all_pass_rate:.3f} -> {t.all_pass_rate:.3f}")
-    print(f"criterion {b.criterion_pass_rate:.3f} -> {t.criterion_pass_rate:.3f}")
-    assert trained.metrics.all_pass_rate >= 0.2
-    assert trained.metrics.all_pass_rate >= before.metrics.all_pass_rate + 0.15
-    assert trained.metrics.criterion_pass_rate > before.metrics.criterion_pass_rate + 0.3
+    # Scored as a user would: `uptake eval` on the base, then on the trained model against it.
+    suite = str(EXAMPLES / "suite.jsonl")
+    before = uptake_eval(
+        capsys, "--model", str(base), "--suite", suite, "--out", str(tmp_path / "b")
+    )
+    trained = uptake_eval(
+        capsys, "--model", str(out / "model"), "--suite", suite, "--out", str(tmp_path / "t"),
+        "--baseline", str(tmp_path / "b" / "results.jsonl"),
+    )  # fmt: skip
+    print(f"all-pass {before['all_pass_rate']:.3f} -> {trained['all_pass_rate']:.3f}")
+    print(f"criterion {before['criterion_pass_rate']:.3f} -> {trained['criterion_pass_rate']:.3f}")
+    assert trained["all_pass_rate"] >= 0.2
+    assert trained["all_pass_rate"] >= before["all_pass_rate"] + 0.15
+    assert trained["criterion_pass_rate"] > before["criterion_pass_rate"] + 0.3
+    assert trained["comparison"]["baseline_model"] == str(base)
     # The model learned to stop: most answers end on the end-of-turn token, not the length cap.
-    stopped = sum(t.finish_reason == "stop" for t in trained.tasks)
-    assert stopped >= 0.9 * len(trained.tasks)
+    tasks = load_results(tmp_path / "t" / "results.jsonl").tasks
+    stopped = sum(t.finish_reason == "stop" for t in tasks)
+    assert stopped >= 0.9 * len(tasks)
+
+
+def uptake_eval(capsys, *args: str) -> dict:
+    capsys.readouterr()
+    main(["eval", *args, "--batch-size", "16", "--json"])
+    return json.loads(capsys.readouterr().out)
