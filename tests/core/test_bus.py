@@ -306,3 +306,41 @@ def test_bystander_consumer_skips_undecodable_without_dead_lettering(settings: S
     assert handled == [good]
     assert stats.skipped == 1 and stats.dead_lettered == 0
     assert read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 0, timeout_s=2) == []
+
+
+def test_a_failing_dlq_write_keeps_the_message_and_the_consumer(settings: Settings) -> None:
+    ensure_topics(settings)
+    runs = settings.kafka.topics.runs
+    with EventProducer(settings, "test") as producer:
+        offset = producer.send_raw(runs, RID, b"{not json")
+        producer.publish(_stage(1))
+    # the consumer's own producer cannot write its DLQ (a misnamed topic: rejected at once)
+    topics = settings.kafka.topics.model_copy(update={"dlq": "no such topic!"})
+    broken = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"topics": topics})}
+    )
+    handled: list = []
+    with (
+        EventProducer(broken, "broken") as dlq_down,
+        EventConsumer(
+            settings, "dlq-down", [runs], lambda e, r: handled.append(e), producer=dlq_down
+        ) as consumer,
+    ):
+        stats = consumer.run(timeout_s=6)  # returns: the loop did not die with the DLQ
+    assert stats.dead_letter_failures >= 2 and stats.dead_lettered == 0
+    assert handled == []  # nothing behind the poison message was committed past it either
+    letters = read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 0, timeout_s=2)
+    assert letters == []
+
+    # the DLQ is back: the same group picks the message up again, dead-letters it, goes on
+    with EventConsumer(settings, "dlq-down", [runs], lambda e, r: handled.append(e)) as consumer:
+        stats = consumer.run(until=lambda: bool(handled), timeout_s=30)
+    assert stats.dead_lettered == 1
+    assert [(e.type, e.step) for e in handled] == [("run.stage", 1)]
+    (letter,) = [
+        decode_event(r.value)
+        for r in read_topic(settings.kafka_bootstrap, settings.kafka.topics.dlq, 1)
+    ]
+    assert isinstance(letter, DeadLetter) and letter.origin_offset == offset
+    partition = letter.origin_partition
+    assert committed_offset(settings.kafka_bootstrap, "dlq-down", runs, partition) == offset + 2

@@ -7,6 +7,7 @@ keeps failing, goes to the DLQ with its origin and the error, and the consumer m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -37,10 +38,15 @@ class ConsumerStats:
     retries: int = 0
     long_jobs: int = 0
     revocations: int = 0  # partitions taken away from us (rebalances that cost us work)
+    dead_letter_failures: int = 0  # DLQ writes that failed: the message was kept, not lost
 
 
 class _Interrupted(Exception):
     """Shutdown was requested while a message was in flight: leave it uncommitted."""
+
+
+class _DeadLetterFailed(Exception):
+    """The DLQ write failed: the message stays uncommitted and is handled again later."""
 
 
 class _PauseNewAssignments(ConsumerRebalanceListener):
@@ -170,6 +176,9 @@ class EventConsumer:
                         self._handle(record)
                     except _Interrupted:
                         return self.stats
+                    except _DeadLetterFailed as exc:
+                        self._keep_for_later(tp, record, exc)
+                        break  # the rest of this partition comes again after the rewind
                     handled += 1
                     if max_messages is not None and handled >= max_messages:
                         return self.stats
@@ -267,6 +276,22 @@ class EventConsumer:
 
     # -- effects ----------------------------------------------------------------------------
 
+    def _keep_for_later(self, tp: TopicPartition, record: ConsumerRecord, exc: Exception) -> None:
+        """Rewind to ``record`` and wait a little: a message is never committed without its
+        DLQ entry, and the consumer outlives a DLQ outage instead of dying with it."""
+        self.stats.dead_letter_failures += 1
+        log.error(
+            "dead-lettering %s[%d]@%d failed (%s); it stays uncommitted and is retried",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+        )
+        if tp in self.kafka.assignment():
+            self.kafka.seek(tp, record.offset)
+        with contextlib.suppress(_Interrupted):  # stopping: the loop sees it next
+            self._backoff(self.settings.kafka.max_retries + 1)
+
     def _dead_letter(self, record: ConsumerRecord, kind: str, reason: str, attempts: int) -> None:
         value = record.value
         payload = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else ""
@@ -283,7 +308,10 @@ class EventConsumer:
             attempts=attempts,
             payload=payload,
         )
-        self.producer.publish(letter)  # blocks until acknowledged: only then do we commit
+        try:
+            self.producer.publish(letter)  # blocks until acknowledged: only then do we commit
+        except Exception as exc:  # broker down, DLQ misconfigured, timeout
+            raise _DeadLetterFailed(f"{type(exc).__name__}: {exc}") from exc
         self.stats.dead_lettered += 1
 
     def _commit(self, record: ConsumerRecord) -> None:
