@@ -164,12 +164,18 @@ class Registry:
         created = self.client.create_webhook(name, url, events=WEBHOOK_EVENTS, secret=secret)
         return created.webhook_id
 
-    def delete_webhook(self, webhook_id: str) -> None:
+    def delete_webhook(self, webhook_id: str, *, only_if_url: str | None = None) -> bool:
+        """Delete the webhook; with ``only_if_url``, only while it still posts there (another
+        promoter may have pointed the shared webhook at itself since). True if deleted."""
         try:
+            if only_if_url is not None and self.client.get_webhook(webhook_id).url != only_if_url:
+                return False
             self.client.delete_webhook(webhook_id)
         except MlflowException as exc:
             if not _missing(exc):
                 raise
+            return False
+        return True
 
     def _webhooks(self) -> list[Any]:
         out: list[Any] = []

@@ -96,6 +96,7 @@ class PromoterService:
         self.receiver: ReceiverServer | None = None
         self.receiver_stats = ReceiverStats()
         self.webhook_id: str | None = None
+        self.webhook_url: str | None = None
         self.consumer: EventConsumer | None = None
         self.alerter = (
             AlerterService(self.settings) if alerts and self.settings.alerts.channels else None
@@ -139,6 +140,7 @@ class PromoterService:
             return
         try:
             self.webhook_id = self.ctx.registry.ensure_webhook(cfg.name, url, secret)
+            self.webhook_url = url
             log.info("MLflow webhook %r -> %s registered", cfg.name, url)
         except Exception as exc:  # e.g. a file store without webhooks: reconcile still works
             log.warning("could not register MLflow webhook %r: %s", cfg.name, exc)
@@ -183,7 +185,9 @@ class PromoterService:
         if self.receiver is not None:
             if self.webhook_id is not None:
                 try:
-                    self.ctx.registry.delete_webhook(self.webhook_id)
+                    reg = self.ctx.registry
+                    if not reg.delete_webhook(self.webhook_id, only_if_url=self.webhook_url):
+                        log.info("MLflow webhook now posts to another promoter; left in place")
                 except Exception as exc:
                     log.warning("could not delete MLflow webhook: %s", exc)
             self.receiver.stop()

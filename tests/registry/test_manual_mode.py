@@ -7,6 +7,9 @@ import time
 import uuid
 
 import httpx
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from registry.mlflow_registry import Registry
 from registry.service import PromoterService, webhook_secret
@@ -201,3 +204,23 @@ def test_forged_webhook_is_ignored_and_replays_refused(
         assert (stats.rejected, stats.accepted, stats.replayed) == (1, 1, 1)
     finally:
         service.stop()
+
+
+def test_a_stopping_promoter_leaves_the_webhook_another_one_took_over(
+    mlflow_settings: Settings,
+) -> None:
+    s = configure(mlflow_settings, mode="manual", webhook={"enabled": True})
+    ensure_topics(s)
+    client = MlflowClient(s.tracking_uri)
+    first = PromoterService(s, alerts=False).start()
+    second = PromoterService(s, alerts=False).start()
+    try:
+        assert first.webhook_id == second.webhook_id  # one webhook, found by its name
+        assert first.webhook_url != second.webhook_url
+        assert client.get_webhook(first.webhook_id).url == second.webhook_url
+        first.stop()
+        assert client.get_webhook(second.webhook_id).url == second.webhook_url  # still there
+    finally:
+        second.stop()
+    with pytest.raises(MlflowException):  # the last one out deletes it
+        client.get_webhook(second.webhook_id)
