@@ -203,3 +203,47 @@ def test_a_redelivered_candidate_repairs_tags_but_keeps_a_verdict_set_meanwhile(
     assert reg.champion(model_name) == "1"
     assert ctx.store.decision(model_name, "1", "approval").outcome == "promoted"
     assert len(ctx.store.decisions_of(model_name)) == 2
+
+
+@pytest.mark.parametrize("crash", ["before_alias_move", "after_alias_move"])
+@pytest.mark.parametrize("recovery", ["redelivery", "reconcile"])
+def test_an_interrupted_promotion_is_finished_once(
+    crash: str, recovery: str, mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    s = configure(mlflow_settings, mode="auto")
+    s = s.model_copy(
+        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
+    )
+    ensure_topics(s)
+    reg = Registry(s.tracking_uri)
+    event = worker.register(model_name, GOOD)
+    with EventProducer(s) as producer:
+        ctx = make_context(s, producer)
+        target, name = (
+            (ctx.registry, "set_alias") if crash == "before_alias_move" else (ctx.outbox, "add")
+        )
+        original = getattr(target, name)
+
+        def dies(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("process killed")
+
+        setattr(target, name, dies)
+        with pytest.raises(RuntimeError, match="process killed"):
+            handle_candidate(ctx, event)
+        setattr(target, name, original)
+        assert ctx.store.candidate_state(model_name, "1") == "promoting"
+        assert reg.champion(model_name) == ("1" if crash == "after_alias_move" else None)
+        assert audit.read(ctx.store.engine, model_name) == []
+
+        if recovery == "redelivery":
+            decision = handle_candidate(ctx, event)
+            assert decision is not None and decision.outcome == "promoted"
+        else:
+            reconcile_once(ctx)
+        handle_candidate(ctx, event)  # and once more: nothing left to do
+    assert reg.champion(model_name) == "1"
+    assert ctx.store.candidate_state(model_name, "1") == "promoted"
+    assert len(ctx.store.decisions_of(model_name)) == 1
+    history = audit.read(ctx.store.engine, model_name)
+    assert [(h.seq, h.version, h.previous_version) for h in history] == [(1, "1", None)]
+    assert reg.version(model_name, "1").tags["uptake.decision"] == "promoted"
