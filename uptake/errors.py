@@ -27,6 +27,14 @@ class DependencyError(UptakeError):
     exit_code = 3
 
 
+_SECRET_WORDS = ("secret", "token", "key", "password")
+
+
+def _secret_field(loc: tuple[int | str, ...]) -> bool:
+    """Never echo what was given for a secret (an error line ends up in logs and CI output)."""
+    return any(word in str(part).lower() for part in loc for word in _SECRET_WORDS)
+
+
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Render every problem of a pydantic error on one line, each naming its field path."""
     parts = []
@@ -38,6 +46,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         given = err.get("input")
-        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {given!r})"
+        quiet = err["type"] in ("missing", "extra_forbidden") or _secret_field(err["loc"])
+        shown = "" if quiet else f" (got {given!r})"
         parts.append(f"{loc}: {msg}{shown}")
     return "; ".join(parts)

@@ -25,6 +25,7 @@ from pydantic_settings import (
 from uptake.errors import ConfigError, describe_validation_error
 from uptake.registry_config import AlertSettings, RegistrySettings
 from uptake.watcher_config import Sources, WatcherSettings
+from uptake.webhooks import WebhookSecret
 
 SECRET_FIELDS = {
     ("judge", "api_key"),
@@ -70,7 +71,7 @@ class MLflowSettings(Section):
     port: int = Field(5000, ge=1, le=65535)
     backend_store_uri: str | None = None  # default: sqlite under the state dir
     registered_model: str = "uptake-legal"
-    webhook_secret: SecretStr | None = None  # env only: UPTAKE_MLFLOW__WEBHOOK_SECRET
+    webhook_secret: WebhookSecret | None = None  # env only: UPTAKE_MLFLOW__WEBHOOK_SECRET
 
 
 class JudgeSettings(Section):

@@ -18,9 +18,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
     model_validator,
 )
+
+from uptake.webhooks import WebhookSecret
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -124,7 +125,7 @@ class WatcherSettings(_Strict):
 
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=0, le=65535)  # unset: 8790, or a free port if taken
-    webhook_secret: SecretStr | None = None  # env only: UPTAKE_WATCHER__WEBHOOK_SECRET
+    webhook_secret: WebhookSecret | None = None  # env only: UPTAKE_WATCHER__WEBHOOK_SECRET
     store_url: str | None = None  # SQLAlchemy URL; unset: sqlite under the state dir
     backoff_initial: Duration = 5.0
     backoff_max: Duration = 900.0

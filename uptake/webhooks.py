@@ -12,8 +12,9 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, SecretStr
 
 MLFLOW_SIGNATURE_HEADER = "x-mlflow-signature"
 MLFLOW_TIMESTAMP_HEADER = "x-mlflow-timestamp"
@@ -34,6 +35,16 @@ def _require_secret(secret: str) -> None:
         raise WebhookRejected(
             f"webhook secret is not configured or shorter than {MIN_SECRET_LENGTH} characters"
         )
+
+
+def _long_enough(secret: SecretStr) -> SecretStr:
+    if len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
+        raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+    return secret
+
+
+WebhookSecret = Annotated[SecretStr, AfterValidator(_long_enough)]
+"""A configured webhook secret: refused at start-up when too short, not request by request."""
 
 
 class VerifiedDelivery(BaseModel):

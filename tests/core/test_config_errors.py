@@ -57,6 +57,11 @@ CASES = {
         {"UPTAKE_KAFKA": "{bad"},
         "UPTAKE_KAFKA: not valid JSON",
     ),
+    "short_webhook_secret": (
+        "",
+        {"UPTAKE_WATCHER__WEBHOOK_SECRET": "hunter2"},
+        "watcher.webhook_secret: Value error, must be at least 8 characters",
+    ),
     "config_env_missing": (
         None,
         {"UPTAKE_CONFIG": "/nonexistent/uptake.yaml"},
@@ -103,3 +108,12 @@ def test_empty_config_file_means_defaults(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert load_settings(path).kafka.partitions == 3
+
+
+def test_a_bad_secret_is_named_but_never_echoed(tmp_path: Path) -> None:
+    env = {"UPTAKE_MLFLOW__WEBHOOK_SECRET": "hunter2", "UPTAKE_KAFKA__PARTITIONS": "0"}
+    result = run_uptake("status", home=tmp_path, **env)
+    assert result.returncode == 2
+    assert "mlflow.webhook_secret: Value error, must be at least 8 characters" in result.stderr
+    assert "(got '0')" in result.stderr  # other fields still show what was given
+    assert "hunter2" not in result.stderr + result.stdout
