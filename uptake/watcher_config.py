@@ -56,6 +56,9 @@ class Filters(_Strict):
     max_params: int | None = Field(None, gt=0)
     skip_quantized: bool = True  # GGUF/AWQ/GPTQ/FP8/bitsandbytes tags or a quantization_config
     skip_remote_code: bool = False  # default: publish, marked requires_remote_code
+    # private repos are seen only through a source's token (an org's own work in progress);
+    # adopting them is opt-in
+    skip_private: bool = True
 
 
 class _SourceBase(_Strict):

@@ -102,6 +102,8 @@ def evaluate(snap: RepoSnapshot, f: Filters, *, has_token: bool) -> Verdict:
         lic = license_of(snap)
         if (lic is not None or final) and lic not in {x.lower() for x in f.licenses}:
             return _skip("license", f"license {lic} not in {f.licenses}")
+    if f.skip_private and snap.private:
+        return _skip("private", "private repo (visible through this source's token only)")
     if snap.gated and not has_token:
         return _skip("gated", "gated repo and no token configured for this source")
     if f.skip_remote_code and snap.requires_remote_code:

@@ -56,6 +56,7 @@ def snap(**kw) -> RepoSnapshot:
         ({"license": None, "tags": ("license:mit",)}, "accept", ""),
         ({"license": None}, "skip", "license"),
         ({"gated": True}, "skip", "gated"),
+        ({"private": True}, "skip", "private"),
         ({"requires_remote_code": True}, "skip", "remote_code"),
         ({"num_parameters": 70_000_000_000}, "skip", "too_large"),
         ({"num_parameters": None}, "defer", "params_unknown"),
@@ -98,6 +99,8 @@ def test_listing_data_lets_unknowns_through_until_details() -> None:
     listed = RepoSnapshot(repo_id="acme/x", revision="a")  # nothing expanded yet
     assert evaluate(listed, STRICT, has_token=False).accepted
     assert evaluate(snap(gated=True), STRICT, has_token=True).accepted
+    opt_in = STRICT.model_copy(update={"skip_private": False})
+    assert evaluate(snap(private=True), opt_in, has_token=True).accepted
     marked = evaluate(snap(requires_remote_code=True), Filters(), has_token=False)
     assert marked.accepted  # default: published, marked requires_remote_code
 
