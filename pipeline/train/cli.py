@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.train.preflight import PreflightError
 from pipeline.train.recipe import PROFILES, load_recipe
 from pipeline.train.results import TrainProgress, TrainResult
 
@@ -159,16 +160,33 @@ def register(app: typer.Typer) -> None:
                     tps=f"{p.tokens_per_s:,.0f}",
                 )
 
-            result = train(
-                model,
-                resolved,
-                out,
-                resume=resume,
-                on_progress=on_progress,
-                allowlist=settings.trust_remote_code_allowlist,
-                repo_id=repo_id,
-                on_preflight=print_preflight,
-            )
+            reports: list[PreflightReport] = []
+
+            def on_preflight(report: PreflightReport) -> None:
+                reports.append(report)
+                print_preflight(report)
+
+            try:
+                result = train(
+                    model,
+                    resolved,
+                    out,
+                    resume=resume,
+                    on_progress=on_progress,
+                    allowlist=settings.trust_remote_code_allowlist,
+                    repo_id=repo_id,
+                    on_preflight=on_preflight,
+                )
+            except PreflightError:
+                if mlflow and reports:  # a refusal is a result too: make it visible there
+                    import mlflow as mlflow_mod
+
+                    from pipeline.train.mlflow_log import log_refusal
+
+                    mlflow_mod.set_tracking_uri(settings.tracking_uri)
+                    run_id = log_refusal(reports[0], resolved)
+                    console.print(f"logged the refusal to MLflow run {run_id}")
+                raise
         print_summary(result)
         if mlflow:
             import mlflow as mlflow_mod

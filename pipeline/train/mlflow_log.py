@@ -53,6 +53,42 @@ def training_metrics(result: TrainResult) -> dict[str, float]:
     return metrics
 
 
+def _run_id(run_id: str | None, run_name: str) -> str:
+    """``run_id``, else the active run, else a new run in the ``uptake-train`` experiment."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if run_id is None and (active := mlflow.active_run()) is not None:
+        run_id = active.info.run_id
+    if run_id is None:
+        experiment = mlflow.set_experiment("uptake-train")
+        run_id = MlflowClient().create_run(experiment.experiment_id, run_name=run_name).info.run_id
+        MlflowClient().set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def log_refusal(report: Any, recipe: Recipe | None = None, *, run_id: str | None = None) -> str:
+    """Record a model preflight refused (``report``: PreflightReport) as a FAILED run, with
+    the refusals as tags and the report as an artifact; no training happened."""
+    from mlflow.entities import Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    run_id = _run_id(run_id, recipe.name if recipe is not None else "preflight")
+    params = dict(report.mlflow_params())
+    if recipe is not None:
+        params.update(recipe.flat_params())
+        params["recipe.sha256"] = recipe.sha256
+    items = [Param(k, v[:MLFLOW_PARAM_MAX]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in report.mlflow_tags().items()])
+    client.log_dict(run_id, report.model_dump(mode="json"), "training/preflight.json")
+    client.log_text(run_id, "\n".join(report.lines()) + "\n", "training/preflight.txt")
+    client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
 def log_training(
     result: TrainResult,
     recipe: Recipe | None = None,
@@ -62,22 +98,13 @@ def log_training(
     artifact_path: str = "model",
 ) -> str:
     """Log ``result`` into ``run_id`` (or the active run, or a new one). Returns the run id."""
-    import mlflow
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     from pipeline.train.preflight import PreflightReport
 
     client = MlflowClient()
-    active = mlflow.active_run()
-    if run_id is None:
-        run_id = active.info.run_id if active is not None else None
-    if run_id is None:
-        experiment = mlflow.set_experiment("uptake-train")
-        run_id = client.create_run(
-            experiment.experiment_id, run_name=result.recipe_name
-        ).info.run_id
-        client.set_terminated(run_id, "FINISHED")
+    run_id = _run_id(run_id, result.recipe_name)
 
     report = PreflightReport.model_validate(result.preflight)
     tags = {"uptake.recipe_sha": result.recipe_sha256, **report.mlflow_tags()}

@@ -42,6 +42,7 @@ from pipeline.train.recipe import Recipe
 from uptake.errors import InputError
 
 log = logging.getLogger(__name__)
+MLFLOW_TAG_MAX = 5000  # MLflow's limit on a tag value
 
 # ChatML with generation markers around the assistant content and its end-of-turn token, so
 # assistant-only loss also trains the model to stop.
@@ -157,10 +158,18 @@ class PreflightReport(BaseModel):
         return params
 
     def mlflow_tags(self) -> dict[str, str]:
-        return {
+        """Tags: what was adapted, whether it passed, and why not (refusals), plus the notes
+        (packing, checkpointing, ... decisions) so they are searchable, not only in artifacts."""
+        tags = {
             "uptake.preflight.adapters": ",".join(self.adapter_names) or "none",
             "uptake.preflight.ok": str(self.ok).lower(),
         }
+        if self.refusals:
+            reasons = "; ".join(f"{r.check}: {r.reason}" for r in self.refusals)
+            tags["uptake.preflight.refusals"] = reasons[:MLFLOW_TAG_MAX]
+        if self.notes:
+            tags["uptake.preflight.notes"] = "; ".join(self.notes)[:MLFLOW_TAG_MAX]
+        return tags
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""

@@ -162,3 +162,31 @@ def test_mlflow_logging_of_a_training_run(tiny_models, tmp_path, monkeypatch) ->
         AutoTokenizer.from_pretrained(local)
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_cli_logs_a_refusal_to_mlflow_as_a_failed_run(
+    model_copy, tmp_path, capsys, mlflow_server, monkeypatch
+) -> None:
+    monkeypatch.setenv("UPTAKE_MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
+    model = make_remote_code_model(model_copy("llama"))
+    recipe = write_recipe(tmp_path / "recipe")
+    args = ["--model", str(model), "--recipe", str(recipe), "--out", str(tmp_path / "o")]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(["train", *args, "--profile", "cpu", "--mlflow"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert info.value.code == 2
+    printed = capsys.readouterr().out
+    run_id = printed.split("logged the refusal to MLflow run ")[1].split()[0]
+    client = MlflowClient(mlflow_server.tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    tags, params = run.data.tags, run.data.params
+    assert tags["uptake.preflight.ok"] == "false"
+    assert tags["uptake.preflight.refusals"].startswith("trust_remote_code: ")
+    assert params["preflight.trust_remote_code"] == "False"
+    assert params["recipe.sha256"] == load_recipe(recipe).sha256
+    files = {f.path for f in client.list_artifacts(run_id, "training")}
+    assert files == {"training/preflight.json", "training/preflight.txt"}
+    assert not (tmp_path / "o").exists()  # refused before anything was written
