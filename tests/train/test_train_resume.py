@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.train import TrainProgress, load_recipe, train
 from pipeline.train.trainer import last_checkpoint
-from tests.train.helpers import write_recipe
+from tests.train.helpers import corpus, memo_rows, write_recipe
+from uptake.tiny_models import TinyModelSpec, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 160
@@ -36,10 +37,13 @@ def _wait_for_checkpoint(proc: subprocess.Popen, ckpt_dir: Path, step: int, time
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path) -> None:
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
+    # The hardest case to resume: LoRA, plus tokens preflight adds (embeddings resized with
+    # sampled rows, the tied embedding trained next to the adapter) — all of it must come back.
+    spec = TinyModelSpec(arch="llama", chat_template="none", pad_equals_eos=True, bare_vocab=True)
+    base = build_tiny_model(tmp_path / "base", spec, corpus=corpus(memo_rows(200)))
     recipe_path = write_recipe(
         tmp_path / "recipe",
-        lora=None,
         stages={
             "sft": {
                 "max_steps": MAX_STEPS,
@@ -56,7 +60,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path) -> N
         "uptake.cli",
         "train",
         "--model",
-        str(tiny_models["llama"]),
+        str(base),
         "--recipe",
         str(recipe_path),
         "--out",
@@ -83,11 +87,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path) -> N
 
     # Retrying without --resume is refused: the directory holds the interrupted run.
     with pytest.raises(Exception, match="pass --resume"):
-        train(tiny_models["llama"], load_recipe(recipe_path), out, profile="cpu")
+        train(base, load_recipe(recipe_path), out, profile="cpu")
 
     events: list[TrainProgress] = []
     result = train(
-        tiny_models["llama"],
+        base,
         load_recipe(recipe_path),
         out,
         profile="cpu",
@@ -102,6 +106,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path) -> N
     # Tokens carry over from the checkpoint; this session only counts its own.
     assert result.tokens > result.stages[0].session_tokens > 0
     assert (result.model_dir / "model.safetensors").is_file()
+    assert result.preflight["added_tokens"] == ["<|im_start|>", "<|im_end|>", "<|uptake_pad|>"]
+    losses = [loss for _, loss in result.stages[0].losses]
+    assert losses[-1] < losses[0]  # the restored adapter and embedding kept learning
 
 
 def test_a_half_written_checkpoint_is_not_resumed_from(tmp_path) -> None:
