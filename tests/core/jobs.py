@@ -29,9 +29,10 @@ def consume_forever(group: str, marker: str, block: str) -> None:
     """Run a consumer whose handler records each event id and then blocks (or not).
 
     ``block``: "forever" – the handler never returns (the test kills us before commit);
+    "job" – the handler hands a 10-minute LongJob to a child (its pid goes to marker.job);
     "no" – handle and commit normally until SIGTERM.
     """
-    from uptake.bus import EventConsumer
+    from uptake.bus import EventConsumer, LongJob
     from uptake.settings import load_settings
 
     settings = load_settings()
@@ -43,6 +44,9 @@ def consume_forever(group: str, marker: str, block: str) -> None:
         if block == "forever":
             while True:
                 time.sleep(1)
+        if block == "job":
+            return LongJob(slow_job, (marker + ".job", 600.0), name="train")
+        return None
 
     consumer = EventConsumer(settings, group, [settings.kafka.topics.runs], handler)
     consumer.install_signal_handlers()

@@ -266,6 +266,53 @@ def test_sigterm_stops_an_idle_consumer_gracefully(settings: Settings, tmp_path:
     assert "consumer stopped cleanly" in err
 
 
+def test_sigterm_during_a_long_job_stops_its_child_and_leaves_the_message(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings)
+    event = _stage(1)
+    with EventProducer(settings, "test") as producer:
+        producer.publish(event)
+    marker = tmp_path / "seen.log"
+    job_log = Path(str(marker) + ".job")
+    proc = _consumer_process(settings, "sigterm-job", marker, "job")
+    try:
+        (started,) = _wait_for_lines(job_log, 1, 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "consumer stopped cleanly" in err
+    child = int(started.split()[1])
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the job's child outlived the consumer"
+    assert job_log.read_text().splitlines() == [started]  # stopped, never finished
+    runs = settings.kafka.topics.runs  # this test's own topic: the event is its only message
+    committed = {
+        committed_offset(settings.kafka_bootstrap, "sigterm-job", runs, p)
+        for p in range(settings.kafka.partitions)
+    }
+    assert committed <= {None, 0}  # nothing committed: the next owner redoes the job
+
+    again = _consumer_process(settings, "sigterm-job", marker, "no")
+    try:
+        lines = _wait_for_lines(marker, 2, 60)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.communicate(timeout=30)
+    assert [line.split()[0] for line in lines] == [event.event_id, event.event_id]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_control_blocking_handler_past_poll_interval_is_evicted_and_redelivered(
     settings: Settings,
 ) -> None:
