@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from registry import audit
 from registry.audit import HistoryEntry
@@ -108,12 +109,38 @@ def promote(
             )
     if aliases.get(CHALLENGER) == version:
         reg.delete_alias(model, CHALLENGER)
+    return record_change(
+        ctx,
+        model,
+        version,
+        previous,
+        reason="rollback" if reason == "rollback" else "promotion",
+        decided_by=decided_by,
+        detail=detail,
+        decision=decision,
+    )
+
+
+def record_change(
+    ctx: Context,
+    model: str,
+    version: str,
+    previous: str | None,
+    *,
+    reason: Literal["promotion", "rollback"],
+    decided_by: str,
+    detail: str,
+    decision: Decision | None = None,
+) -> HistoryEntry:
+    """The alias has moved to ``version``: append the history entry, queue ``champion.changed``
+    (and the decision's event) in one transaction, then mirror the entry to MLflow."""
+    reg = ctx.registry
     mv = reg.version(model, version)
     entry = HistoryEntry(
         registered_model=model,
         version=version,
         previous_version=previous,
-        reason="rollback" if reason == "rollback" else "promotion",
+        reason=reason,
         decided_by=decided_by,
         model_uri=f"models:/{model}/{version}",
         release_id=(decision.release_id if decision else None)

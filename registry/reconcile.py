@@ -28,7 +28,7 @@ from registry.mlflow_registry import (
     DECISION_TAG,
     HISTORY_TAG_PREFIX,
 )
-from registry.promotion import Context
+from registry.promotion import Context, record_change
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def reconcile_model(ctx: Context, model: str) -> int:
     for _, version in ctx.store.candidates_in("promoting", model):
         with ctx.locks.hold(model):
             resume(ctx, model, version)
+    record_outside_move(ctx, model)
     versions = ctx.registry.versions(model)
     pending = set(ctx.store.candidates_in("pending_approval", model))
     for mv in versions:
@@ -102,6 +103,41 @@ def adopt_undecided(ctx: Context, model: str, versions: list[ModelVersion]) -> i
         decide_once(ctx, Candidate(model, version, release, mv.run_id))
         adopted += 1
     return adopted
+
+
+OUTSIDE = "outside-uptake"  # decided_by of a champion change uptake did not make itself
+
+
+def record_outside_move(ctx: Context, model: str) -> bool:
+    """The ``champion`` alias points where the history does not: someone moved it in the
+    MLflow UI or API, or a rollback died between moving it and writing history. Record the
+    change and announce it, so serving follows and the audit trail stays complete.
+
+    Runs under the model's lock and never while a promotion is being finished, so uptake's
+    own alias moves (recorded in the same locked step) are never mistaken for outside ones.
+    """
+    with ctx.locks.hold(model):
+        if ctx.store.candidates_in("promoting", model):
+            return False
+        current = ctx.registry.champion(model)
+        last = audit.last(ctx.store.engine, model)
+        recorded = last.version if last is not None else None
+        if current is None or current == recorded:
+            if current is None and recorded is not None:
+                log.warning("%s: the champion alias was removed outside uptake", model)
+            return False
+        log.warning("%s: champion is v%s, history says v%s; recording it", model, current, recorded)
+        record_change(
+            ctx,
+            model,
+            current,
+            recorded,
+            reason="rollback",  # a person's override (or an interrupted rollback), not the gate
+            decided_by=OUTSIDE,
+            detail=f"champion alias moved from v{recorded} to v{current} outside uptake "
+            "(MLflow UI/API, or a rollback interrupted before it was recorded)",
+        )
+        return True
 
 
 def sync_mirror(ctx: Context, model: str) -> None:

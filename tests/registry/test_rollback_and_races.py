@@ -11,7 +11,8 @@ from registry import audit
 from registry.candidates import handle_candidate
 from registry.mlflow_registry import Registry
 from registry.promotion import PromotionConflict, promote
-from registry.reconcile import reconcile_once
+from registry.reconcile import OUTSIDE, reconcile_once
+from registry.rollback import rollback
 from registry.service import make_context
 from tests.core.cli_helpers import run_uptake
 from tests.core.kafka_helpers import read_topic
@@ -247,3 +248,56 @@ def test_an_interrupted_promotion_is_finished_once(
     history = audit.read(ctx.store.engine, model_name)
     assert [(h.seq, h.version, h.previous_version) for h in history] == [(1, "1", None)]
     assert reg.version(model_name, "1").tags["uptake.decision"] == "promoted"
+
+
+def test_champion_moves_outside_uptake_are_recorded_and_announced(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    s = configure(mlflow_settings, mode="auto")
+    s = s.model_copy(
+        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
+    )
+    ensure_topics(s)
+    reg = Registry(s.tracking_uri)
+    with EventProducer(s) as producer:
+        ctx = make_context(s, producer)
+        handle_candidate(ctx, worker.register(model_name, GOOD))
+        handle_candidate(ctx, worker.register(model_name, BETTER))
+        assert reg.champion(model_name) == "2"
+        reconcile_once(ctx)  # in step: nothing to record
+
+        # a person moves the alias back in the MLflow UI
+        reg.set_alias(model_name, "champion", "1")
+        reconcile_once(ctx)
+        reconcile_once(ctx)  # recorded once
+
+        # a rollback dies after moving the alias, before writing its history
+        original = ctx.outbox.add
+
+        def dies(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("process killed")
+
+        ctx.outbox.add = dies  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            rollback(ctx, model_name, "2", by="bob")
+        ctx.outbox.add = original  # type: ignore[method-assign]
+        assert reg.champion(model_name) == "2"
+        reconcile_once(ctx)
+
+    history = audit.read(ctx.store.engine, model_name)
+    assert [(h.seq, h.version, h.previous_version, h.reason, h.decided_by) for h in history] == [
+        (1, "1", None, "promotion", "gate"),
+        (2, "2", "1", "promotion", "gate"),
+        (3, "1", "2", "rollback", OUTSIDE),
+        (4, "2", "1", "rollback", OUTSIDE),
+    ]
+    assert "outside uptake" in history[2].detail
+    records = read_topic(s.kafka_bootstrap, s.kafka.topics.decisions, expected=6)
+    changed = [decode_event(r.value) for r in records]
+    changed = [e for e in changed if isinstance(e, ChampionChanged)]
+    assert [(e.version, e.previous_version, e.reason) for e in changed] == [
+        ("1", None, "promotion"),
+        ("2", "1", "promotion"),
+        ("1", "2", "rollback"),
+        ("2", "1", "rollback"),
+    ]
