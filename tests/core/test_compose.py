@@ -79,16 +79,31 @@ def test_app_services_share_one_image_and_are_wired(compose: dict) -> None:
         assert service["depends_on"]["mlflow"]["condition"] == "service_healthy"
 
 
-def test_app_env_is_valid_uptake_configuration(
+def _mounted_config(service: dict) -> Path:
+    """The host file mounted at the service's UPTAKE_CONFIG (compose's default when unset)."""
+    target = _env(service)["UPTAKE_CONFIG"]
+    for volume in service["volumes"]:
+        source, _, rest = volume.rpartition(f":{target}")
+        if source and rest in ("", ":ro"):
+            default = re.fullmatch(r"\$\{\w+:-(.+)\}", source)
+            return ROOT / (default.group(1) if default else source)
+    raise AssertionError(f"{target} is not mounted")
+
+
+def test_app_env_and_mounted_config_are_valid_uptake_configuration(
     compose: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in APP_SERVICES:
-        for key, value in _env(compose["services"][name]).items():
+        service = compose["services"][name]
+        config = _mounted_config(service)
+        assert config.is_file(), f"{name} mounts {config}, which the repository lacks"
+        for key, value in _env(service).items():
             if key.startswith("UPTAKE_") and key != "UPTAKE_CONFIG":
-                monkeypatch.setenv(key, "secret" if value.startswith("${") else value)
-        settings = load_settings()
+                monkeypatch.setenv(key, "secret-from-env" if value.startswith("${") else value)
+        settings = load_settings(config)
         assert settings.kafka_bootstrap == "kafka:9092"
         assert str(settings.home) == "/var/lib/uptake"
+        assert settings.sources and settings.registry.gate.mode == "manual"
 
 
 def test_worker_reserves_a_gpu(compose: dict) -> None:
