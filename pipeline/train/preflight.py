@@ -233,8 +233,10 @@ def custom_code_findings(model_dir: Path) -> list[str]:
 
 
 def is_allowlisted(allowlist: Iterable[str], repo_id: str | None, model_dir: Path) -> bool:
-    """Allow-list entries are repo ids or paths, shell-style patterns allowed (``org/*``)."""
-    candidates = [c for c in (repo_id, str(model_dir), model_dir.name) if c]
+    """Allow-list entries are repo ids or absolute paths, shell-style patterns allowed
+    (``org/*``). A directory's bare name is not matched: any folder could be named like an
+    allow-listed repo, and trusting it would run whatever code it holds."""
+    candidates = [c for c in (repo_id, str(model_dir.resolve())) if c]
     return any(fnmatch.fnmatchcase(c, pattern) for pattern in allowlist for c in candidates)
 
 

@@ -60,7 +60,7 @@ class LoRA(_Section):
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    target_modules: Literal["all-linear"] | list[str] = Field("all-linear", min_length=1)
 
 
 class _StageCommon(_Section):

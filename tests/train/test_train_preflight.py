@@ -79,6 +79,14 @@ def test_allowlisted_remote_code_model_passes(model_copy, recipe) -> None:
     assert report.architecture == "TinyFooForCausalLM"
 
 
+def test_allowlist_matches_repo_ids_and_full_paths_not_folder_names(model_copy, recipe) -> None:
+    model = make_remote_code_model(model_copy("llama"))  # a folder named "model-llama"
+    assert not preflight(model, recipe, allowlist=["model-llama"]).ok
+    assert not preflight(model, recipe, allowlist=["model-*"]).ok
+    assert preflight(model, recipe, allowlist=[str(model.resolve())]).ok
+    assert preflight(model, recipe, allowlist=[f"{model.parent.resolve()}/*"]).ok
+
+
 def test_custom_code_for_a_native_architecture_is_ignored(model_copy, recipe) -> None:
     model = model_copy("llama")
     edit_json(model / "config.json", auto_map={"AutoModelForCausalLM": "modeling_x.XForCausalLM"})

@@ -91,6 +91,10 @@ FAILURES = {
         "stages.sft.data: Value error, data file not found",
     ),
     "bad lora": (lambda p: _bad(p, lora={"r": 0}), "lora.r"),
+    "lora without targets": (
+        lambda p: _bad(p, lora={"target_modules": []}),
+        "lora.target_modules: Value should have at least 1 item",
+    ),
     "bad enum": (lambda p: _bad(p, max_length_policy="truncate"), "max_length_policy"),
     "unknown profile": (lambda p: _bad(p, profiles={"tpu": {}}), "profiles.tpu"),
     "bad profile override": (
