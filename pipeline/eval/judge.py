@@ -134,6 +134,7 @@ class Judge:
         check = criterion.check
         instructions = check.instructions if isinstance(check, JudgeCheck) else None
         parts = [
+            self._url,  # two endpoints serving "the same" model name are two judges
             self.model,
             _render_task(task),
             criterion.description,

@@ -158,6 +158,10 @@ def load_results(path: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int
     shas = {r.suite_sha256 for r in rows}
     if len(shas) > 1:
         raise InputError(f"results file {path} mixes {len(shas)} suites")
+    seen: set[str] = set()
+    repeated = sorted({r.task_id for r in rows if r.task_id in seen or seen.add(r.task_id)})
+    if repeated:  # a comparison lines tasks up by id: a repeat would silently pick one
+        raise InputError(f"results file {path} repeats task ids: {', '.join(repeated[:5])}")
     first = rows[0]
     tasks = [TaskResult.model_validate(r.model_dump()) for r in rows]
     return EvalResult(

@@ -134,7 +134,11 @@ def test_cache_by_model_criterion_and_response(
     with Judge(settings(url, model="judge-2"), cache_dir=cache) as judge:
         assert judge.grade(TASK, CRITERION, "response A").passed is False
         assert len(server.requests) == 4
-    assert len(list(cache.rglob("*.json"))) == 4
+    other_endpoint = url.replace("127.0.0.1", "localhost")  # another judge, same model name
+    with Judge(settings(other_endpoint, model="judge-2"), cache_dir=cache) as judge:
+        judge.grade(TASK, CRITERION, "response A")
+        assert len(server.requests) == 5
+    assert len(list(cache.rglob("*.json"))) == 5
 
 
 @pytest.mark.parametrize(

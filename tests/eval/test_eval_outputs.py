@@ -61,6 +61,9 @@ def test_load_results_errors(tmp_path: Path, two_results) -> None:
     path.write_text("\n".join([lines[0], json.dumps(other)]) + "\n")
     with pytest.raises(InputError, match="mixes 2 suites"):
         load_results(path)
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(InputError, match="repeats task ids: " + json.loads(lines[1])["task_id"]):
+        load_results(path)
 
 
 def test_summary_has_the_cli_keys(two_results) -> None:
