@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -36,6 +38,30 @@ def cli_env(s: Settings) -> dict[str, str]:
         "UPTAKE_KAFKA__TOPICS__DLQ": t.dlq,
         "UPTAKE_REGISTRY__CONSUMER_GROUP": s.registry.consumer_group,
     }
+
+
+def tracking(mlflow_settings: Settings, model_name: str, **registry: object) -> Settings:
+    """Auto-mode settings whose tracked model (what reconcile looks at) is this test's."""
+    s = configure(mlflow_settings, mode="auto", **registry)
+    return s.model_copy(
+        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
+    )
+
+
+@contextmanager
+def killed_at(target: object, method: str) -> Iterator[None]:
+    """The process "dies" (RuntimeError) when ``target.method`` is next called."""
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("process killed")
+
+    original = getattr(target, method)
+    setattr(target, method, dies)
+    try:
+        with pytest.raises(RuntimeError, match="process killed"):
+            yield
+    finally:
+        setattr(target, method, original)
 
 
 def test_rollback_restores_previous_champion_and_audits(
@@ -162,10 +188,7 @@ def test_two_promoters_decide_once_and_the_alias_is_compare_and_set(
 def test_reconcile_decides_a_version_whose_event_never_came(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="auto", adopt_after_s=0.0)
-    s = s.model_copy(
-        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
-    )
+    s = tracking(mlflow_settings, model_name, adopt_after_s=0.0)
     ensure_topics(s)
     worker.register(model_name, GOOD)  # registered, but candidate.registered was lost
     with EventProducer(s) as producer:
@@ -211,10 +234,7 @@ def test_a_redelivered_candidate_repairs_tags_but_keeps_a_verdict_set_meanwhile(
 def test_an_interrupted_promotion_is_finished_once(
     crash: str, recovery: str, mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="auto")
-    s = s.model_copy(
-        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
-    )
+    s = tracking(mlflow_settings, model_name)
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     event = worker.register(model_name, GOOD)
@@ -223,15 +243,8 @@ def test_an_interrupted_promotion_is_finished_once(
         target, name = (
             (ctx.registry, "set_alias") if crash == "before_alias_move" else (ctx.outbox, "add")
         )
-        original = getattr(target, name)
-
-        def dies(*args: object, **kwargs: object) -> None:
-            raise RuntimeError("process killed")
-
-        setattr(target, name, dies)
-        with pytest.raises(RuntimeError, match="process killed"):
+        with killed_at(target, name):
             handle_candidate(ctx, event)
-        setattr(target, name, original)
         assert ctx.store.candidate_state(model_name, "1") == "promoting"
         assert reg.champion(model_name) == ("1" if crash == "after_alias_move" else None)
         assert audit.read(ctx.store.engine, model_name) == []
@@ -253,10 +266,7 @@ def test_an_interrupted_promotion_is_finished_once(
 def test_champion_moves_outside_uptake_are_recorded_and_announced(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="auto")
-    s = s.model_copy(
-        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
-    )
+    s = tracking(mlflow_settings, model_name)
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     with EventProducer(s) as producer:
@@ -272,15 +282,8 @@ def test_champion_moves_outside_uptake_are_recorded_and_announced(
         reconcile_once(ctx)  # recorded once
 
         # a rollback dies after moving the alias, before writing its history
-        original = ctx.outbox.add
-
-        def dies(*args: object, **kwargs: object) -> None:
-            raise RuntimeError("process killed")
-
-        ctx.outbox.add = dies  # type: ignore[method-assign]
-        with pytest.raises(RuntimeError):
+        with killed_at(ctx.outbox, "add"):
             rollback(ctx, model_name, "2", by="bob")
-        ctx.outbox.add = original  # type: ignore[method-assign]
         assert reg.champion(model_name) == "2"
         reconcile_once(ctx)
 
