@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from registry import audit
+from registry.candidates import handle_candidate
 from registry.mlflow_registry import Registry
-from registry.service import PromoterService
+from registry.service import PromoterService, make_context
 from tests.core.kafka_helpers import read_topic
 from tests.registry.conftest import configure
 from tests.registry.helpers import BETTER, GOOD, SPIKY, Worker, wait_for
@@ -89,3 +92,28 @@ def test_auto_mode_promotes_rejects_and_decides_once(
     assert reg.version(model_name, "3").tags["uptake.previous_champion"] == "1"
     assert reg.version(model_name, "2").tags["uptake.decision"] == "rejected"
     assert len(service.ctx.store.decisions_of(model_name)) == 4
+
+
+def test_significance_is_tested_on_the_per_task_results_logged_in_mlflow(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    """The McNemar check pairs tasks from the runs' ``eval/results.jsonl`` artifacts: against
+    the base (``baseline_results.jsonl``) without a champion, against the champion's after."""
+    s = configure(mlflow_settings, mode="auto", gate={"significance": {"test": "mcnemar"}})
+    ensure_topics(s)
+    reg = Registry(s.tracking_uri)
+    strong = {"immigration": [3, 3, 3, 3, 0], "tax": [3, 3, 3, 3, 0]}  # 6 more all-pass tasks
+    stronger = {"immigration": [3, 3, 3, 3, 3], "tax": [3, 3, 3, 3, 0]}  # 1 more than strong
+    with EventProducer(s) as producer:
+        ctx = make_context(s, producer)
+        v1 = handle_candidate(ctx, worker.register(model_name, strong))
+        v2 = handle_candidate(ctx, worker.register(model_name, stronger))
+    assert v1 is not None and v1.outcome == "promoted"
+    sig1 = next(c for c in v1.checks if c.name == "significance")
+    assert sig1.passed and sig1.value == pytest.approx(2 * 0.5**6)  # 6 vs 0 discordant
+    assert "vs base" in sig1.detail
+    assert v2 is not None and v2.outcome == "rejected"
+    assert {c.name for c in v2.checks if not c.passed} == {"significance"}  # better, by chance?
+    sig2 = next(c for c in v2.checks if c.name == "significance")
+    assert sig2.value == pytest.approx(1.0) and "champion v1" in sig2.detail
+    assert reg.champion(model_name) == "1"
