@@ -67,10 +67,19 @@ def _run_id(run_id: str | None, run_name: str) -> str:
     return run_id
 
 
+def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
+    """Params in batches of 100 (the REST API's limit), each value cut to MLflow's maximum."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:MLFLOW_PARAM_MAX]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
 def log_refusal(report: Any, recipe: Recipe | None = None, *, run_id: str | None = None) -> str:
     """Record a model preflight refused (``report``: PreflightReport) as a FAILED run, with
     the refusals as tags and the report as an artifact; no training happened."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -79,9 +88,7 @@ def log_refusal(report: Any, recipe: Recipe | None = None, *, run_id: str | None
     if recipe is not None:
         params.update(recipe.flat_params())
         params["recipe.sha256"] = recipe.sha256
-    items = [Param(k, v[:MLFLOW_PARAM_MAX]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i : i + 100])
+    _log_params(client, run_id, params)
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in report.mlflow_tags().items()])
     client.log_dict(run_id, report.model_dump(mode="json"), "training/preflight.json")
     client.log_text(run_id, "\n".join(report.lines()) + "\n", "training/preflight.txt")
@@ -98,7 +105,7 @@ def log_training(
     artifact_path: str = "model",
 ) -> str:
     """Log ``result`` into ``run_id`` (or the active run, or a new one). Returns the run id."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
     from pipeline.train.preflight import PreflightReport
@@ -113,9 +120,7 @@ def log_training(
     metrics = [Metric(k, v, now, 0) for k, v in training_metrics(result).items()]
     for stage in result.stages:
         metrics += [Metric(f"{stage.name}.loss", loss, now, step) for step, loss in stage.losses]
-    items: list[Any] = list(params.items())
-    for i in range(0, len(items), 100):  # the REST API takes at most 100 params per batch
-        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+    _log_params(client, run_id, params)
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])

@@ -14,6 +14,7 @@ from pathlib import Path
 from tests.core.events_factory import RID, one_of_each
 from tests.core.jobs import crashing_job, failing_job, slow_job
 from tests.core.kafka_helpers import committed_offset, read_topic
+from tests.core.proc_helpers import alive
 from uptake.bus import EventConsumer, EventProducer, LongJob, ensure_topics, topic_for
 from uptake.events import DeadLetter, RunStage, decode_event
 from uptake.settings import Settings
@@ -21,6 +22,12 @@ from uptake.settings import Settings
 
 def _stage(step: int) -> RunStage:
     return RunStage(release_id=RID, stage="train", step=step)
+
+
+def _published(settings: Settings, event: RunStage) -> RunStage:
+    with EventProducer(settings, "test") as producer:
+        producer.publish(event)
+    return event
 
 
 def test_ensure_topics_creates_once(settings: Settings) -> None:
@@ -154,9 +161,7 @@ def test_long_job_outlives_max_poll_interval_without_rebalance(
     ensure_topics(settings)
     marker = tmp_path / "job.log"
     job_s = settings.kafka.max_poll_interval_ms / 1000 * 2.5  # well past the poll deadline
-    event = _stage(1)
-    with EventProducer(settings, "test") as producer:
-        producer.publish(event)
+    event = _published(settings, _stage(1))
     calls = []
 
     def handler(ev, record):
@@ -230,9 +235,7 @@ def test_consumer_killed_before_commit_gets_message_again(
     settings: Settings, tmp_path: Path
 ) -> None:
     ensure_topics(settings)
-    event = _stage(1)
-    with EventProducer(settings, "test") as producer:
-        producer.publish(event)
+    event = _published(settings, _stage(1))
     marker = tmp_path / "seen.log"
     first = _consumer_process(settings, "crashy", marker, "forever")
     try:
@@ -270,9 +273,7 @@ def test_sigterm_during_a_long_job_stops_its_child_and_leaves_the_message(
     settings: Settings, tmp_path: Path
 ) -> None:
     ensure_topics(settings)
-    event = _stage(1)
-    with EventProducer(settings, "test") as producer:
-        producer.publish(event)
+    event = _published(settings, _stage(1))
     marker = tmp_path / "seen.log"
     job_log = Path(str(marker) + ".job")
     proc = _consumer_process(settings, "sigterm-job", marker, "job")
@@ -285,9 +286,9 @@ def test_sigterm_during_a_long_job_stops_its_child_and_leaves_the_message(
     assert "consumer stopped cleanly" in err
     child = int(started.split()[1])
     deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
+    while alive({child}, set()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(child), "the job's child outlived the consumer"
+    assert not alive({child}, set()), "the job's child outlived the consumer"
     assert job_log.read_text().splitlines() == [started]  # stopped, never finished
     runs = settings.kafka.topics.runs  # this test's own topic: the event is its only message
     committed = {
@@ -305,22 +306,12 @@ def test_sigterm_during_a_long_job_stops_its_child_and_leaves_the_message(
     assert [line.split()[0] for line in lines] == [event.event_id, event.event_id]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_control_blocking_handler_past_poll_interval_is_evicted_and_redelivered(
     settings: Settings,
 ) -> None:
     """Why LongJob exists: the same work done inline loses the group and runs twice."""
     ensure_topics(settings)
-    event = _stage(1)
-    with EventProducer(settings, "test") as producer:
-        producer.publish(event)
+    event = _published(settings, _stage(1))
     calls = []
     block_s = settings.kafka.max_poll_interval_ms / 1000 * 2.5
 

@@ -209,7 +209,7 @@ def test_openai_backend_unreachable() -> None:
         OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1")
 
 
-def _endpoint(server: ScriptedJudge, url: str, **kw: object) -> OpenAIBackend:
+def _endpoint(url: str, **kw: object) -> OpenAIBackend:
     return OpenAIBackend(url, model="served", backoff_s=0, **kw)  # type: ignore[arg-type]
 
 
@@ -221,7 +221,7 @@ def test_openai_backend_retries_rate_limits_and_server_errors(
 ) -> None:
     server, url = judge_server
     server.script = [("status", 429), ("status", 503), "30 days"]
-    with closing(_endpoint(server, url, api_key="sk-test-key")) as backend:
+    with closing(_endpoint(url, api_key="sk-test-key")) as backend:
         [gen] = backend.generate([ASK])
     assert gen.text == "30 days"
     assert len(server.requests) == 3
@@ -236,7 +236,7 @@ def test_openai_backend_fails_at_once_on_a_client_error(
     server, url = judge_server
     server.script = [("status", 400), "never reached"]
     with (
-        closing(_endpoint(server, url)) as backend,
+        closing(_endpoint(url)) as backend,
         pytest.raises(DependencyError, match="HTTP 400"),
     ):
         backend.generate([ASK])
@@ -248,7 +248,7 @@ def test_openai_backend_gives_up_after_its_retries(judge_server: tuple[ScriptedJ
     server, url = judge_server
     server.default = ("status", 502)
     with (
-        closing(_endpoint(server, url, max_retries=2)) as backend,
+        closing(_endpoint(url, max_retries=2)) as backend,
         pytest.raises(DependencyError, match="failed: HTTP 502"),
     ):
         backend.generate([ASK])
@@ -261,7 +261,7 @@ def test_openai_backend_refuses_a_reply_that_is_not_a_chat_completion(
     server, url = judge_server
     server.script = [("raw", {"result": "30 days"})]
     with (
-        closing(_endpoint(server, url)) as backend,
+        closing(_endpoint(url)) as backend,
         pytest.raises(DependencyError, match="did not return a chat completion"),
     ):
         backend.generate([ASK])
@@ -270,13 +270,13 @@ def test_openai_backend_refuses_a_reply_that_is_not_a_chat_completion(
 def test_openai_backend_times_out_then_recovers(judge_server: tuple[ScriptedJudge, str]) -> None:
     server, url = judge_server
     server.script = [("sleep", 2.0, "late"), "on time"]
-    with closing(_endpoint(server, url, timeout_s=0.3)) as backend:
+    with closing(_endpoint(url, timeout_s=0.3)) as backend:
         assert backend.generate([ASK])[0].text == "on time"
     server.requests.clear()
     server.script = []
     server.default = ("sleep", 2.0, "late")
     with (
-        closing(_endpoint(server, url, timeout_s=0.3, max_retries=1)) as backend,
+        closing(_endpoint(url, timeout_s=0.3, max_retries=1)) as backend,
         pytest.raises(DependencyError, match="cannot reach"),
     ):
         backend.generate([ASK])

@@ -115,6 +115,12 @@ def write_recipe(directory: Path, rows: list[dict[str, Any]] | None = None, **ov
     return path
 
 
+def train_argv(model: Path, recipe: Path, out: Path, *extra: str) -> list[str]:
+    """``uptake train`` arguments for a CPU run (after the program name)."""
+    args = ["train", "--model", str(model), "--recipe", str(recipe), "--out", str(out)]
+    return [*args, "--profile", "cpu", *extra]
+
+
 def edit_json(path: Path, **changes: Any) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     data.update(changes)

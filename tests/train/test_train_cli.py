@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.train import load_recipe, log_training, train
 from pipeline.train.launch import accelerate_command, needs_launch
-from tests.train.helpers import make_remote_code_model, write_recipe
+from tests.train.helpers import make_remote_code_model, train_argv, write_recipe
 from uptake.cli import main
 
 
@@ -37,19 +37,7 @@ def test_cli_refused_model_exits_2_with_the_reason(model_copy, tmp_path, capsys)
     model = make_remote_code_model(model_copy("llama"))
     recipe = write_recipe(tmp_path / "recipe")
     with pytest.raises(SystemExit) as info:
-        main(
-            [
-                "train",
-                "--model",
-                str(model),
-                "--recipe",
-                str(recipe),
-                "--out",
-                str(tmp_path / "o"),
-                "--profile",
-                "cpu",
-            ]
-        )
+        main(train_argv(model, recipe, tmp_path / "o"))
     assert info.value.code == 2
     captured = capsys.readouterr()
     assert "REFUSED" in captured.out  # the report is printed before the error
@@ -170,10 +158,9 @@ def test_cli_logs_a_refusal_to_mlflow_as_a_failed_run(
     monkeypatch.setenv("UPTAKE_MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
     model = make_remote_code_model(model_copy("llama"))
     recipe = write_recipe(tmp_path / "recipe")
-    args = ["--model", str(model), "--recipe", str(recipe), "--out", str(tmp_path / "o")]
     try:
         with pytest.raises(SystemExit) as info:
-            main(["train", *args, "--profile", "cpu", "--mlflow"])
+            main(train_argv(model, recipe, tmp_path / "o", "--mlflow"))
     finally:
         mlflow.set_tracking_uri(None)
     assert info.value.code == 2

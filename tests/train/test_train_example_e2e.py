@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.eval.results import load_results
 from pipeline.train import load_recipe
+from tests.train.helpers import train_argv
 from uptake.cli import main
 from uptake.tiny_models import TinyModelSpec, build_tiny_model
 
@@ -29,19 +30,7 @@ def test_example_recipe_raises_the_example_suite_all_pass_rate(tmp_path, capsys)
     base = build_tiny_model(tmp_path / "base", TinyModelSpec(arch="llama"), corpus=corpus)
 
     out = tmp_path / "run"
-    main(
-        [
-            "train",
-            "--model",
-            str(base),
-            "--recipe",
-            str(recipe_path),
-            "--out",
-            str(out),
-            "--profile",
-            "cpu",
-        ]
-    )
+    main(train_argv(base, recipe_path, out))
     assert "training summary" in capsys.readouterr().out
 
     # Scored as a user would: `uptake eval` on the base, then on the trained model against it.

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.train import TrainProgress, load_recipe, train
 from pipeline.train.trainer import last_checkpoint
-from tests.train.helpers import corpus, memo_rows, write_recipe
+from tests.train.helpers import corpus, memo_rows, train_argv, write_recipe
 from uptake.tiny_models import TinyModelSpec, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,20 +54,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
         },
     )
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "uptake.cli",
-        "train",
-        "--model",
-        str(base),
-        "--recipe",
-        str(recipe_path),
-        "--out",
-        str(out),
-        "--profile",
-        "cpu",
-    ]
+    cmd = [sys.executable, "-m", "uptake.cli", *train_argv(base, recipe_path, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(
