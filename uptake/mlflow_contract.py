@@ -1,0 +1,123 @@
+"""Every MLflow name that more than one uptake service reads or writes, in one place.
+
+The services talk through MLflow as much as through Kafka (DESIGN.md "MLflow conventions"):
+the worker and the eval engine write run tags, metrics and artifacts; the registry reads them,
+writes version tags and aliases; serving follows the aliases; people read and set tags in the
+UI. A name that two of them must agree on is defined here and nowhere else, so none of the
+service packages imports another's internals to learn it. This module imports nothing from
+MLflow: it is only names and the one mapping from a practice area to a metric-name part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final, Literal
+
+# -- run tags (written by the worker / train / eval, read by the registry) ---------------------
+RELEASE_ID_TAG: Final = "uptake.release_id"  # also on the model version
+BASE_MODEL_TAG: Final = "uptake.base_model"
+BASE_REVISION_TAG: Final = "uptake.base_revision"
+RECIPE_SHA_TAG: Final = "uptake.recipe_sha"
+SUITE_SHA_TAG: Final = "uptake.suite_sha"
+TRACK_TAG: Final = "uptake.track"
+UPTAKE_TAG_PREFIX: Final = "uptake."  # a version's own uptake.* tags override its run's
+
+# -- model version tags (written by the registry, read by people, the UI and serving) ----------
+APPROVAL_TAG: Final = "approval"
+APPROVAL_PENDING: Final = "pending"  # set by the registry while a person has to decide
+APPROVAL_APPROVED: Final = "approved"
+APPROVAL_REJECTED: Final = "rejected"
+APPROVAL_VERDICTS: Final = (APPROVAL_APPROVED, APPROVAL_REJECTED)  # what a person sets
+ApprovalVerdict = Literal["approved", "rejected"]
+APPROVAL_BY_TAG: Final = "approval.by"
+DECISION_TAG: Final = "uptake.decision"
+DECISION_REASON_TAG: Final = "uptake.decision_reason"
+PREVIOUS_CHAMPION_TAG: Final = "uptake.previous_champion"
+NO_CHAMPION: Final = "none"  # value of PREVIOUS_CHAMPION_TAG when there was no champion
+
+# -- registered model tags and aliases ---------------------------------------------------------
+CHAMPION_ALIAS: Final = "champion"  # the version serving answers with
+CHALLENGER_ALIAS: Final = "challenger"  # a version waiting for a person's approval
+HISTORY_TAG_PREFIX: Final = "uptake.history."  # champion changes, one tag per change
+
+# -- metrics (written by the eval engine, read by the registry's gate) -------------------------
+ALL_PASS_RATE: Final = "all_pass_rate"
+CRITERION_PASS_RATE: Final = "criterion_pass_rate"
+MEAN_SCORE: Final = "mean_score"
+N_TASKS: Final = "n_tasks"
+N_CRITERIA: Final = "n_criteria"
+BASELINE_PREFIX: Final = "baseline."  # the base model's metrics, same names after the prefix
+DELTA_PREFIX: Final = "delta."  # candidate minus base, from the paired comparison
+MCNEMAR_P: Final = "mcnemar_p"
+CI_LOW_SUFFIX: Final = ".ci_low"  # 95% bootstrap bounds of the metric they follow
+CI_HIGH_SUFFIX: Final = ".ci_high"
+CI_SUFFIXES: Final = (CI_LOW_SUFFIX, CI_HIGH_SUFFIX)
+
+# -- artifacts (written by the eval engine, read by the registry) ------------------------------
+EVAL_ARTIFACT_DIR: Final = "eval"
+RESULTS_FILE: Final = "results.jsonl"
+BASELINE_RESULTS_FILE: Final = "baseline_results.jsonl"
+RESULTS_ARTIFACT: Final = f"{EVAL_ARTIFACT_DIR}/{RESULTS_FILE}"  # per-task results, candidate
+BASELINE_RESULTS_ARTIFACT: Final = f"{EVAL_ARTIFACT_DIR}/{BASELINE_RESULTS_FILE}"
+RESULTS_TABLE_ARTIFACT: Final = f"{EVAL_ARTIFACT_DIR}/results_table.json"  # for the MLflow UI
+
+# -- MLflow's own limits -----------------------------------------------------------------------
+# Longest tag value uptake writes: below every limit of the MLflow 3.x stores (run tags 8000,
+# registry tags more; older SQL schemas 5000), so a tag never fails on its length.
+TAG_VALUE_MAX: Final = 5000
+METRIC_KEY_MAX: Final = 250  # longest metric (and param, tag) name: MAX_ENTITY_KEY_LENGTH
+
+# -- practice areas in metric names ------------------------------------------------------------
+# MLflow (on POSIX) accepts word characters, "_", "-", ".", " ", ":" and "/" in metric names and
+# refuses a name that changes under posixpath.normpath ("a//b", "x/", "../y"); see
+# mlflow/utils/validation.py. A practice area is free text, so it is escaped: word characters,
+# "-" and " " stay, every other character becomes ":" plus the upper-case hex of each of its
+# UTF-8 bytes ("M&A" -> "M:26A", "IP/Tech" -> "IP:2FTech", "M_A" stays "M_A"). The result holds
+# no "." or "/", so it cannot run into a ".ci_low" suffix or a path rule, and it decodes back to
+# the area. An escape longer than _AREA_KEY_MAX (a very long name) is cut and ends in "::" plus
+# 16 hex of the name's sha256 instead; "::" never occurs in an uncut escape.
+_KEEP = re.compile(r"[\w\- ]")
+_LONGEST_FRAME = len(f"{DELTA_PREFIX}{BASELINE_PREFIX}{CRITERION_PASS_RATE}.{CI_HIGH_SUFFIX}")
+_AREA_KEY_MAX = METRIC_KEY_MAX - _LONGEST_FRAME
+_DIGEST_HEX = 16
+_ESCAPE = re.compile(r":([0-9A-F]{2})")
+
+
+def _escape(ch: str) -> str:
+    if _KEEP.fullmatch(ch):
+        return ch
+    return "".join(f":{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+
+
+def area_metric_key(area: str) -> str:
+    """The metric-name part for a practice area: valid for MLflow and distinct per area."""
+    escaped = "".join(_escape(ch) for ch in area)
+    if len(escaped) <= _AREA_KEY_MAX:
+        return escaped
+    digest = hashlib.sha256(area.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_HEX]
+    head = escaped[: _AREA_KEY_MAX - _DIGEST_HEX - 2]
+    if ":" in head[-2:]:  # never leave half an escape before the digest
+        head = head[: head.rindex(":")]
+    return f"{head}::{digest}"
+
+
+def area_from_metric_key(key: str) -> str:
+    """The practice area an ``area_metric_key`` came from; a cut long name stays as logged.
+
+    Keys logged before the escape existed hold no ":" and read back unchanged.
+    """
+    if "::" in key or ":" not in key:
+        return key
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(key):
+        out += key[pos : m.start()].encode("utf-8") + bytes.fromhex(m.group(1))
+        pos = m.end()
+    out += key[pos:].encode("utf-8")
+    return out.decode("utf-8", "replace")
+
+
+def area_metric(metric: str, area: str, prefix: str = "") -> str:
+    """``<prefix><metric>.<area key>``, e.g. ``baseline.all_pass_rate.M:26A``."""
+    return f"{prefix}{metric}.{area_metric_key(area)}"
