@@ -158,10 +158,6 @@ class Recipe(_Section):
     def source(self) -> Path | None:
         return self._source
 
-    @property
-    def full_finetune(self) -> bool:
-        return self.lora is None
-
     def resolve(self, profile: ProfileName | None = None) -> Recipe:
         """The recipe with ``profile`` (default: detected from the machine) merged in."""
         if self.profile is not None:

@@ -71,6 +71,3 @@ class TrainResult(BaseModel):
             ("final loss", loss),
             ("wall time", f"{self.wall_s:.1f} s"),
         ]
-
-    def summary_lines(self) -> list[str]:
-        return [f"{key:<11} {value}" for key, value in self.summary_rows()]
