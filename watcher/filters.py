@@ -84,6 +84,8 @@ def weights_verdict(files: tuple[str, ...]) -> Verdict:
 
 def evaluate(snap: RepoSnapshot, f: Filters, *, has_token: bool) -> Verdict:
     """Apply the source's filters; cheap checks first."""
+    if snap.refusal is not None:  # the source could not vouch for what it found
+        return _skip(snap.refusal, snap.refusal_detail)
     final = snap.detailed
     if f.include and _matches(snap.repo_id, f.include) is None:
         return _skip("not_included", f"name matches none of {f.include}")

@@ -32,6 +32,10 @@ class RepoSnapshot:
     files: tuple[str, ...] | None = None  # None: not known yet
     fingerprint: str | None = None  # directory sources: cheap change detector
     detailed: bool = False
+    # the source refuses this repo whatever the filters say (a reason code such as
+    # ``malformed`` or ``unsafe_link``, and what exactly is wrong)
+    refusal: str | None = None
+    refusal_detail: str = ""
 
     @property
     def author(self) -> str:

@@ -8,10 +8,12 @@ import struct
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.watcher.conftest import releases
 from uptake.events import release_id
 from uptake.watcher_config import DirSourceConfig, Filters
-from watcher.sources.dirs import safetensors_parameters
+from watcher.sources.dirs import MalformedModel, safetensors_parameters
 from watcher.store import Store
 
 
@@ -151,4 +153,5 @@ def test_safetensors_header_parsing(tmp_path: Path) -> None:
     path.write_bytes(safetensors_bytes({"a": [3, 5], "b": [7]}))
     assert safetensors_parameters(path) == 22
     path.write_bytes(b"\x10\x00")  # truncated
-    assert safetensors_parameters(path) is None
+    with pytest.raises(MalformedModel, match="shorter than a safetensors header"):
+        safetensors_parameters(path)
