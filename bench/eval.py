@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.eval import load_suite  # noqa: E402
 from pipeline.eval.generate import GenRequest, TransformersBackend  # noqa: E402
-from uptake.tiny_models import TinyModelSpec, build_tiny_model  # noqa: E402
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model  # noqa: E402
 
 LEGAL = REPO / "examples" / "legal"
 

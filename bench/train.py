@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from uptake.tiny_models import TinyModelSpec, build_tiny_model
+    from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
     console = Console(width=150)
     arms = ["trl_defaults", "uptake_recipe"] + (list(ABLATION) if args.ablation else [])

@@ -77,7 +77,7 @@ def build_model(model_dir: Path, shape: dict[str, int], seq: int) -> int:
     import torch
     from transformers import LlamaForCausalLM
 
-    from uptake.tiny_models import train_tokenizer
+    from uptake.testing.tiny_models import train_tokenizer
 
     torch.manual_seed(0)
     config = _config(shape, seq)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.eval.helpers import LoopbackServer, ScriptedJudge, train_corpus
-from uptake.tiny_models import TinyModelSpec, build_tiny_model
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from pipeline.eval.generate import (
 )
 from tests.eval.helpers import LoopbackServer, ScriptedJudge, completion
 from uptake.errors import DependencyError, InputError
-from uptake.tiny_models import TinyModelSpec, build_tiny_model
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 
 def requests_for(suite, n: int, max_new_tokens: int = 16) -> list[GenRequest]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.train.helpers import corpus, memo_rows
-from uptake.tiny_models import TinyModelSpec, build_tiny_model
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 # The three base models the same recipe must handle, each with a different known defect.
 ARCH_CASES = {

@@ -23,7 +23,7 @@ from tests.train.helpers import (
     write_recipe,
 )
 from uptake.errors import InputError
-from uptake.tiny_models import TinyModelSpec, build_tiny_model
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 PROMPT = [{"role": "user", "content": "Write a memo on a tax matter for Ana."}]
 

@@ -12,7 +12,7 @@ from pipeline.eval.results import load_results
 from pipeline.train import load_recipe
 from tests.train.helpers import train_argv
 from uptake.cli import main
-from uptake.tiny_models import TinyModelSpec, build_tiny_model
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "legal"
 

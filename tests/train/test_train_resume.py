@@ -15,7 +15,7 @@ import pytest
 from pipeline.train import TrainProgress, load_recipe, train
 from pipeline.train.trainer import last_checkpoint
 from tests.train.helpers import corpus, memo_rows, train_argv, write_recipe
-from uptake.tiny_models import TinyModelSpec, build_tiny_model
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 160

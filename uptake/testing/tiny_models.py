@@ -15,27 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Arch = Literal["llama", "qwen2", "gpt2"]
-TemplateKind = Literal["generation", "plain", "none"]
+from uptake.models.chat_templates import chatml, chatml_training
 
-# ChatML-style templates. "generation" marks assistant turns for assistant-only loss.
-CHATML_GENERATION_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}"
-    "{% endgeneration %}{{ '\n' }}"
-    "{% else %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-CHATML_PLAIN_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+Arch = Literal["llama", "qwen2", "gpt2"]
+# ChatML with generation markers (for assistant-only loss), plain ChatML, or no template.
+TemplateKind = Literal["generation", "plain", "none"]
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 
@@ -158,12 +142,8 @@ def build_tiny_model(
     else:
         tokenizer.pad_token = "<|pad|>"
     tokenizer.bos_token = "<|endoftext|>"
-    if spec.chat_template == "generation":
-        tokenizer.chat_template = CHATML_GENERATION_TEMPLATE
-    elif spec.chat_template == "plain":
-        tokenizer.chat_template = CHATML_PLAIN_TEMPLATE
-    else:
-        tokenizer.chat_template = None
+    templates = {"generation": chatml_training(), "plain": chatml(), "none": None}
+    tokenizer.chat_template = templates[spec.chat_template]
 
     config = _config(
         spec,
