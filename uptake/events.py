@@ -4,7 +4,9 @@ Every event is a pydantic model with ``event_id``, ``type``, ``schema_version``,
 ``occurred_at`` (UTC) and ``producer``. Values travel as JSON. A consumer decodes with
 ``decode_event``; anything it cannot trust (bad JSON, unknown type, a newer schema version
 than this code knows, a field that fails validation) raises ``EventDecodeError`` and the bus
-routes the message to the DLQ instead of crashing or silently skipping it.
+routes the message to the DLQ instead of crashing or silently skipping it. That holds for any
+input at all (deep nesting, integers past Python's digit limit, lone surrogates, dates that
+overflow): ``decode_event`` raises nothing else, which ``tests/core/test_fuzz_events.py`` checks.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticSerializationError
 
 from uptake.errors import describe_validation_error
+
+MAX_REASON_CHARS = 2_000  # a decode error names the problem; it never echoes a whole message
 
 
 class EventDecodeError(ValueError):
     """A message that cannot be turned into a known event; ``reason`` says why (for the DLQ)."""
 
     def __init__(self, reason: str, kind: str) -> None:
+        if len(reason) > MAX_REASON_CHARS:
+            reason = f"{reason[:MAX_REASON_CHARS]}… ({len(reason) - MAX_REASON_CHARS} more chars)"
         super().__init__(reason)
         self.reason = reason
         self.kind = kind  # invalid_json | unknown_type | unsupported_schema_version | invalid_event
@@ -50,7 +57,10 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:59-23:59 is valid ISO but has no UTC form
+            raise ValueError("timestamp out of range once converted to UTC") from None
 
     @abstractmethod
     def key(self) -> str:
@@ -253,7 +263,9 @@ def decode_event(value: bytes | str | None) -> Event:
         raise EventDecodeError("empty message value (tombstone)", "invalid_json")
     try:
         data: Any = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:  # e.g. 100,000 "[": nesting deeper than the parser's stack
+        raise EventDecodeError("invalid JSON: nested too deeply", "invalid_json") from None
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer past the int-string limit
         raise EventDecodeError(f"invalid JSON: {exc}", "invalid_json") from None
     if not isinstance(data, dict):
         raise EventDecodeError(
@@ -273,8 +285,15 @@ def decode_event(value: bytes | str | None) -> Event:
             "unsupported_schema_version",
         )
     try:
-        return cls.model_validate(data)
+        event = cls.model_validate(data)
     except ValidationError as exc:
         raise EventDecodeError(
             f"invalid {type_name}: {describe_validation_error(exc)}", "invalid_event"
         ) from None
+    try:  # what we accept we can write again (to the DLQ, in a follow-up event)
+        event.to_json()
+    except PydanticSerializationError as exc:  # a lone surrogate ("\ud800") in a string
+        raise EventDecodeError(
+            f"invalid {type_name}: not encodable as UTF-8 JSON ({exc})", "invalid_event"
+        ) from None
+    return event

@@ -63,3 +63,24 @@ def test_naive_timestamps_are_refused_and_aware_ones_normalised() -> None:
     event = decode_event(_release(occurred_at="2026-01-01T02:00:00+02:00"))
     assert isinstance(event, ReleaseDetected)
     assert event.occurred_at.isoformat() == "2026-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "fragment"),
+    [
+        (b"[" * 100_000, "invalid_json", "nested too deeply"),
+        (b'{"type": "run.stage", "step": ' + b"9" * 5_000 + b"}", "invalid_json", "4300 digits"),
+        (_release(repo_id="\ud800"), "invalid_event", "not encodable"),
+        (_release(occurred_at="9999-12-31T23:59:59-23:59"), "invalid_event", "out of range"),
+        (_release(schema_version=10**4000), "unsupported_schema_version", "more chars"),
+    ],
+    ids=["deep-nesting", "huge-int", "lone-surrogate", "date-overflow", "huge-version"],
+)
+def test_hostile_values_are_decode_errors_not_crashes(value, kind, fragment) -> None:
+    """Each of these used to escape as RecursionError/ValueError/OverflowError (or, for the
+    surrogate, be accepted and then break every later write of the event, the DLQ's too)."""
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(value)
+    assert info.value.kind == kind
+    assert fragment in info.value.reason
+    assert len(info.value.reason) < 2_100
