@@ -1,18 +1,18 @@
 """The registry's state store: one SQL database (SQLite under UPTAKE_HOME by default).
 
 MLflow is the system of record for models and aliases, but it has no alias history, no
-locks and no outbox; those live here. Every table is small. Timestamps are UTC epoch
-seconds (floats), which compare the same way on SQLite and PostgreSQL.
+locks and no outbox; those live here. Every table is small. Engine setup, the timestamp
+convention (UTC epoch seconds, ``EpochSeconds``) and schema versions come from ``uptake.db``.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from uptake import db as state_db
+from uptake.db import EpochSeconds
+from uptake.outbox import outbox_columns
 from uptake.settings import Settings
 
 metadata = sa.MetaData()
@@ -27,7 +27,7 @@ candidates = sa.Table(
     sa.Column("run_id", sa.String(64)),
     # pending_approval | promoting | promoted | rejected
     sa.Column("state", sa.String(32), nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_at", EpochSeconds, nullable=False),
 )
 
 # Every decision (the gate's on arrival, a person's approval or rejection), append-only.
@@ -41,7 +41,7 @@ decisions = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("decided_by", sa.String(256), nullable=False),
-    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("decided_at", EpochSeconds, nullable=False),
     sa.Column("body", sa.Text, nullable=False),  # the Decision as JSON
     sa.UniqueConstraint("model", "version", "kind", name="uq_decision_once"),
 )
@@ -57,7 +57,7 @@ history = sa.Table(
     sa.Column("previous_version", sa.String(64)),
     sa.Column("reason", sa.String(16), nullable=False),  # promotion | rollback
     sa.Column("decided_by", sa.String(256), nullable=False),
-    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("decided_at", EpochSeconds, nullable=False),
     sa.Column("body", sa.Text, nullable=False),  # the HistoryEntry as JSON (gate values)
     sa.UniqueConstraint("model", "seq", name="uq_history_seq"),
 )
@@ -67,9 +67,8 @@ outbox = sa.Table(
     "outbox",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("event", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("published_at", sa.Float),
+    *outbox_columns(EpochSeconds),  # payload, status, attempts, last_error, published_at
+    sa.Column("created_at", EpochSeconds, nullable=False),
 )
 
 # Per-model lease: compare-and-set on this row serialises promoters sharing the store.
@@ -78,7 +77,7 @@ leases = sa.Table(
     metadata,
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("holder", sa.String(256)),
-    sa.Column("expires_at", sa.Float, nullable=False, default=0.0),
+    sa.Column("expires_at", EpochSeconds, nullable=False, default=0.0),
 )
 
 # MLflow webhook delivery ids already accepted (replay protection).
@@ -86,7 +85,7 @@ webhook_deliveries = sa.Table(
     "webhook_deliveries",
     metadata,
     sa.Column("delivery_id", sa.String(128), primary_key=True),
-    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("received_at", EpochSeconds, nullable=False),
 )
 
 # Alert deliveries: a durable queue per channel, with retries and de-duplication.
@@ -102,9 +101,9 @@ alert_deliveries = sa.Table(
     # pending | sent | failed | suppressed
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", sa.Float, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("sent_at", sa.Float),
+    sa.Column("next_attempt_at", EpochSeconds, nullable=False),
+    sa.Column("created_at", EpochSeconds, nullable=False),
+    sa.Column("sent_at", EpochSeconds),
     sa.Column("last_error", sa.Text),
     sa.UniqueConstraint("channel", "event_id", "dedup_key", "action", name="uq_alert_event"),
 )
@@ -114,38 +113,48 @@ alert_incidents = sa.Table(
     "alert_incidents",
     metadata,
     sa.Column("dedup_key", sa.String(512), primary_key=True),
-    sa.Column("opened_at", sa.Float, nullable=False),
-    sa.Column("resolved_at", sa.Float),
+    sa.Column("opened_at", EpochSeconds, nullable=False),
+    sa.Column("resolved_at", EpochSeconds),
 )
 
 
+SCHEMA_VERSION = 1  # 0: before uptake.db (outbox without status, attempts, last_error)
+
+
 def now() -> float:
-    return time.time()
+    return state_db.now()
 
 
 def default_state_url(settings: Settings) -> str:
     return f"sqlite:///{settings.state_dir / 'registry' / 'registry.db'}"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers (status, history) never block writers
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+def _outbox_status(conn: Connection) -> None:
+    """Version 0 -> 1: the outbox gets the shared outbox's columns (``uptake.outbox``)."""
+    if "outbox" not in sa.inspect(conn).get_table_names():
+        return
+    for statement in (
+        "ALTER TABLE outbox RENAME COLUMN event TO payload",
+        "ALTER TABLE outbox ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'pending'",
+        "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE outbox ADD COLUMN last_error TEXT",
+        "UPDATE outbox SET status = 'published' WHERE published_at IS NOT NULL",
+    ):
+        conn.execute(sa.text(statement))
 
 
 def make_engine(settings: Settings) -> Engine:
-    """Engine for ``registry.state_url`` (default SQLite under the state dir); tables created."""
-    url = settings.registry.state_url or default_state_url(settings)
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, future=True
+    """Engine for ``registry.state_url`` (default SQLite under the state dir); tables ready."""
+    engine = state_db.make_engine(settings.registry.state_url or default_state_url(settings))
+    try:
+        state_db.open_schema(
+            engine,
+            metadata,
+            store="registry",
+            version=SCHEMA_VERSION,
+            migrations={1: _outbox_status},
         )
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True, future=True)
-    metadata.create_all(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine

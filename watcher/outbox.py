@@ -1,62 +1,55 @@
-"""The outbox: a release is stored ``pending`` first, produced, and only then ``published``.
+"""The watcher's outbox: a release is stored ``pending`` first, produced, then ``published``.
 
-A crash between the produce and the mark leaves the row pending; the next start (or the next
-flush) produces the very same event again — same release id, same event id — which consumers
-dedupe. Nothing is ever lost and no second distinct release exists for one revision.
+The shared outbox (``uptake.outbox``) over the releases table: a crash between the produce and
+the mark re-sends the very same event (same release id, same event id), which consumers dedupe;
+a row that can never be published is marked ``failed`` and the releases after it still go out.
+This module only adds the watcher's metrics.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any
 
-from uptake.events import Event, decode_event
+from uptake.events import Event
+from uptake.outbox import Outbox as SharedOutbox
+from uptake.outbox import Publisher
 from watcher.metrics import WatcherMetrics
-from watcher.store import Store
+from watcher.store import Store, releases_table
 
 log = logging.getLogger(__name__)
 
-
-class Publisher(Protocol):
-    def publish(self, event: Event, topic: str | None = None, timeout_s: float = 30.0) -> int: ...
+__all__ = ["Outbox", "Publisher"]
 
 
-class Outbox:
+class Outbox(SharedOutbox):
     def __init__(self, store: Store, producer: Publisher, metrics: WatcherMetrics) -> None:
-        self.store = store
-        self.producer = producer
+        super().__init__(
+            store.engine,
+            releases_table,
+            producer,
+            key="release_id",
+            order_by=("detected_at", "release_id"),
+        )
         self.metrics = metrics
-        self._lock = threading.Lock()
 
     def flush(self) -> int:
-        """Publish every pending release in order; stop at the first failure (broker down)."""
-        with self._lock:
-            pending = self.store.pending()
-            sent = 0
-            try:
-                for row in pending:
-                    event = decode_event(row.payload)
-                    try:
-                        self.producer.publish(event)  # blocks until the broker acknowledged
-                    except Exception as exc:
-                        self.metrics.publish_failures.inc()
-                        self.store.note_publish_failure(row.release_id, f"{exc}")
-                        log.warning(
-                            "publishing %s failed (%s); it stays pending and is retried",
-                            row.release_id,
-                            exc,
-                        )
-                        break
-                    self.store.mark_published(row.release_id)
-                    sent += 1
-                    source = getattr(event, "source", "?")
-                    self.metrics.releases.labels(source).inc()
-                    if row.repo_time is not None:
-                        latency = (datetime.now(UTC) - row.repo_time).total_seconds()
-                        self.metrics.detection_latency.labels(source).observe(max(latency, 0.0))
-                    log.info("published %s", row.release_id)
-            finally:
-                self.metrics.outbox_pending.set(len(pending) - sent)
-            return sent
+        """Publish every pending release in order; a broker outage stops it until the next."""
+        try:
+            return super().flush()
+        finally:
+            self.metrics.outbox_pending.set(self.pending())
+
+    def published(self, row: Mapping[str, Any], event: Event) -> None:
+        source = getattr(event, "source", "?")
+        self.metrics.releases.labels(source).inc()
+        repo_time = row["repo_time"]
+        if repo_time is not None:
+            latency = (datetime.now(UTC) - repo_time).total_seconds()
+            self.metrics.detection_latency.labels(source).observe(max(latency, 0.0))
+        log.info("published %s", row["release_id"])
+
+    def publish_failed(self, row: Mapping[str, Any], error: str) -> None:
+        self.metrics.publish_failures.inc()

@@ -1,6 +1,9 @@
 """The watcher's durable state: repos seen per source, the release outbox, source health.
 
-SQLAlchemy Core on any URL (SQLite under the state dir by default, PostgreSQL in production).
+SQLAlchemy Core on any URL (SQLite under the state dir by default, PostgreSQL in production),
+set up by ``uptake.db`` (timestamps are UTC epoch seconds, aware datetimes in Python). The
+releases table is the watcher's outbox (``uptake.outbox``): a release row and its pending
+event are one row, written in the poll's transaction.
 A release row is keyed by its release id, so whatever happens (a crash, a retried poll, a
 duplicated webhook) one (source, repo, revision) is one release; its event, with its event id,
 is stored with the row so a re-publish sends the very same event.
@@ -12,20 +15,28 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from uptake.db import (
+    UtcDateTime,
+    check_schema,
+    datetimes_to_epoch,
+    make_engine,
+    open_schema,
+)
 from uptake.events import ReleaseDetected
+from uptake.outbox import PENDING, outbox_columns
 from uptake.settings import Settings
 from watcher.snapshot import RepoSnapshot
 
 Outcome = Literal["baseline", "released", "skipped", "deferred"]
 
 metadata = sa.MetaData()
-TS = sa.DateTime(timezone=True)
+TS = UtcDateTime
+SCHEMA_VERSION = 1  # 0: before uptake.db (timestamps as DATETIME)
 
 sources_table = sa.Table(
     "watcher_sources",
@@ -63,13 +74,9 @@ releases_table = sa.Table(
     sa.Column("source", sa.String(64), nullable=False),
     sa.Column("repo_id", sa.String(300), nullable=False),
     sa.Column("revision", sa.String(128), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # pending | published
-    sa.Column("payload", sa.Text, nullable=False),
+    *outbox_columns(TS),  # payload, status (pending | published | failed), attempts, …
     sa.Column("repo_time", TS),  # createdAt / lastModified at the source, for latency
     sa.Column("detected_at", TS, nullable=False),
-    sa.Column("published_at", TS),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("last_error", sa.Text),
     sa.UniqueConstraint("source", "repo_id", "revision", name="uq_watcher_release"),
     sa.Index("ix_watcher_releases_status", "status"),
 )
@@ -79,11 +86,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _epoch_timestamps(conn: Connection) -> None:
+    """Version 0 -> 1: DATETIME columns become UTC epoch seconds (``uptake.db``)."""
+    datetimes_to_epoch(
+        conn,
+        {
+            t.name: [c.name for c in t.columns if isinstance(c.type, UtcDateTime)]
+            for t in metadata.sorted_tables
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -135,17 +146,18 @@ class Store:
     """All reads and writes of watcher state; safe to share between threads."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
+        """``create=False``: a reader (``uptake status``) that never creates or migrates."""
         self.url = sa.engine.make_url(url)
-        kwargs: dict[str, Any] = {}
-        if self.url.get_backend_name() == "sqlite":
-            if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        self.engine: Engine = sa.create_engine(self.url, **kwargs)
-        if self.url.get_backend_name() == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        if create:
-            metadata.create_all(self.engine)
+        self.engine: Engine = make_engine(url)
+        schema = {"store": "watcher", "version": SCHEMA_VERSION}
+        try:
+            if create:
+                open_schema(self.engine, metadata, migrations={1: _epoch_timestamps}, **schema)
+            else:
+                check_schema(self.engine, metadata, **schema)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Store:
@@ -228,7 +240,7 @@ class Store:
                 r.revision,
                 r.outcome,
                 r.fingerprint,
-                _utc(r.deferred_since),
+                r.deferred_since,
             )
             for r in rows
         }
@@ -303,7 +315,7 @@ class Store:
                             "source": source,
                             "repo_id": d.event.repo_id,
                             "revision": d.event.revision,
-                            "status": "pending",
+                            "status": PENDING,
                             "payload": d.event.model_dump_json(),
                             "repo_time": d.repo_time,
                             "detected_at": now,
@@ -335,30 +347,10 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(t.c.release_id, t.c.payload, t.c.repo_time, t.c.attempts)
-                .where(t.c.status == "pending")
+                .where(t.c.status == PENDING)
                 .order_by(t.c.detected_at, t.c.release_id)
             ).all()
-        return [
-            PendingRelease(r.release_id, r.payload, _utc(r.repo_time), r.attempts) for r in rows
-        ]
-
-    def mark_published(self, release_id: str) -> None:
-        t = releases_table
-        with self.engine.begin() as conn:
-            conn.execute(
-                t.update()
-                .where(t.c.release_id == release_id)
-                .values(status="published", published_at=_now(), attempts=t.c.attempts + 1)
-            )
-
-    def note_publish_failure(self, release_id: str, error: str) -> None:
-        t = releases_table
-        with self.engine.begin() as conn:
-            conn.execute(
-                t.update()
-                .where(t.c.release_id == release_id)
-                .values(attempts=t.c.attempts + 1, last_error=error[:2000])
-            )
+        return [PendingRelease(r.release_id, r.payload, r.repo_time, r.attempts) for r in rows]
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -401,27 +393,20 @@ class Store:
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
-    return {k: (_utc(v) if isinstance(v, datetime) else v) for k, v in row._mapping.items()}
+    return dict(row._mapping)
 
 
 def _source_state(row: Any) -> SourceState:
     return SourceState(
         name=row.name,
-        initialized_at=_utc(row.initialized_at),
+        initialized_at=row.initialized_at,
         scope=tuple(json.loads(row.scope)) if row.scope else (),
         consecutive_failures=row.consecutive_failures,
-        last_success_at=_utc(row.last_success_at),
-        last_failure_at=_utc(row.last_failure_at),
+        last_success_at=row.last_success_at,
+        last_failure_at=row.last_failure_at,
         last_error=row.last_error,
         alert_firing=bool(row.alert_firing),
     )
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (status) never block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def _dialect_insert(conn: Connection, table: sa.Table) -> Any:

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from uptake.bus import EventProducer, ensure_topics
 from uptake.errors import ConfigError
 from uptake.events import ReleaseDetected, release_id
 from uptake.settings import Settings, load_settings
 from uptake.stack.local import LocalStack
 from uptake.watcher_config import DirSourceConfig, HfSourceConfig
+from watcher.metrics import WatcherMetrics
+from watcher.outbox import Outbox
 from watcher.snapshot import RepoSnapshot
 from watcher.store import Decision, Store
 
@@ -55,7 +58,9 @@ def _release(repo: str, rev: str) -> Decision:
     return Decision(snap, "released", event=event)
 
 
-def test_one_release_per_revision_and_pending_until_published(store: Store) -> None:
+def test_one_release_per_revision_and_pending_until_published(
+    store: Store, settings: Settings
+) -> None:
     assert store.apply("hub", [_release("acme/a", "1")], initialize=True) == ["hub:acme/a@1"]
     # a second poll, a webhook or a restart deciding the same again: no second release
     assert store.apply("hub", [_release("acme/a", "1")]) == []
@@ -63,10 +68,14 @@ def test_one_release_per_revision_and_pending_until_published(store: Store) -> N
     pending = store.pending()
     assert [p.release_id for p in pending] == ["hub:acme/a@1", "hub:acme/a@2"]
     first = ReleaseDetected.model_validate_json(pending[0].payload)
-    store.mark_published("hub:acme/a@1")
-    assert [p.release_id for p in store.pending()] == ["hub:acme/a@2"]
-    again = ReleaseDetected.model_validate_json(store.pending()[0].payload)
-    assert again.event_id != first.event_id  # distinct releases, distinct events
+    assert first.event_id != ReleaseDetected.model_validate_json(pending[1].payload).event_id
+    ensure_topics(settings, [settings.kafka.topics.releases])
+    with EventProducer(settings) as producer:
+        assert Outbox(store, producer, WatcherMetrics()).flush() == 2
+    assert store.pending() == []
+    rows = {r["release_id"]: r for r in store.release_rows()}
+    assert rows["hub:acme/a@1"]["status"] == "published" and rows["hub:acme/a@1"]["attempts"] == 1
+    assert rows["hub:acme/a@1"]["published_at"].tzinfo is not None
     assert store.source_state("hub").initialized_at is not None
     assert store.record_failure("hub", "boom") == 1 and store.record_failure("hub", "x") == 2
     store.record_success("hub")
