@@ -1,7 +1,8 @@
 """The ``uptake`` command line: one typer app that each package adds its commands to.
 
 Core commands (up, broker, mlflow, status) live in ``uptake.commands``; each service package
-exposes ``register(app)`` in its own ``cli`` module, listed in ``COMMAND_MODULES``.
+exposes ``register(app)`` in its own ``cli`` module. Which modules those are is said once, in
+``uptake.services``.
 """
 
 from __future__ import annotations
@@ -9,18 +10,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from uptake.errors import UptakeError
-
-COMMAND_MODULES = (
-    "uptake.commands",
-    "pipeline.eval.cli",
-    "pipeline.train.cli",
-    "watcher.cli",
-    "registry.cli",
-)
+from uptake.services import command_modules
 
 
 def build_app() -> typer.Typer:
@@ -31,7 +24,7 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         add_completion=False,
     )
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -55,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: click's own message, exit 2
-        exc.show()
+    except typer.TyperException as exc:  # usage errors (typer's own click): one line, exit 2
+        typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     if isinstance(result, int) and result:  # typer.Exit(code) is returned, not raised
         sys.exit(result)

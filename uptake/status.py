@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pydantic import BaseModel
 
+from uptake.services import SERVICES, resolve
 from uptake.settings import Settings
 from uptake.stack.local import read_stack_info, resolved_endpoints
 from uptake.stack.probes import mlflow_healthy
@@ -39,13 +39,6 @@ class StatusSection(BaseModel):
     rows: list[list[str]] = []
     data: dict[str, Any] = {}  # what ``--json`` shows
     error: str | None = None
-
-
-# "module:function" providers, each ``f(settings) -> StatusSection``; services add theirs.
-STATUS_PROVIDERS: tuple[str, ...] = (
-    "watcher.status:watcher_status",
-    "registry.status:registry_status",
-)
 
 
 class StatusReport(BaseModel):
@@ -101,14 +94,13 @@ def _topic_offsets(
 
 
 def _sections(settings: Settings) -> list[StatusSection]:
-    """Ask each provider; one that fails shows its error instead of hiding the others."""
+    """Ask each service's provider; one that fails shows its error instead of hiding the others."""
     out = []
-    for spec in STATUS_PROVIDERS:
-        module, _, func = spec.partition(":")
+    for ref in (s.status for s in SERVICES if s.status is not None):
         try:
-            out.append(getattr(importlib.import_module(module), func)(settings))
+            out.append(resolve(ref)(settings))
         except Exception as exc:
-            out.append(StatusSection(name=spec, title=spec, error=f"{type(exc).__name__}: {exc}"))
+            out.append(StatusSection(name=ref, title=ref, error=f"{type(exc).__name__}: {exc}"))
     return out
 
 

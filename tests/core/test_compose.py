@@ -8,15 +8,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.core.cli_tree import cli_command
+from uptake.services import SERVICES
 from uptake.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = {"watcher": "watch", "worker": "worker", "promoter": "promoter", "serving": "serve"}
+APP_SERVICES = {s.name: list(s.command) for s in SERVICES}  # compose service -> its command
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def _runs_uptake(service: dict) -> bool:
+    """Runs the image's ``uptake`` entrypoint (the mlflow service shares the image, not it)."""
+    return service.get("image") == "uptake:latest" and "entrypoint" not in service
 
 
 def _env(service: dict) -> dict[str, str]:
@@ -28,6 +35,22 @@ def _env(service: dict) -> dict[str, str]:
 
 def test_services_present(compose: dict) -> None:
     assert set(compose["services"]) == {"kafka", "postgres", "mlflow", *APP_SERVICES}
+
+
+def test_every_uptake_service_runs_a_command_the_cli_has(compose: dict) -> None:
+    runs_uptake = {n: s for n, s in compose["services"].items() if _runs_uptake(s)}
+    assert runs_uptake
+    for name, service in runs_uptake.items():
+        command = service.get("command")
+        assert command, f"{name} runs the image's default command"
+        assert cli_command(command) is not None, (
+            f"{name} runs `uptake {' '.join(command)}`, no such command"
+        )
+
+
+def test_uptake_services_are_the_service_list(compose: dict) -> None:
+    runs_uptake = {n: s["command"] for n, s in compose["services"].items() if _runs_uptake(s)}
+    assert runs_uptake == APP_SERVICES
 
 
 def test_kafka_is_official_image_in_kraft_single_node(compose: dict) -> None:
@@ -71,7 +94,7 @@ def test_app_services_share_one_image_and_are_wired(compose: dict) -> None:
     assert images == {"uptake:latest"}
     for name, command in APP_SERVICES.items():
         service = services[name]
-        assert service["command"] == [command]
+        assert service["command"] == command
         env = _env(service)
         assert env["UPTAKE_KAFKA_BOOTSTRAP"] == kafka_listener
         assert env["UPTAKE_MLFLOW_TRACKING_URI"] == f"http://mlflow:{mlflow_port}"
@@ -104,12 +127,6 @@ def test_app_env_and_mounted_config_are_valid_uptake_configuration(
         assert settings.kafka_bootstrap == "kafka:9092"
         assert str(settings.home) == "/var/lib/uptake"
         assert settings.sources and settings.registry.gate.mode == "manual"
-
-
-def test_worker_reserves_a_gpu(compose: dict) -> None:
-    [device] = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    assert "gpu" not in str(compose["services"]["watcher"].get("deploy", ""))
 
 
 def test_secrets_are_references_not_literals(compose: dict) -> None:

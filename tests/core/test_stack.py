@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import MlflowServer
 from tests.core.cli_helpers import ROOT, clean_env, run_uptake, uptake_argv
 from tests.core.proc_helpers import alive, descendants, process_groups
+from uptake.services import SERVICES
 from uptake.stack.probes import kafka_healthy
 from uptake.stack.process import free_port
 
@@ -60,7 +61,7 @@ def test_up_starts_healthy_stack_and_sigint_leaves_no_orphans(tmp_path: Path) ->
         output = (tmp_path / "up.log").read_text()
         assert "MLflow UI: http://127.0.0.1:" in output and "Kafka bootstrap: 127.0.0.1:" in output
         components = json.loads((home / "stack.json").read_text())["components"]
-        assert set(components) == {"broker", "mlflow", "watcher", "promoter"}
+        assert set(components) == {"broker", "mlflow", *(s.name for s in SERVICES)}
         tree = descendants(proc.pid)
         assert {pid for pid in components.values()} <= tree
         groups = process_groups(tree)

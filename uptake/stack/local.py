@@ -6,7 +6,6 @@ services) can find the embedded broker and MLflow without extra configuration.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 
 from uptake.bus.topics import ensure_topics
 from uptake.errors import DependencyError
+from uptake.services import SERVICES, ServiceSpec, resolve
 from uptake.settings import Settings
 from uptake.stack.broker import embedded_broker, resolve_broker_bin
 from uptake.stack.mlflow_server import mlflow_server
@@ -26,18 +26,6 @@ from uptake.stack.process import ManagedProcess, port_open
 BROKER_START_TIMEOUT_S = 30.0
 MLFLOW_START_TIMEOUT_S = 180.0
 SERVICE_START_TIMEOUT_S = 60.0
-
-# Services `uptake up` runs as `uptake <command>` once their packages exist; each entry is
-# (name, command arguments). The watcher, worker, promoter and serving issues add theirs.
-SERVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("watcher", ("watch",)),
-    ("promoter", ("promoter",)),
-)
-
-# Optional health probes: service name -> "module:function", called as ``f(settings, pid)``;
-# it returns the service's address once that process is healthy, None until then. A service
-# without a probe counts as healthy while it runs.
-SERVICE_PROBES: dict[str, str] = {"watcher": "watcher.health:stack_probe"}
 
 
 class StackInfo(BaseModel):
@@ -82,9 +70,8 @@ def resolved_endpoints(settings: Settings) -> tuple[str, str]:
     return bootstrap, tracking
 
 
-def _service_probe(spec: str, settings: Settings, proc: ManagedProcess) -> Callable[[], bool]:
-    module, _, func = spec.partition(":")
-    probe = getattr(importlib.import_module(module), func)
+def _service_probe(ref: str, settings: Settings, proc: ManagedProcess) -> Callable[[], bool]:
+    probe = resolve(ref)
 
     def healthy() -> bool:
         address = probe(settings, proc.pid)
@@ -118,8 +105,8 @@ class LocalStack:
                 self._start_mlflow()
             if "services" in include:
                 ensure_topics(self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap}))
-                for name, args in SERVICES:
-                    self._start_service(name, args)
+                for service in SERVICES:
+                    self._start_service(service)
         except BaseException:
             self.stop()
             raise
@@ -155,7 +142,7 @@ class LocalStack:
         proc.wait_healthy(MLFLOW_START_TIMEOUT_S)
         self.tracking_uri = proc.address
 
-    def _start_service(self, name: str, args: tuple[str, ...]) -> None:
+    def _start_service(self, service: ServiceSpec) -> None:
         env = {
             "UPTAKE_KAFKA_BOOTSTRAP": self.bootstrap,
             "UPTAKE_MLFLOW_TRACKING_URI": self.tracking_uri,
@@ -163,11 +150,15 @@ class LocalStack:
         }
         if self.config is not None:
             env["UPTAKE_CONFIG"] = str(self.config)
+        name = service.name
         proc = ManagedProcess(
-            name, [sys.executable, "-m", "uptake.cli", *args], self.logs / f"{name}.log", env=env
+            name,
+            [sys.executable, "-m", "uptake.cli", *service.command],
+            self.logs / f"{name}.log",
+            env=env,
         )
-        if name in SERVICE_PROBES:
-            proc.healthy = _service_probe(SERVICE_PROBES[name], self.settings, proc)
+        if service.probe is not None:
+            proc.healthy = _service_probe(service.probe, self.settings, proc)
         proc.start()
         self.processes.append(proc)
         proc.wait_healthy(SERVICE_START_TIMEOUT_S)
