@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from uptake.urls import redact_urls
+
 FaultKind = Literal[
     "rate_limited", "server_error", "timeout", "network", "malformed", "http_error", "unavailable"
 ]
@@ -24,6 +26,7 @@ class SourceFault(Exception):
         status: int | None = None,
         retry_after_s: float | None = None,
     ) -> None:
+        message = redact_urls(message)  # logged, stored, alerted: never with credentials
         super().__init__(message)
         self.kind = kind
         self.message = message

@@ -38,10 +38,11 @@ class SourceOutcome:
 
 
 def backoff_delay(consecutive: int, fault: SourceFault, initial: float, maximum: float) -> float:
-    """Exponential per consecutive failure, capped, and never sooner than the server asked."""
-    delay = min(maximum, initial * 2 ** max(consecutive - 1, 0))
-    if fault.retry_after_s is not None:
-        delay = max(delay, fault.retry_after_s)
+    """Exponential per consecutive failure, capped, and never sooner than the server asked,
+    up to ``maximum``: a hub's Retry-After of ten years must not pause a source for ten years."""
+    delay = min(maximum, initial * 2 ** min(max(consecutive - 1, 0), 60))
+    if fault.retry_after_s is not None and fault.retry_after_s == fault.retry_after_s:  # not NaN
+        delay = max(delay, min(fault.retry_after_s, maximum))
     return delay
 
 

@@ -2,7 +2,9 @@
 
 A Hub webhook only *triggers* a lookup of the repo it names, after its ``X-Webhook-Secret``
 was checked in constant time: the lookup at the hub decides. A forged or replayed hook can
-therefore at most cause one extra request, never a release.
+therefore at most cause one extra request, never a release; a flood of them is coalesced by
+the scheduler (one queued lookup per source and repo, at most one per second, none while the
+source backs off).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 RELEVANT_SCOPES = ("repo", "repo.content", "repo.config")
 RELEVANT_ACTIONS = ("create", "update")
 
-Trigger = Callable[[str, str], None]
+Trigger = Callable[[str, str], object]  # (source, repo); returns whether a lookup was queued
 
 
 def build_app(service: WatcherService, trigger: Trigger) -> FastAPI:

@@ -22,6 +22,7 @@ from uptake.events import (
     RunFailed,
 )
 from uptake.registry_config import AlertSettings
+from uptake.urls import redact_userinfo
 
 ACCEPTED: tuple[type[Event], ...] = (
     RunFailed,
@@ -44,7 +45,8 @@ def approval_key(model: str, version: str) -> str:
 def version_link(mlflow_url: str | None, model: str, version: str) -> list[Link]:
     if not mlflow_url:
         return []
-    href = f"{mlflow_url.rstrip('/')}/#/models/{quote(model, safe='')}/versions/{version}"
+    base = redact_userinfo(mlflow_url).rstrip("/")  # the tracking URI may hold a password
+    href = f"{base}/#/models/{quote(model, safe='')}/versions/{version}"
     return [Link(href=href, text=f"{model} v{version} in MLflow")]
 
 

@@ -25,6 +25,7 @@ from huggingface_hub.errors import (
 
 from uptake.errors import ConfigError
 from uptake.settings import Settings
+from uptake.urls import redact_userinfo
 from uptake.watcher_config import HfSourceConfig
 from watcher.faults import SourceFault
 from watcher.snapshot import RepoSnapshot
@@ -81,8 +82,9 @@ class HfSource:
     def __init__(self, config: HfSourceConfig, settings: Settings) -> None:
         install()
         self.config = config
-        self._endpoint = config.endpoint.rstrip("/")
-        self._host = urlsplit(self._endpoint).netloc
+        self._endpoint = config.endpoint.rstrip("/")  # user-info, if any, is sent as basic auth
+        self._public = redact_userinfo(self._endpoint)  # what events and logs may show
+        self._host = urlsplit(self._public).netloc
         token = self._token(settings)
         self._has_token = token is not None
         # token=False: never fall back to a token saved on this machine (it could be sent
@@ -108,14 +110,14 @@ class HfSource:
 
     @property
     def endpoint(self) -> str:
-        return self._endpoint
+        return self._public
 
     @property
     def has_token(self) -> bool:
         return self._has_token
 
     def location(self, repo_id: str) -> str:
-        return self._endpoint
+        return self._public
 
     def _scope(self) -> Any:
         return hub_scope(

@@ -18,6 +18,7 @@ Outside a scope (other code in the same process) requests pass through unchanged
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,9 +32,11 @@ from huggingface_hub import set_client_factory
 from huggingface_hub.utils import parse_ratelimit_headers
 from huggingface_hub.utils._http import hf_request_event_hook
 
+from uptake.urls import redact_userinfo
 from watcher.faults import SourceFault
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_DELAY_SECONDS = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,12 @@ _install_lock = threading.Lock()
 
 
 def retry_after_s(headers: httpx2.Headers) -> float | None:
-    """Seconds the server asked us to wait: ``RateLimit`` (IETF draft) or ``Retry-After``."""
-    info = parse_ratelimit_headers(headers)
+    """Seconds the server asked us to wait: ``RateLimit`` (IETF draft) or ``Retry-After``
+    (delay-seconds or an HTTP-date). Unbounded here; the backoff clamps it to ``backoff_max``."""
+    try:
+        info = parse_ratelimit_headers(headers)
+    except (ValueError, OverflowError):
+        info = None
     hint: float | None = None
     if info is not None and info.remaining == 0:
         hint = float(info.reset_in_seconds)
@@ -59,13 +66,15 @@ def retry_after_s(headers: httpx2.Headers) -> float | None:
     if value:
         value = value.strip()
         seconds: float | None = None
-        if value.isdigit():
-            seconds = float(value)
+        if _DELAY_SECONDS.fullmatch(value):
+            seconds = float(value)  # a thousand digits: inf, which the clamp handles
         else:
             try:
                 when = parsedate_to_datetime(value)
+                if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
+                    when = when.replace(tzinfo=UTC)
                 seconds = max(0.0, (when - datetime.now(UTC)).total_seconds())
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError, IndexError):
                 seconds = None
         if seconds is not None:
             hint = max(hint or 0.0, seconds)
@@ -85,7 +94,7 @@ class WatcherTransport(httpx2.BaseTransport):
             raise SourceFault("network", f"refused request to {host}: not the source endpoint")
         request.extensions["timeout"] = httpx2.Timeout(scope.timeout_s).as_dict()
         scope.on_request()
-        where = f"{request.method} {request.url.copy_with(query=None)}"
+        where = f"{request.method} {redact_userinfo(str(request.url.copy_with(query=None)))}"
         try:
             response = self._inner.handle_request(request)
         except httpx2.TimeoutException as exc:
