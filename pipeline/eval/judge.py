@@ -7,6 +7,10 @@ with a short backoff. Verdicts are cached on disk by (judge model, criterion in 
 response hash), so re-grading the same outputs costs nothing and a rerun after a failure
 resumes where it stopped. A judge that never gives a valid verdict fails the run: a silent
 "fail" would bias the metrics that promotion rests on.
+
+``timeout_s`` bounds each request as a whole (``uptake.http_limits``), not each socket read,
+and an answer over ``MAX_RESPONSE_BYTES`` is refused: a judge that drips its reply or floods
+it cannot hold an evaluation or its memory.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.eval.suite import Criterion, JudgeCheck, Task
 from uptake.errors import DependencyError
+from uptake.http_limits import ResponseTooLarge, limited_client
 from uptake.settings import JudgeSettings
+
+MAX_RESPONSE_BYTES = 1 << 20  # a verdict is a few hundred bytes; a chat completion rarely 10 KiB
 
 SYSTEM_PROMPT = (
     "You are a strict grader of legal work product. You are given a task, a response to it, "
@@ -119,7 +126,12 @@ class Judge:
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self._url = str(settings.base_url).rstrip("/") + "/chat/completions"
-        self._client = httpx.Client(headers=headers, timeout=settings.timeout_s)
+        self._client = limited_client(
+            deadline_s=settings.timeout_s,
+            max_bytes=MAX_RESPONSE_BYTES,
+            headers=headers,
+            timeout=settings.timeout_s,
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -196,6 +208,8 @@ class Judge:
             raise _Retryable(
                 f"timed out after {self.settings.timeout_s:g}s at {self._url}"
             ) from None
+        except ResponseTooLarge as exc:
+            raise JudgeError(f"judge endpoint {self._url} answered too much: {exc}") from None
         except httpx.TransportError as exc:
             raise _Retryable(f"cannot reach {self._url}: {exc}") from None
         if resp.status_code == 429 or resp.status_code >= 500:

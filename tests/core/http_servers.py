@@ -17,8 +17,9 @@ Mode = Literal["drip_body", "drip_headers", "flood", "declared_huge", "ok"]
 class HostileServer:
     """Answers every request according to ``mode``:
 
-    - ``drip_body``: headers at once (Content-Length 100000), then one body byte per ``interval_s``;
-    - ``drip_headers``: the status line and headers one byte per ``interval_s``;
+    - ``drip_body``: headers at once (Content-Length 100000), then one body byte per
+      ``interval_s``, closing after ``drip_bytes`` (so a client without a deadline ends too);
+    - ``drip_headers``: the status line and headers one byte per ``interval_s``, as long;
     - ``flood``: a close-delimited 200 body of ``flood_bytes`` (no Content-Length), sent fast;
     - ``declared_huge``: a 200 declaring Content-Length of ``flood_bytes``, then the bytes;
     - ``ok``: ``body`` at once with status 200.
@@ -29,11 +30,13 @@ class HostileServer:
         mode: Mode,
         *,
         interval_s: float = 0.2,
+        drip_bytes: int = 100000,
         flood_bytes: int = 50 << 20,
         body: bytes = b'{"ok": true}',
     ) -> None:
         self.mode = mode
         self.interval_s = interval_s
+        self.drip_bytes = drip_bytes
         self.flood_bytes = flood_bytes
         self.body = body
         self.requests = 0
@@ -93,7 +96,7 @@ class HostileServer:
             self.sent += len(data)
 
     def _drip(self, conn: socket.socket, data: bytes) -> None:
-        for i in range(len(data)):
+        for i in range(min(len(data), self.drip_bytes)):
             if self._stop.wait(self.interval_s):
                 return
             self._send(conn, data[i : i + 1])

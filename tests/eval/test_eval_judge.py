@@ -9,8 +9,15 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.eval import load_suite, run_eval
-from pipeline.eval.judge import CORRECTION, Judge, JudgeError, parse_verdict
+from pipeline.eval.judge import (
+    CORRECTION,
+    MAX_RESPONSE_BYTES,
+    Judge,
+    JudgeError,
+    parse_verdict,
+)
 from pipeline.eval.suite import Criterion, Task
+from tests.core.http_servers import HostileServer
 from tests.eval.helpers import ScriptedJudge, task, write_suite
 from uptake.errors import InputError
 from uptake.settings import JudgeSettings
@@ -222,3 +229,30 @@ def test_run_eval_with_judge(
         judge_cache_dir=tmp_path / "cache",
     )
     assert len(server.requests) == 6
+
+
+def test_a_judge_that_drips_its_answer_fails_at_the_deadline() -> None:
+    # one byte every 0.2 s for 6 s: each read is quick, so only a total deadline stops it
+    with HostileServer("drip_body", drip_bytes=30) as server:
+        start = time.monotonic()
+        with (
+            Judge(
+                settings(f"http://127.0.0.1:{server.port}/v1", timeout_s=1.0, max_retries=1),
+                backoff_s=0,
+            ) as judge,
+            pytest.raises(JudgeError) as info,
+        ):
+            judge.grade(TASK, CRITERION, "resp")
+    assert time.monotonic() - start < 4.0  # two attempts of 1 s each
+    assert "timed out after 1s" in str(info.value) and server.requests == 2
+
+
+def test_a_judge_that_floods_its_answer_is_refused() -> None:
+    with (
+        HostileServer("flood", flood_bytes=20 << 20) as server,
+        Judge(settings(f"http://127.0.0.1:{server.port}/v1"), backoff_s=0) as judge,
+        pytest.raises(JudgeError, match="answered too much") as info,
+    ):
+        judge.grade(TASK, CRITERION, "resp")
+    assert f"limit {MAX_RESPONSE_BYTES} bytes" in str(info.value)
+    assert server.requests == 1 and server.sent < 10 << 20  # not retried, not read to the end
