@@ -144,6 +144,12 @@ def eval_command(
         int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples.")
     ] = 2000,
     config: Annotated[Path | None, typer.Option("--config", help="uptake YAML config.")] = None,
+    repo_id: Annotated[
+        str | None,
+        typer.Option(
+            "--repo-id", help="Hub repo the model came from (matched against the allow-list)."
+        ),
+    ] = None,
 ) -> None:
     """Score a model on a rubric suite: all-pass and criterion pass rates, per area, with CIs."""
     from rich.console import Console
@@ -198,6 +204,8 @@ def eval_command(
             judge_cache_dir=settings.state_dir / "judge-cache",
             n_boot=bootstrap,
             progress=hook,
+            allowlist=settings.trust_remote_code_allowlist,
+            repo_id=repo_id,
         )
     comparison = compare(base, result, n_boot=bootstrap, seed=seed) if base is not None else None
     summary = result.summary()

@@ -4,16 +4,17 @@ Both turn chat messages into one greedy completion per task, so any model — a 
 post-trained checkpoint, its base model, the champion behind serving, a closed API — is
 scored by the same graders on the same prompts.
 
-The transformers backend loads safetensors only, never runs remote code, decodes greedily in
-batches with left padding (prompts sorted by length, so little padding), and puts bf16 on
-CUDA. A tokenizer without a chat template gets ``FALLBACK_CHAT_TEMPLATE`` (ChatML as plain
-text), which is what docs/evaluation.md documents.
+The transformers backend loads through ``uptake.models`` like training and serving:
+safetensors only, a model's own code only when its source is allow-listed (the same decision
+training makes), bf16 on CUDA. It decodes greedily in batches with left padding (prompts sorted
+by length, so little padding). A tokenizer without a chat template gets ChatML
+(``uptake/models/templates/chatml.jinja``), which is what docs/evaluation.md documents.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -23,15 +24,9 @@ import httpx
 from pydantic import BaseModel
 
 from uptake.errors import DependencyError, InputError
+from uptake.models import chatml, load_model_and_tokenizer
+from uptake.models.chat_templates import CHATML_STOP_TEXTS
 
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-_STOP_TEXTS = ("<|im_end|>", "<|im_start|>")
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SMALL_MODEL_PARAMS = 20_000_000  # below this, CPU generation uses one torch thread by default
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
@@ -59,34 +54,19 @@ class Backend(Protocol):
 
 def _cut_at_stop_text(text: str) -> str:
     """A fallback-template model may spell the turn end as text: cut there."""
-    for stop in _STOP_TEXTS:
+    for stop in CHATML_STOP_TEXTS:
         index = text.find(stop)
         if index >= 0:
             text = text[:index]
     return text.strip()
 
 
-def check_model_dir(path: Path) -> None:
-    """Refuse directories that are missing, config-less, or carry only pickle weights."""
-    if not path.is_dir():
-        raise InputError(f"model directory not found: {path}")
-    if not (path / "config.json").is_file():
-        raise InputError(f"not a transformers model directory (no config.json): {path}")
-    files = [p.name for p in path.iterdir() if p.is_file()]
-    if any(name.endswith(".safetensors") for name in files):
-        return
-    pickles = sorted(name for name in files if name.endswith(_PICKLE_SUFFIXES))
-    if pickles:
-        raise InputError(
-            f"refusing to load {path}: only pickle weights ({', '.join(pickles[:3])}); "
-            "uptake loads "
-            "safetensors only — convert the checkpoint to .safetensors"
-        )
-    raise InputError(f"no .safetensors weights in model directory {path}")
-
-
 class TransformersBackend:
-    """A local model directory, loaded once; ``generate`` can be called many times."""
+    """A local model directory, loaded once; ``generate`` can be called many times.
+
+    ``allowlist`` (settings' ``trust_remote_code_allowlist``) and ``repo_id`` (the hub repo the
+    model came from) decide whether a model that needs its own code may run it, as in training.
+    """
 
     name = "transformers"
 
@@ -97,34 +77,25 @@ class TransformersBackend:
         device: str = "auto",
         seed: int = 0,
         threads: int | None = None,
+        allowlist: Iterable[str] = (),
+        repo_id: str | None = None,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = Path(model_dir)
-        check_model_dir(path)
+        loaded = load_model_and_tokenizer(path, allowlist=allowlist, repo_id=repo_id, device=device)
         self.model_name = str(path)
         self.seed = seed
         self.threads = threads
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-            model = AutoModelForCausalLM.from_pretrained(
-                path, trust_remote_code=False, use_safetensors=True, dtype=self.dtype
-            )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"cannot load model from {path}: {first}") from None
+        self.device = loaded.device
+        self.dtype = loaded.dtype
+        self.trust_remote_code = loaded.remote_code.trust_remote_code
+        tokenizer, model = loaded.tokenizer, loaded.model
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             if tokenizer.eos_token_id is None:
                 raise InputError(f"tokenizer in {path} has neither a pad nor an EOS token")
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
-        self.model = model.to(self.device).eval()
+        self.model = model
         self.uses_fallback_template = not getattr(tokenizer, "chat_template", None)
         self.eos_ids = self._eos_ids()
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
@@ -147,8 +118,8 @@ class TransformersBackend:
         return sorted(ids)
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        """The prompt text: the model's chat template, or the documented fallback."""
-        template = FALLBACK_CHAT_TEMPLATE if self.uses_fallback_template else None
+        """The prompt text: the model's chat template, or the documented fallback (ChatML)."""
+        template = chatml() if self.uses_fallback_template else None
         return self.tokenizer.apply_chat_template(
             messages, chat_template=template, tokenize=False, add_generation_prompt=True
         )
@@ -370,14 +341,21 @@ def make_backend(
     api_model: str | None = None,
     api_key: str | None = None,
     api_timeout_s: float = 300.0,
+    allowlist: Iterable[str] = (),
+    repo_id: str | None = None,
 ) -> Backend:
-    """Pick the backend; ``auto`` means openai for an http(s) URL, transformers otherwise."""
+    """Pick the backend; ``auto`` means openai for an http(s) URL, transformers otherwise.
+
+    ``allowlist`` and ``repo_id`` decide remote code for a local model (see TransformersBackend).
+    """
     if backend == "auto":
         backend = "openai" if is_url(model) else "transformers"
     if backend == "transformers":
         if is_url(model):
             raise InputError(f"{model} is a URL: use --backend openai for an HTTP endpoint")
-        return TransformersBackend(model, device=device, seed=seed, threads=threads)
+        return TransformersBackend(
+            model, device=device, seed=seed, threads=threads, allowlist=allowlist, repo_id=repo_id
+        )
     if backend == "openai":
         if not is_url(model):
             raise InputError(f"the openai backend needs an http(s) URL, got {model}")

@@ -6,7 +6,7 @@ configured judge, a bad model directory) fails before the first token is generat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,10 +89,14 @@ def run_eval(
     judge_concurrency: int = 4,
     n_boot: int = DEFAULT_BOOTSTRAP,
     progress: ProgressHook | None = None,
+    allowlist: Iterable[str] = (),
+    repo_id: str | None = None,
 ) -> EvalResult:
     """Score ``model`` (a directory, an endpoint URL, or a loaded backend) on ``suite``.
 
-    ``max_new_tokens`` overrides every task's and the suite's limit when given.
+    ``max_new_tokens`` overrides every task's and the suite's limit when given. ``allowlist``
+    (settings' ``trust_remote_code_allowlist``) and ``repo_id`` decide, as in training, whether
+    a local model that needs its own code may run it.
     """
     require_judge(suite, judge)
     if batch_size < 1:
@@ -108,6 +112,8 @@ def run_eval(
             api_model=api_model,
             api_key=api_key,
             api_timeout_s=api_timeout_s,
+            allowlist=allowlist,
+            repo_id=repo_id,
         )
     else:
         engine = model

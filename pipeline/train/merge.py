@@ -5,6 +5,11 @@ base model; the adapted tokenizer (chat template, EOS, pad) and a generation con
 tokens match the template are saved alongside, and weights are safetensors in the base model's
 dtype. Export reads the stage's saved output from disk on the main process only, which works the
 same after a single-process run and after an FSDP run (where the in-memory model is sharded).
+
+An allow-listed model that needs its own code gets every code file its ``auto_map`` needs
+(relative imports followed) copied from the base into the stage output before it is reloaded,
+and into the export: a saved checkpoint keeps ``configuration_x.py`` but not ``modeling_x.py``.
+A code file that is a link leading out of the base directory is refused, never copied.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import json
 import shutil
 from pathlib import Path
 from typing import Any
+
+from uptake.models import copy_code_files, load_weights
 
 PROVENANCE_FILE = "uptake_training.json"
 
@@ -42,20 +49,19 @@ def export_model(
 
     ``base`` is the adapted base model (embeddings already resized) when the stage trained a LoRA
     adapter, None after full fine-tuning, whose stage output is itself a complete model.
+    ``code_dir`` is the allow-listed base whose code the model needs (None: no remote code).
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
     if base is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(base, str(stage_output)).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            stage_output,
-            use_safetensors=True,
-            dtype=torch.float32,
-            trust_remote_code=code_dir is not None,
+        if code_dir is not None:  # the checkpoint lacks some of the code it was saved with
+            copy_code_files(code_dir, stage_output)
+        model = load_weights(
+            stage_output, trust_remote_code=code_dir is not None, dtype=torch.float32
         )
     model = model.to(save_dtype)
     model.config.dtype = save_dtype
@@ -71,9 +77,7 @@ def export_model(
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     if code_dir is not None:  # allow-listed remote-code models: ship their code with the weights
-        for py in code_dir.glob("*.py"):
-            if not (tmp / py.name).exists():
-                shutil.copy2(py, tmp / py.name)
+        copy_code_files(code_dir, tmp)
     (tmp / PROVENANCE_FILE).write_text(
         json.dumps(provenance, indent=2, default=str), encoding="utf-8"
     )

@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request
 
 from pipeline.eval import run_eval
 from pipeline.eval.generate import (
-    FALLBACK_CHAT_TEMPLATE,
     GenRequest,
     OpenAIBackend,
     TransformersBackend,
@@ -20,6 +19,7 @@ from pipeline.eval.generate import (
 )
 from tests.eval.helpers import LoopbackServer, ScriptedJudge, completion
 from uptake.errors import DependencyError, InputError
+from uptake.models import chatml
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 
@@ -80,7 +80,7 @@ def test_fallback_template_without_chat_template(tmp_path: Path) -> None:
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
-    assert "<|im_start|>" in FALLBACK_CHAT_TEMPLATE
+    assert "<|im_start|>" in chatml()
     out = backend.generate([GenRequest(messages=messages, max_new_tokens=5)], 1)
     assert out[0].n_tokens == 5
 

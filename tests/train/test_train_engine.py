@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.train import TrainProgress, load_recipe, preflight, train
 from pipeline.train.merge import PROVENANCE_FILE
-from pipeline.train.preflight import CHATML_TEMPLATE
 from tests.train.conftest import EXPECTED_ADAPTERS
 from tests.train.helpers import (
     corpus,
@@ -23,6 +22,7 @@ from tests.train.helpers import (
     write_recipe,
 )
 from uptake.errors import InputError
+from uptake.models import chatml_training
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 PROMPT = [{"role": "user", "content": "Write a memo on a tax matter for Ana."}]
@@ -80,7 +80,7 @@ def test_same_recipe_trains_each_architecture(arch, tiny_models, tmp_path) -> No
     changed = [k for k in base if k in weights and not torch.equal(base[k], weights[k])]
     assert changed, "merged weights equal the base: the LoRA delta was not merged"
     tok, model, new_tokens = _generate(model_dir)
-    assert tok.chat_template == CHATML_TEMPLATE or "{% generation %}" in tok.chat_template
+    assert tok.chat_template == chatml_training() or "{% generation %}" in tok.chat_template
     assert (
         tok.eos_token == "<|im_end|>"
         and tok.pad_token_id not in model.generation_config.eos_token_id

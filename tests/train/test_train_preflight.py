@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from pipeline.train import PreflightError, load_recipe, preflight, train
-from pipeline.train.preflight import CHATML_TEMPLATE, end_of_turn_token, run_preflight
+from pipeline.train.preflight import end_of_turn_token, run_preflight
 from tests.train.conftest import EXPECTED_ADAPTERS
 from tests.train.helpers import edit_json, make_remote_code_model, write_recipe
+from uptake.models import chatml_training
 
 LLAMA2_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
@@ -46,7 +47,7 @@ def test_each_architecture_gets_exactly_the_adapters_it_needs(arch, tiny_models,
 def test_adapted_tokenizer_masks_assistant_content_and_end_of_turn(tiny_models, recipe) -> None:
     prepared = run_preflight(tiny_models["gpt2"], recipe)
     tok = prepared.tokenizer
-    assert tok.chat_template == CHATML_TEMPLATE
+    assert tok.chat_template == chatml_training()
     messages = [{"role": "user", "content": "question"}, {"role": "assistant", "content": "answer"}]
     out = tok.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
@@ -148,7 +149,7 @@ def test_unknown_template_without_markers_gets_chatml_fallback(model_copy, recip
     prepared = run_preflight(model, recipe)
     adapter = prepared.report.adapter("chat_template")
     assert adapter.action == "fallback_chatml" and "not a template TRL can patch" in adapter.reason
-    assert prepared.tokenizer.chat_template == CHATML_TEMPLATE
+    assert prepared.tokenizer.chat_template == chatml_training()
 
 
 def test_markers_that_leave_out_the_end_of_turn_are_replaced(model_copy, recipe) -> None:
