@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.train import TrainProgress, load_recipe, train
-from pipeline.train.trainer import last_checkpoint
+from pipeline.train.run_dir import last_checkpoint
 from tests.train.helpers import corpus, memo_rows, train_argv, write_recipe
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 

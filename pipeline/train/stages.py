@@ -1,0 +1,201 @@
+"""One stage runner for SFT and DPO: train with TRL (or reuse a finished stage), then export.
+
+A stage is described by a ``StagePlan`` (what it trains on, which model it starts from, where its
+merged model goes) and runs under a ``StageContext`` shared by every stage of the run (recipe,
+preflight report, hardware, dtypes, provenance). Both are plain values passed in, so a stage
+reads nothing that a later stage rebinds. The stages differ only in the TRL trainer and config
+they build (``SFTTrainer``/``SFTConfig``, ``DPOTrainer``/``DPOConfig``, see ``config.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.train.config import dpo_config, lora_config, sft_config
+from pipeline.train.data import to_dataset
+from pipeline.train.hardware import ResolvedHardware
+from pipeline.train.merge import export_model
+from pipeline.train.preflight import PreflightReport, Prepared, adapt_model, load_model
+from pipeline.train.recipe import Recipe
+from pipeline.train.results import ProgressHook, StageResult
+from pipeline.train.run_dir import StageDir, has_model, last_checkpoint, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+StageName = Literal["sft", "dpo"]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage of one run shares."""
+
+    recipe: Recipe
+    report: PreflightReport
+    hardware: ResolvedHardware
+    train_dtype: Any  # torch dtype of the weights being trained
+    save_dtype: Any  # torch dtype of the exported model (the base checkpoint's own)
+    merge_in_save_dtype: bool  # a big model is merged in its 16-bit dtype, not in fp32
+    provenance: dict[str, Any]  # written into every exported model
+    code_dir: Path | None  # an allow-listed remote-code base: its code ships with the model
+    resume: bool
+    on_progress: ProgressHook | None
+
+    @property
+    def lora(self) -> bool:
+        return self.recipe.lora is not None
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: its data, the model it starts from, and where its merged model goes."""
+
+    name: StageName
+    rows: list[dict[str, Any]]
+    prepared: Prepared  # tokenizer, config and model class the stage loads with
+    start: Path | None  # None: the base model, adapted by preflight; else an earlier stage's model
+    target: Path
+    paths: StageDir
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def free_memory() -> None:
+    """Return memory of models the caller has just ``del``-ed (the next stage needs it)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_stage(plan: StagePlan, ctx: StageContext, earlier: Sequence[StageResult]) -> StageResult:
+    """Train the stage unless a previous attempt finished it, then export its merged model
+    unless that exists too. ``earlier``: the results of the stages before this one."""
+    result = plan.paths.stored() if ctx.resume else None
+    if result is None:
+        result = _train_stage(plan, ctx)
+        wait_for_everyone()
+    if not has_model(plan.target) and is_main_process():
+        _export_stage(plan, ctx, [*(s.name for s in earlier), plan.name])
+    wait_for_everyone()
+    return result
+
+
+def _load_start_model(plan: StagePlan, ctx: StageContext, dtype: Any) -> tuple[Any, list[int]]:
+    """The model the stage starts from, and the ids of tokens preflight added to it (those
+    embedding rows are untrained); an earlier stage's output is already adapted."""
+    model = load_model(plan.prepared, dtype=dtype, model_dir=plan.start)
+    if plan.start is not None:
+        return model, []
+    return model, adapt_model(model, plan.prepared, ctx.recipe.seed)
+
+
+def _build_trainer(plan: StagePlan, ctx: StageContext, callback: Any) -> Any:
+    """The TRL trainer for the stage, on a freshly loaded start model."""
+    from trl import DPOTrainer, SFTTrainer
+
+    model, added_ids = _load_start_model(plan, ctx, ctx.train_dtype)
+    common = {
+        "model": model,
+        "train_dataset": to_dataset(plan.rows),
+        "processing_class": plan.prepared.tokenizer,
+        "peft_config": lora_config(ctx.recipe, added_ids, model),
+        "callbacks": [callback],
+    }
+    output_dir = plan.paths.checkpoints
+    if plan.name == "sft":
+        args = sft_config(ctx.recipe, ctx.report, ctx.hardware, output_dir)
+        return SFTTrainer(args=args, **common)
+    # LoRA's reference model is the base under the adapter; full fine-tuning needs a copy.
+    ref = None if ctx.lora else _load_start_model(plan, ctx, ctx.train_dtype)[0]
+    args = dpo_config(ctx.recipe, ctx.report, ctx.hardware, output_dir)
+    return DPOTrainer(ref_model=ref, args=args, **common)
+
+
+def _train_stage(plan: StagePlan, ctx: StageContext) -> StageResult:
+    from transformers import PrinterCallback, set_seed
+
+    from pipeline.train.progress import ProgressCallback
+
+    set_seed(ctx.recipe.seed)
+    callback = ProgressCallback(plan.name, ctx.on_progress)
+    trainer = _build_trainer(plan, ctx, callback)
+    trainer.remove_callback(PrinterCallback)
+    result = _train_and_save(trainer, plan.paths, callback, ctx.resume)
+    del trainer, callback
+    free_memory()
+    return result
+
+
+def _resume_point(stage: StageDir, resume: bool) -> tuple[Path | None, int | None, int | None]:
+    """(checkpoint to resume from, its global step, its tokens seen), or Nones."""
+    ckpt = last_checkpoint(stage.checkpoints) if resume else None
+    if ckpt is None:
+        return None, None, None
+    state = read_json(ckpt / "trainer_state.json") or {}
+    step = int(state.get("global_step", 0))
+    log.info("%s: resuming from %s (step %s)", stage.name, ckpt, step)
+    return ckpt, step, int(state.get("num_input_tokens_seen", 0))
+
+
+def _train_and_save(trainer: Any, stage: StageDir, callback: Any, resume: bool) -> StageResult:
+    """Train (resuming from the last complete checkpoint if asked), save the stage output."""
+    ckpt, resumed_step, tokens_before = _resume_point(stage, resume)
+    output = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    trainer.save_model(str(stage.final))
+    state = trainer.state
+    runtime = float(output.metrics.get("train_runtime", 0.0))
+    tokens = int(state.num_input_tokens_seen or 0)
+    session_tokens = tokens - (tokens_before or 0)
+    losses = [(int(e["step"]), float(e["loss"])) for e in state.log_history if "loss" in e]
+    result = StageResult(
+        name=stage.name,
+        steps=state.global_step,
+        tokens=tokens,
+        session_steps=state.global_step - (resumed_step or 0),
+        session_tokens=session_tokens,
+        train_runtime_s=runtime,
+        tokens_per_s=session_tokens / runtime if runtime > 0 else 0.0,
+        final_loss=losses[-1][1] if losses else None,
+        mean_loss=float(output.training_loss) if output.training_loss is not None else None,
+        resumed_from_step=resumed_step,
+        losses=losses or callback.losses,
+    )
+    if is_main_process():
+        write_json(stage.done, result.model_dump(mode="json"))
+    return result
+
+
+def _export_stage(plan: StagePlan, ctx: StageContext, stage_names: list[str]) -> None:
+    """Merge the stage's output into ``plan.target`` (main process only: it reads from disk)."""
+    base = None
+    if ctx.lora:  # the adapter is merged into the model the stage started from
+        dtype = ctx.save_dtype if ctx.merge_in_save_dtype else None
+        base, _ = _load_start_model(plan, ctx, dtype)
+    export_model(
+        base=base,
+        stage_output=plan.paths.final,
+        save_dtype=ctx.save_dtype,
+        tokenizer=plan.prepared.tokenizer,
+        stop_token_ids=plan.prepared.stop_token_ids,
+        out_dir=plan.target,
+        provenance={**ctx.provenance, "stages": stage_names},
+        code_dir=ctx.code_dir,
+    )
+    del base
+    free_memory()
