@@ -2,8 +2,9 @@
 
 A channel that is down (timeouts, 5xx) only delays its own queue; nothing upstream waits
 for it — the consumer has already committed once the rows were queued. After
-``max_attempts`` (or at once for a permanent error: a 4xx, a missing secret) a delivery is
-marked ``failed`` and logged. A resolve is never sent before the trigger of the same key.
+``max_attempts`` (or at once for a permanent error: a 4xx, a missing secret, a malformed
+URL, anything else that stops an attempt) a delivery is marked ``failed`` with the reason.
+A resolve is never sent before the trigger of the same key.
 """
 
 from __future__ import annotations
@@ -92,12 +93,15 @@ class ChannelDispatcher:
         return attempted
 
     def _attempt(self, row: sa.Row) -> SendResult:
-        alert = Alert.model_validate_json(row.alert)
         try:
+            alert = Alert.model_validate_json(row.alert)
             request = build_request(alert, self.channel, f"uptake-{row.id}")
+            return post(request, self.channel.timeout_s)
         except ChannelNotReady as exc:
             return SendResult(ok=False, retryable=False, error=str(exc))
-        return post(request, self.channel.timeout_s)
+        except Exception as exc:  # a row that can never be sent must not loop: fail it, say why
+            log.exception("alert channel %s: delivery %s cannot be attempted", self.name, row.id)
+            return SendResult(ok=False, retryable=False, error=f"{type(exc).__name__}: {exc}")
 
     def _record(self, row: sa.Row, result: SendResult) -> None:
         t = db.alert_deliveries

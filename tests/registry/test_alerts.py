@@ -16,6 +16,7 @@ from registry.alerts.router import enqueue
 from registry.alerts.rules import alerts_for
 from registry.alerts.service import AlerterService
 from registry.db import make_engine
+from tests.core.http_servers import HostileServer
 from tests.registry.helpers import Endpoint, wait_for
 from uptake.bus import EventProducer, ensure_topics
 from uptake.events import (
@@ -258,3 +259,50 @@ def test_alerter_consumes_the_bus_with_severity_routing_and_dedup(
         ]
     )
     assert sorted(b["alert"]["kind"] for b in hook.bodies()) == ["dead_letter", "rollback"]
+
+
+def _deliveries(engine, channel: str) -> list[sa.Row]:
+    with engine.connect() as conn:
+        t = db.alert_deliveries
+        return conn.execute(sa.select(t).where(t.c.channel == channel)).all()
+
+
+def test_a_malformed_channel_url_fails_the_delivery_with_the_reason(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Endpoint() as slack, Endpoint(default=202) as pd:
+        s = alert_settings(settings, monkeypatch, slack, pd, "http://[::1/hook")  # InvalidURL
+        monkeypatch.setenv("TEST_SLACK_URL", "hooks.slack.example/T0/B0/secret")  # no scheme
+        engine = make_engine(s)
+        for alert in alerts_for(LETTER, s.alerts):
+            enqueue(engine, alert, s.alerts)
+        dispatchers = drain(engine, s.alerts)  # raised InvalidURL out of deliver_due before
+    for name in ("audit", "slack"):
+        (row,) = _deliveries(engine, name)
+        assert row.status == "failed" and row.attempts == 1, name  # at once, not retried
+        assert row.last_error.startswith("invalid channel URL: "), row.last_error
+        assert "secret" not in row.last_error  # a Slack URL is a secret: never echoed
+        assert dispatchers[name].failed == 1
+
+
+def test_a_channel_that_drips_its_answer_is_cut_at_its_timeout(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one byte of the status line every 0.2 s for 6 s: every read is quick, the call is not
+    with (
+        Endpoint() as slack,
+        Endpoint(default=202) as pd,
+        HostileServer("drip_headers", drip_bytes=30) as hook,
+    ):
+        s = alert_settings(settings, monkeypatch, slack, pd, hook.url)  # audit: timeout_s 1
+        engine = make_engine(s)
+        for alert in alerts_for(LETTER, s.alerts):
+            enqueue(engine, alert, s.alerts)
+        start = time.monotonic()
+        drain(engine, s.alerts)
+        took = time.monotonic() - start
+    (row,) = _deliveries(engine, "audit")
+    assert row.status == "failed" and row.attempts == 4  # max_attempts of 1 s each
+    assert "deadline" in row.last_error, row.last_error
+    assert took < 10, took  # without a total deadline: 4 x 6 s
+    assert len(slack.received) == 1  # the other channels were not held up
