@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             kind="hf",
             endpoint=hub.url,
             authors=authors,
-            interval=args.interval,
-            timeout=10.0,
+            interval_s=args.interval,
+            timeout_s=10.0,
             concurrency=args.concurrency,
             filters=Filters(pipeline_tags=["text-generation"], exclude=["*-GGUF"]),
         )

@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection, Engine
 
 from registry import db
-from registry.mlflow_registry import HISTORY_TAG_PREFIX, Registry
+from registry.mlflow_registry import Registry
 from uptake.events import GateCheck
+from uptake.mlflow_contract import HISTORY_TAG_PREFIX
 
 
 class HistoryEntry(BaseModel):

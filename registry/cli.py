@@ -16,15 +16,23 @@ from rich.console import Console
 from rich.table import Table
 
 from registry import audit
-from registry.approvals import Verdict, set_approval
+from registry.context import Context
 from registry.db import make_engine
-from registry.mlflow_registry import DECISION_REASON_TAG, DECISION_TAG, Registry
-from registry.promotion import Context
+from registry.mlflow_registry import Registry
 from registry.rollback import rollback as do_rollback
 from registry.service import PRODUCER, PromoterService, make_context, resolve
 from uptake.bus import EventProducer
 from uptake.commands import ConfigOption, settings_from
 from uptake.errors import DependencyError, InputError
+from uptake.mlflow_contract import (
+    APPROVAL_APPROVED,
+    APPROVAL_BY_TAG,
+    APPROVAL_REJECTED,
+    APPROVAL_TAG,
+    DECISION_REASON_TAG,
+    DECISION_TAG,
+    ApprovalVerdict,
+)
 from uptake.settings import Settings
 from uptake.stack.probes import mlflow_healthy
 
@@ -90,16 +98,29 @@ def alerter(config: ConfigOption = None) -> None:
         service.stop()
 
 
+def _set_approval(
+    registry: Registry, model: str, version: str, verdict: ApprovalVerdict, by: str
+) -> None:
+    """Exactly the tag a person sets in the MLflow UI, plus who set it (written first)."""
+    registry.set_version_tags(model, version, {APPROVAL_BY_TAG: by})
+    registry.set_version_tags(model, version, {APPROVAL_TAG: verdict})
+
+
 def _verdict(
-    verdict: Verdict, model: str, version: str, config: Path | None, by: str | None, wait: float
+    verdict: ApprovalVerdict,
+    model: str,
+    version: str,
+    config: Path | None,
+    by: str | None,
+    wait: float,
 ) -> None:
     settings = _settings(config)
     registry = Registry(settings.tracking_uri)
     if registry.find_version(model, version) is None:
         raise InputError(f"{model} has no version {version}")
     who = by or getpass.getuser()
-    set_approval(registry, model, version, verdict, who)
-    console.print(f"{model} v{version}: approval={verdict} (by {who})")
+    _set_approval(registry, model, version, verdict, who)
+    console.print(f"{model} v{version}: {APPROVAL_TAG}={verdict} (by {who})")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         tags = registry.version(model, version).tags or {}
@@ -120,14 +141,14 @@ def approve(
     model: Model, version: Version, config: ConfigOption = None, by: By = None, wait: Wait = 0
 ) -> None:
     """Approve a pending candidate: the same as setting its tag approval=approved in MLflow."""
-    _verdict("approved", model, version, config, by, wait)
+    _verdict(APPROVAL_APPROVED, model, version, config, by, wait)
 
 
 def reject(
     model: Model, version: Version, config: ConfigOption = None, by: By = None, wait: Wait = 0
 ) -> None:
     """Reject a pending candidate: the same as setting its tag approval=rejected in MLflow."""
-    _verdict("rejected", model, version, config, by, wait)
+    _verdict(APPROVAL_REJECTED, model, version, config, by, wait)
 
 
 def _change(previous: object, version: object) -> str:

@@ -1,182 +1,182 @@
-"""Assess a candidate against the current champion, and carry a decision out.
+"""The registry's decisions, each in three steps: gather (evidence), judge (gate), enact.
 
-``assess`` reads everything from MLflow at the moment of deciding (so an approval given
-hours later is judged against the champion of *now*). ``enact`` logs the decision to the
-candidate's run, records it once, and — when it promotes — goes through ``promote``.
+Two things start a decision: a candidate arriving (``candidate.registered``, or a version
+adopted by the reconcile loop) and a person's verdict on a pending one (the version tag
+``approval``, set in the MLflow UI or by ``uptake approve/reject``; the webhook and the
+reconcile loop merely tell the promoter to look). Both read the case from MLflow at the moment
+of deciding, so an approval given hours later is judged against the champion of *now*; a
+candidate that no longer beats it is rejected and the decision says why. A promotion that
+loses the alias race (``PromotionConflict``) is undone and decided again.
+
+A redelivered candidate finds its decision and only resumes what may be unfinished (an alias
+move interrupted by a crash, tags not yet mirrored).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from pydantic import BaseModel
-
-from registry import db, gate
+from registry import decision as verdicts
+from registry import gate
+from registry.context import Context
 from registry.decision import Decision
-from registry.evidence import Evidence
-from registry.mlflow_registry import (
+from registry.enact import (
+    PromotionConflict,
+    enact,
+    finish_promotion,
+    mirror_decision,
+    undo_promotion_decision,
+)
+from registry.evidence import Case, gather
+from uptake.events import CandidateRegistered
+from uptake.mlflow_contract import (
+    APPROVAL_BY_TAG,
+    APPROVAL_REJECTED,
     APPROVAL_TAG,
     APPROVAL_VERDICTS,
-    CHALLENGER,
-    DECISION_REASON_TAG,
-    DECISION_TAG,
+    RELEASE_ID_TAG,
 )
-from registry.promotion import Context, promote
-from uptake.events import CandidateRegistered
 
 log = logging.getLogger(__name__)
 
-
-class Assessment(BaseModel):
-    candidate: Evidence
-    champion: Evidence | None
-    result: gate.GateResult
+MAX_RACES = 3
+UI_USER = "mlflow-ui"  # MLflow does not record who set a tag; the CLI adds approval.by
 
 
-def assess(
-    ctx: Context, model: str, version: str, fallback: CandidateRegistered | None = None
-) -> Assessment:
-    """Gate ``version`` against the champion of now (MLflow is read, not cached).
+@dataclass(frozen=True)
+class Candidate:
+    """What identifies a candidate to decide on (from its event, or from MLflow alone)."""
 
-    ``fallback``: the event's own numbers fill what the run does not have (MLflow wins).
-    """
-    reg = ctx.registry
-    cfg = ctx.gate(model)
-    candidate = reg.evidence(model, version)
-    if fallback is not None:
-        candidate = _fill(candidate, fallback)
-    champion_version = reg.champion(model)
-    champion = reg.evidence(model, champion_version) if champion_version else None
-    paired: list | str | None = None
-    if cfg.significance is not None and candidate.run_id:
-        paired = _paired(ctx, candidate, champion)
-    return Assessment(
-        candidate=candidate,
-        champion=champion,
-        result=gate.evaluate(candidate, champion, cfg, paired),
-    )
+    model: str
+    version: str
+    release_id: str
+    run_id: str | None = None
+    event: CandidateRegistered | None = None  # its numbers fill what the run lacks
 
-
-def _fill(candidate: Evidence, event: CandidateRegistered) -> Evidence:
-    given = {
-        "suite_sha": event.suite_sha or None,
-        "all_pass_rate": event.all_pass_rate,
-        "criterion_pass_rate": event.criterion_pass_rate,
-        "base_all_pass_rate": event.base_all_pass_rate,
-        "base_criterion_pass_rate": event.base_criterion_pass_rate,
-        "release_id": event.release_id,
-        "run_id": event.run_id,
-    }
-    missing = {k: v for k, v in given.items() if getattr(candidate, k) is None and v is not None}
-    return candidate.model_copy(update=missing) if missing else candidate
-
-
-def _paired(ctx: Context, candidate: Evidence, champion: Evidence | None) -> list | str:
-    reg = ctx.registry
-    assert candidate.run_id is not None
-    try:
-        mine = reg.task_outcomes(candidate.run_id)
-        if champion is not None:
-            theirs = reg.task_outcomes(champion.run_id) if champion.run_id else None
-        else:
-            theirs = reg.task_outcomes(candidate.run_id, base=True)
-    except ValueError as exc:
-        return f"unreadable per-task results: {exc}"
-    if mine is None or theirs is None:
-        return "per-task results (eval/results.jsonl) are missing"
-    return gate.pair(theirs, mine)
-
-
-def enact(ctx: Context, decision: Decision, *, from_state: str | None = None) -> Decision | None:
-    """Record ``decision`` once and carry it out; None if it was already taken.
-
-    ``from_state``: the candidate state the decision requires (compare-and-set), e.g. an
-    approval acts only on a candidate still ``pending_approval``. The state store is written
-    before the MLflow tags, so whoever sees ``approval=pending`` or ``uptake.decision`` in
-    MLflow finds the decision recorded; a crash in between is repaired by ``mirror_decision``
-    when the event is redelivered.
-    """
-    model, version = decision.registered_model, decision.version
-    if decision.run_id:
-        ctx.registry.log_json(
-            decision.run_id, decision.model_dump(mode="json"), decision.artifact_file
+    @classmethod
+    def of(cls, event: CandidateRegistered) -> Candidate:
+        return cls(
+            event.registered_model, str(event.version), event.release_id, event.run_id, event
         )
-        ctx.registry.set_run_tags(decision.run_id, decision.run_tags())
-    state = "promoting" if decision.outcome == "promoted" else decision.outcome
-    with ctx.store.engine.begin() as conn:
-        if from_state is not None and not ctx.store.transition(
-            conn, model, version, from_state, state
-        ):
-            log.info("%s v%s is no longer %s; nothing to do", model, version, from_state)
+
+
+def _gather(ctx: Context, model: str, version: str, cand: Candidate | None = None) -> Case:
+    cfg = ctx.gate(model)
+    fallback = cand.event if cand is not None else None
+    return gather(
+        ctx.registry,
+        model,
+        version,
+        with_task_outcomes=cfg.significance is not None,
+        fallback=fallback,
+    )
+
+
+def handle_candidate(ctx: Context, event: CandidateRegistered) -> Decision | None:
+    """Decide on a registered candidate exactly once; return the (possibly earlier) decision."""
+    return decide_once(ctx, Candidate.of(event))
+
+
+def decide_once(ctx: Context, cand: Candidate) -> Decision | None:
+    with ctx.locks.hold(cand.model):
+        existing = ctx.store.decision(cand.model, cand.version, "gate")
+        if existing is not None and resume(ctx, cand.model, cand.version):
+            log.info("%s v%s: decided before (duplicate)", cand.model, cand.version)
+            ctx.flush()
+            return existing
+        return decide_candidate(ctx, cand)
+
+
+def decide_candidate(ctx: Context, cand: Candidate) -> Decision | None:
+    """Gather, judge, enact; a lost alias race means all three again."""
+    model, version = cand.model, cand.version
+    for _ in range(MAX_RACES):
+        case = _gather(ctx, model, version, cand)
+        if case.champion is not None and case.champion.version == version:
+            log.info("%s v%s is already the champion; nothing to decide", model, version)
             return None
-        if not ctx.store.record_decision(conn, decision):
-            log.info("%s v%s already has a %s decision", model, version, decision.kind)
+        cfg = ctx.gate(model)
+        decision = verdicts.gate_decision(
+            model, version, cand.release_id, cand.run_id, cfg.mode, case, gate.judge(case, cfg)
+        )
+        try:
+            return enact(ctx, decision)
+        except PromotionConflict as exc:
+            log.warning("%s", exc)
+            undo_promotion_decision(ctx, decision, back_to=None)
+    raise PromotionConflict(f"{model} v{version}: the champion kept moving; try later")
+
+
+def handle_approval(ctx: Context, model: str, version: str, source: str) -> Decision | None:
+    """Act on the ``approval`` tag of a pending candidate; None when there is nothing to do."""
+    with ctx.locks.hold(model):
+        if ctx.store.candidate_state(model, version) != "pending_approval":
             return None
-        if from_state is None:
-            ctx.store.set_state(
-                conn, model, version, state, release_id=decision.release_id, run_id=decision.run_id
-            )
-        if decision.outcome != "promoted":
-            ctx.outbox.add(conn, decision.to_event(ctx.producer))
-    if decision.outcome == "promoted":
-        finish_promotion(ctx, decision)
-    else:
-        mirror_decision(ctx, decision)
-        ctx.flush()
-    log.info("%s v%s: %s (%s)", model, version, decision.outcome, decision.reason)
-    return decision
-
-
-def mirror_decision(ctx: Context, decision: Decision, *, keep_verdict: bool = False) -> None:
-    """The MLflow side of a pending or rejected decision: challenger alias, then tags
-    (``approval=pending`` last: it is what people and the UI act on). Idempotent.
-
-    ``keep_verdict`` (repairs after a redelivery): an ``approval`` a person has already set
-    to approved or rejected is left alone — writing ``pending`` over it would lose it.
-    """
-    model, version = decision.registered_model, decision.version
-    reg = ctx.registry
-    if decision.outcome == "pending_approval":
-        reg.set_alias(model, CHALLENGER, version)
-    elif decision.outcome == "rejected" and reg.aliases(model).get(CHALLENGER) == version:
-        reg.delete_alias(model, CHALLENGER)
-    tags: dict[str, object] = {DECISION_TAG: decision.outcome, DECISION_REASON_TAG: decision.reason}
-    if decision.outcome == "pending_approval":
-        verdict = reg.version(model, version).tags.get(APPROVAL_TAG) if keep_verdict else None
+        mv = ctx.registry.find_version(model, version)
+        if mv is None:
+            log.warning("%s v%s is pending but no longer exists in MLflow", model, version)
+            return None
+        tags = mv.tags or {}
+        verdict = tags.get(APPROVAL_TAG)
         if verdict not in APPROVAL_VERDICTS:
-            tags[APPROVAL_TAG] = "pending"
-    reg.set_version_tags(model, version, tags)
-
-
-def finish_promotion(ctx: Context, decision: Decision) -> None:
-    """Move the alias for a recorded ``promoted`` decision (also used to resume one)."""
-    promote(
-        ctx,
-        decision.registered_model,
-        decision.version,
-        expected_champion=decision.champion_version,
-        reason="promotion",
-        decided_by=decision.decided_by,
-        detail=decision.reason,
-        decision=decision,
-    )
-    ctx.registry.set_version_tags(
-        decision.registered_model,
-        decision.version,
-        {DECISION_TAG: "promoted", DECISION_REASON_TAG: decision.reason},
-    )
-
-
-def undo_promotion_decision(ctx: Context, decision: Decision, back_to: str | None) -> None:
-    """A promotion lost the alias race: forget the decision so that it is taken again."""
-    with ctx.store.engine.begin() as conn:
-        ctx.store.forget_decision(conn, decision.registered_model, decision.version, decision.kind)
-        if back_to is None:
-            conn.execute(
-                db.candidates.delete().where(
-                    db.candidates.c.model == decision.registered_model,
-                    db.candidates.c.version == decision.version,
-                )
+            return None
+        who = f"approval:{tags.get(APPROVAL_BY_TAG) or UI_USER}"
+        gate_decision = ctx.store.decision(model, version, "gate")
+        release_id = gate_decision.release_id if gate_decision else tags.get(RELEASE_ID_TAG)
+        log.info("%s v%s: %s=%s (seen via %s)", model, version, APPROVAL_TAG, verdict, source)
+        if verdict == APPROVAL_REJECTED:
+            decision = verdicts.rejected_by_person(
+                model, version, release_id or "", mv.run_id, who, gate_decision
             )
-        else:
-            ctx.store.set_state(conn, decision.registered_model, decision.version, back_to)
+            return enact(ctx, decision, from_state="pending_approval")
+        for _ in range(MAX_RACES):
+            case = _gather(ctx, model, version)
+            decision = verdicts.approved_decision(
+                model,
+                version,
+                release_id or "",
+                mv.run_id,
+                who,
+                case,
+                gate.judge(case, ctx.gate(model)),
+            )
+            try:
+                return enact(ctx, decision, from_state="pending_approval")
+            except PromotionConflict as exc:
+                log.warning("%s", exc)
+                undo_promotion_decision(ctx, decision, back_to="pending_approval")
+        return None
+
+
+def resume(ctx: Context, model: str, version: str) -> bool:
+    """Finish a recorded promotion whose alias move may not have happened (crash).
+
+    Returns False when the decision had to be undone (the champion moved meanwhile): the
+    caller decides again.
+    """
+    state = ctx.store.candidate_state(model, version)
+    if state in ("pending_approval", "rejected"):
+        decision = ctx.store.decision(model, version, "gate")
+        if decision is not None and decision.outcome == state:
+            # the tags may not have been written (crash); a verdict set since is kept
+            mirror_decision(ctx, decision, keep_verdict=True)
+        return True
+    if state != "promoting":
+        return True
+    for kind in ("approval", "gate"):
+        decision = ctx.store.decision(model, version, kind)
+        if decision is None or decision.outcome != "promoted":
+            continue
+        log.info("%s v%s: resuming an interrupted promotion", model, version)
+        try:
+            finish_promotion(ctx, decision)
+            return True
+        except PromotionConflict as exc:
+            log.warning("%s", exc)
+            back_to = "pending_approval" if kind == "approval" else None
+            undo_promotion_decision(ctx, decision, back_to=back_to)
+            # approvals are re-decided by the reconcile loop; a gate decision by the
+            # redelivered candidate.registered (its offset was not committed)
+            return kind == "approval"
+    return True

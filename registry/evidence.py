@@ -1,10 +1,11 @@
-"""What the gate knows about one model version, read from its MLflow run.
+"""Step 1 of a decision, gather: everything the gate needs about a candidate, read once.
 
-The evaluation engine logs (docs/evaluation.md): tag ``uptake.suite_sha``; metrics
-``all_pass_rate``, ``criterion_pass_rate``, per practice area ``all_pass_rate.<area>`` (with
-``.ci_low``/``.ci_high`` companions), the base model's as ``baseline.*``; and the per-task
-results JSONL as the artifact ``eval/results.jsonl`` (``eval/baseline_results.jsonl`` for the
-base). Those names are the contract this module reads; nothing from ``pipeline`` is imported.
+A decision reads MLflow at the moment of deciding (an approval given hours later is judged
+against the champion of *now*): the candidate's run, the current champion's run, the base
+model's scores logged with the candidate, and — only when the gate tests significance — the
+per-task results of the candidate and its comparator. ``gather`` returns them as one
+``Case``; the gate (step 2) judges it without touching MLflow. The names read are those of
+``uptake.mlflow_contract``, which the evaluation engine writes.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-SUITE_SHA_TAG = "uptake.suite_sha"
-RELEASE_ID_TAG = "uptake.release_id"
-RESULTS_ARTIFACT = "eval/results.jsonl"
-BASE_RESULTS_ARTIFACT = "eval/baseline_results.jsonl"
-ALL_PASS = "all_pass_rate"
-CRITERION = "criterion_pass_rate"
-BASE_PREFIX = "baseline."
-_CI_SUFFIXES = (".ci_low", ".ci_high")
+from registry.mlflow_registry import Registry
+from uptake.events import CandidateRegistered
+from uptake.mlflow_contract import (
+    ALL_PASS_RATE,
+    BASELINE_PREFIX,
+    BASELINE_RESULTS_ARTIFACT,
+    CI_SUFFIXES,
+    CRITERION_PASS_RATE,
+    RELEASE_ID_TAG,
+    RESULTS_ARTIFACT,
+    SUITE_SHA_TAG,
+    UPTAKE_TAG_PREFIX,
+    area_from_metric_key,
+)
 
 
 class TaskOutcome(BaseModel):
@@ -51,17 +58,33 @@ class Evidence(BaseModel):
     base_criterion_pass_rate: float | None = None
 
 
+class TaskOutcomes(BaseModel):
+    """Per-task results of the comparator (champion, else the base model) and the candidate."""
+
+    comparator: list[TaskOutcome]
+    candidate: list[TaskOutcome]
+
+
+class Case(BaseModel):
+    """What the gate judges: the candidate, the champion of now, and per-task outcomes."""
+
+    candidate: Evidence
+    champion: Evidence | None
+    # None: not gathered (no significance test configured); str: why they are unavailable
+    task_outcomes: TaskOutcomes | str | None = None
+
+
 def area_rates(metrics: Mapping[str, float], prefix: str = "") -> dict[str, float]:
-    """Per-practice-area all-pass rates from ``<prefix>all_pass_rate.<area>`` metric names."""
-    head = f"{prefix}{ALL_PASS}."
+    """Per-practice-area all-pass rates (by area name) from ``<prefix>all_pass_rate.<key>``."""
+    head = f"{prefix}{ALL_PASS_RATE}."
     out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if not key.startswith(head) or key.endswith(_CI_SUFFIXES):
+    for name, value in metrics.items():
+        if not name.startswith(head) or name.endswith(CI_SUFFIXES):
             continue
-        area = key[len(head) :]
-        if area in ("ci_low", "ci_high") or not area:
+        key = name[len(head) :]
+        if not key or f".{key}" in CI_SUFFIXES:
             continue
-        out[area] = float(value)
+        out[area_from_metric_key(key)] = float(value)
     return out
 
 
@@ -84,11 +107,11 @@ def evidence_from_run(
         release_id=tags.get(RELEASE_ID_TAG),
         model_uri=model_uri,
         suite_sha=tags.get(SUITE_SHA_TAG),
-        all_pass_rate=metric(ALL_PASS),
-        criterion_pass_rate=metric(CRITERION),
+        all_pass_rate=metric(ALL_PASS_RATE),
+        criterion_pass_rate=metric(CRITERION_PASS_RATE),
         area_all_pass=area_rates(metrics),
-        base_all_pass_rate=metric(BASE_PREFIX + ALL_PASS),
-        base_criterion_pass_rate=metric(BASE_PREFIX + CRITERION),
+        base_all_pass_rate=metric(BASELINE_PREFIX + ALL_PASS_RATE),
+        base_criterion_pass_rate=metric(BASELINE_PREFIX + CRITERION_PASS_RATE),
     )
 
 
@@ -112,3 +135,75 @@ def parse_results_jsonl(text: str) -> list[TaskOutcome]:
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"results line {number}: {type(exc).__name__}: {exc}") from None
     return out
+
+
+def version_evidence(reg: Registry, model: str, version: str) -> Evidence:
+    """Scores of ``model``/``version`` from its run; the version's own uptake.* tags win."""
+    mv = reg.version(model, version)
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    if mv.run_id:
+        metrics, tags = reg.run_data(mv.run_id)
+    own = {k: v for k, v in (mv.tags or {}).items() if k.startswith(UPTAKE_TAG_PREFIX)}
+    return evidence_from_run(
+        model, str(mv.version), f"models:/{model}/{mv.version}", mv.run_id, metrics, {**tags, **own}
+    )
+
+
+def task_outcomes(reg: Registry, run_id: str, base: bool = False) -> list[TaskOutcome] | None:
+    """Per-task results the eval engine logged to ``run_id`` (the base model's with ``base``),
+    or None when the run has none."""
+    text = reg.artifact_text(run_id, BASELINE_RESULTS_ARTIFACT if base else RESULTS_ARTIFACT)
+    return None if text is None else parse_results_jsonl(text)
+
+
+def gather(
+    reg: Registry,
+    model: str,
+    version: str,
+    *,
+    with_task_outcomes: bool,
+    fallback: CandidateRegistered | None = None,
+) -> Case:
+    """Read the case for ``model``/``version``: it, the champion of now and (when the gate
+    tests significance) per-task outcomes. ``fallback``: the event's own numbers fill what
+    the run does not have (MLflow wins)."""
+    candidate = version_evidence(reg, model, version)
+    if fallback is not None:
+        candidate = _fill(candidate, fallback)
+    champion_version = reg.champion(model)
+    champion = version_evidence(reg, model, champion_version) if champion_version else None
+    outcomes: TaskOutcomes | str | None = None
+    if with_task_outcomes and candidate.run_id:
+        outcomes = _paired_outcomes(reg, candidate.run_id, champion)
+    return Case(candidate=candidate, champion=champion, task_outcomes=outcomes)
+
+
+def _fill(candidate: Evidence, event: CandidateRegistered) -> Evidence:
+    given = {
+        "suite_sha": event.suite_sha or None,
+        "all_pass_rate": event.all_pass_rate,
+        "criterion_pass_rate": event.criterion_pass_rate,
+        "base_all_pass_rate": event.base_all_pass_rate,
+        "base_criterion_pass_rate": event.base_criterion_pass_rate,
+        "release_id": event.release_id,
+        "run_id": event.run_id,
+    }
+    missing = {k: v for k, v in given.items() if getattr(candidate, k) is None and v is not None}
+    return candidate.model_copy(update=missing) if missing else candidate
+
+
+def _paired_outcomes(reg: Registry, run_id: str, champion: Evidence | None) -> TaskOutcomes | str:
+    """The candidate's per-task outcomes and its comparator's: the champion's, else the base
+    model's logged with the candidate."""
+    try:
+        mine = task_outcomes(reg, run_id)
+        if champion is not None:
+            theirs = task_outcomes(reg, champion.run_id) if champion.run_id else None
+        else:
+            theirs = task_outcomes(reg, run_id, base=True)
+    except ValueError as exc:
+        return f"unreadable per-task results: {exc}"
+    if mine is None or theirs is None:
+        return f"per-task results ({RESULTS_ARTIFACT}) are missing"
+    return TaskOutcomes(comparator=theirs, candidate=mine)

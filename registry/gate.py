@@ -1,8 +1,9 @@
-"""The promotion gate (DESIGN.md "Promotion gate"): a pure function from evidence to checks.
+"""Step 2 of a decision, judge: the promotion gate (DESIGN.md "Promotion gate"), pure.
 
-Every check is listed with its value, threshold and pass/fail, so a decision explains
-itself. Differences are candidate minus comparator, rounded to 1e-9 so that equal scores
-compare equal and a margin of 0 means "strictly better".
+``judge`` turns a gathered ``Case`` into checks and a verdict, reading nothing else: every
+check is listed with its value, threshold and pass/fail, so a decision explains itself.
+Differences are candidate minus comparator, rounded to 1e-9 so that equal scores compare
+equal and a margin of 0 means "strictly better".
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from registry.evidence import Evidence, TaskOutcome
+from registry.evidence import Case, Evidence, TaskOutcome
 from uptake.events import GateCheck
+from uptake.mlflow_contract import BASELINE_PREFIX, RESULTS_ARTIFACT
 from uptake.registry_config import GateConfig
 from uptake.stats import PairedTask, discordant, mcnemar_exact, paired_bootstrap
 
@@ -103,7 +105,7 @@ def _base_checks(cand: Evidence, cfg: GateConfig) -> list[GateCheck]:
             GateCheck(
                 name="base_scored",
                 passed=False,
-                detail="the base model's scores are not logged (baseline.* metrics)",
+                detail=f"the base model's scores are not logged ({BASELINE_PREFIX}* metrics)",
             )
         ]
     return [
@@ -153,7 +155,7 @@ def _significance_check(
     sig = cfg.significance
     assert sig is not None
     if paired is None or isinstance(paired, str):
-        why = paired or "per-task results (eval/results.jsonl) are missing"
+        why = paired or f"per-task results ({RESULTS_ARTIFACT}) are missing"
         return GateCheck(name="significance", passed=False, detail=f"cannot test: {why}")
     if sig.test == "mcnemar":
         cand_only, base_only = discordant(paired)
@@ -242,3 +244,14 @@ def evaluate(
     else:
         reason = "no champion yet"
     return GateResult(passed=True, reason=reason, checks=checks)
+
+
+def judge(case: Case, cfg: GateConfig) -> GateResult:
+    """The gate's verdict on a gathered case (per-task outcomes are paired here)."""
+    outcomes = case.task_outcomes
+    paired: list[PairedTask] | str | None
+    if outcomes is None or isinstance(outcomes, str):
+        paired = outcomes
+    else:
+        paired = pair(outcomes.comparator, outcomes.candidate)
+    return evaluate(case.candidate, case.champion, cfg, paired)

@@ -1,8 +1,7 @@
 """The MLflow calls the registry makes, in one place (MLflow 3.x client API).
 
-Conventions (DESIGN.md "MLflow conventions"): aliases ``champion`` / ``challenger``; version
-tags ``approval`` (pending / approved / rejected), ``uptake.previous_champion``,
-``uptake.decision``; stages are never used.
+Only the client wrapper: the names it reads and writes (aliases, version tags) are those of
+``uptake.mlflow_contract``; what they mean to a decision lives in the step modules.
 """
 
 from __future__ import annotations
@@ -17,28 +16,11 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from registry.evidence import (
-    BASE_RESULTS_ARTIFACT,
-    RESULTS_ARTIFACT,
-    Evidence,
-    TaskOutcome,
-    evidence_from_run,
-    parse_results_jsonl,
-)
+from uptake.mlflow_contract import CHAMPION_ALIAS, TAG_VALUE_MAX
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-APPROVAL_TAG = "approval"
-APPROVAL_VERDICTS = ("approved", "rejected")  # what a person sets; "pending" is ours
-APPROVAL_BY_TAG = "approval.by"
-DECISION_TAG = "uptake.decision"
-DECISION_REASON_TAG = "uptake.decision_reason"
-PREVIOUS_CHAMPION_TAG = "uptake.previous_champion"
-HISTORY_TAG_PREFIX = "uptake.history."
 WEBHOOK_EVENTS = ["model_version_tag.set"]
-_TAG_MAX = 5000  # MLflow's limit on a model version / registered model tag value
 
 
 def _missing(exc: MlflowException) -> bool:
@@ -47,7 +29,7 @@ def _missing(exc: MlflowException) -> bool:
 
 def tag_value(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return text if len(text) <= _TAG_MAX else text[: _TAG_MAX - 1] + "…"
+    return text if len(text) <= TAG_VALUE_MAX else text[: TAG_VALUE_MAX - 1] + "…"
 
 
 class Registry:
@@ -70,7 +52,7 @@ class Registry:
         return {alias: str(version) for alias, version in (registered.aliases or {}).items()}
 
     def champion(self, model: str) -> str | None:
-        return self.aliases(model).get(CHAMPION)
+        return self.aliases(model).get(CHAMPION_ALIAS)
 
     def version(self, model: str, version: str) -> ModelVersion:
         return self.client.get_model_version(model, str(version))
@@ -101,29 +83,20 @@ class Registry:
                 return {}
             raise
 
-    def evidence(self, model: str, version: str) -> Evidence:
-        """Scores of ``model``/``version`` from its run (metrics and tags of the eval engine)."""
-        mv = self.version(model, version)
-        metrics: dict[str, float] = {}
-        tags: dict[str, str] = {}
-        if mv.run_id:
-            run = self.client.get_run(mv.run_id)
-            metrics, tags = dict(run.data.metrics), dict(run.data.tags)
-        tags = {**tags, **{k: v for k, v in (mv.tags or {}).items() if k.startswith("uptake.")}}
-        return evidence_from_run(
-            model, str(mv.version), f"models:/{model}/{mv.version}", mv.run_id, metrics, tags
-        )
+    def run_data(self, run_id: str) -> tuple[dict[str, float], dict[str, str]]:
+        """(latest metrics, tags) of a run."""
+        run = self.client.get_run(run_id)
+        return dict(run.data.metrics), dict(run.data.tags)
 
-    def task_outcomes(self, run_id: str, base: bool = False) -> list[TaskOutcome] | None:
-        """Per-task results logged by the eval engine, or None when the run has none."""
-        path = BASE_RESULTS_ARTIFACT if base else RESULTS_ARTIFACT
+    def artifact_text(self, run_id: str, path: str) -> str | None:
+        """A run's text artifact, or None when the run has none at ``path``."""
         with tempfile.TemporaryDirectory(prefix="uptake-registry-") as tmp:
             try:
                 local = self.client.download_artifacts(run_id, path, tmp)
             except (MlflowException, OSError) as exc:
                 log.info("no %s for run %s: %s", path, run_id, exc)
                 return None
-            return parse_results_jsonl(Path(local).read_text(encoding="utf-8"))
+            return Path(local).read_text(encoding="utf-8")
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -19,16 +19,16 @@ from collections.abc import Callable
 from mlflow.entities.model_registry import ModelVersion
 
 from registry import audit
-from registry.approvals import handle_approval
-from registry.candidates import Candidate, decide_once, resume
-from registry.evidence import RELEASE_ID_TAG
-from registry.mlflow_registry import (
+from registry.context import Context
+from registry.decide import Candidate, decide_once, handle_approval, resume
+from registry.enact import record_change
+from uptake.mlflow_contract import (
     APPROVAL_TAG,
     APPROVAL_VERDICTS,
     DECISION_TAG,
     HISTORY_TAG_PREFIX,
+    RELEASE_ID_TAG,
 )
-from registry.promotion import Context, record_change
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def reconcile_model(ctx: Context, model: str) -> int:
                     model,
                     str(mv.version),
                     "pending_approval",
-                    release_id=tags.get("uptake.release_id"),
+                    release_id=tags.get(RELEASE_ID_TAG),
                     run_id=mv.run_id,
                 )
             pending.add(key)

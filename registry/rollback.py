@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from registry import audit
 from registry.audit import HistoryEntry
-from registry.mlflow_registry import PREVIOUS_CHAMPION_TAG
-from registry.promotion import NO_CHAMPION, Context, promote
+from registry.context import Context
+from registry.enact import promote
 from uptake.errors import InputError
+from uptake.mlflow_contract import NO_CHAMPION, PREVIOUS_CHAMPION_TAG
 
 
 def rollback_target(ctx: Context, model: str, current: str) -> str:

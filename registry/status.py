@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from registry.mlflow_registry import (
-    APPROVAL_TAG,
-    CHALLENGER,
-    CHAMPION,
-    DECISION_TAG,
-    Registry,
-)
+from registry.mlflow_registry import Registry
+from uptake.mlflow_contract import APPROVAL_PENDING, APPROVAL_TAG, DECISION_TAG
+from uptake.mlflow_contract import CHALLENGER_ALIAS as CHALLENGER
+from uptake.mlflow_contract import CHAMPION_ALIAS as CHAMPION
 from uptake.settings import Settings
 from uptake.stack.local import resolved_endpoints
 from uptake.stack.probes import mlflow_healthy
@@ -35,7 +32,7 @@ def registry_status(settings: Settings, timeout_s: float = 3.0) -> StatusSection
                 str(mv.version)
                 for mv in registry.versions(model)
                 if (mv.tags or {}).get(DECISION_TAG) == "pending_approval"
-                and (mv.tags or {}).get(APPROVAL_TAG) == "pending"
+                and (mv.tags or {}).get(APPROVAL_TAG) == APPROVAL_PENDING
             ),
             key=int,
         )

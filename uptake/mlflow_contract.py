@@ -33,6 +33,10 @@ ApprovalVerdict = Literal["approved", "rejected"]
 APPROVAL_BY_TAG: Final = "approval.by"
 DECISION_TAG: Final = "uptake.decision"
 DECISION_REASON_TAG: Final = "uptake.decision_reason"
+DECIDED_BY_TAG: Final = "uptake.decided_by"  # on the candidate's run, with the two above
+PROMOTED_BY_TAG: Final = "uptake.promoted_by"
+PROMOTED_AT_TAG: Final = "uptake.promoted_at"
+PROMOTION_REASON_TAG: Final = "uptake.promotion_reason"
 PREVIOUS_CHAMPION_TAG: Final = "uptake.previous_champion"
 NO_CHAMPION: Final = "none"  # value of PREVIOUS_CHAMPION_TAG when there was no champion
 
@@ -69,14 +73,16 @@ TAG_VALUE_MAX: Final = 5000
 METRIC_KEY_MAX: Final = 250  # longest metric (and param, tag) name: MAX_ENTITY_KEY_LENGTH
 
 # -- practice areas in metric names ------------------------------------------------------------
-# MLflow (on POSIX) accepts word characters, "_", "-", ".", " ", ":" and "/" in metric names and
-# refuses a name that changes under posixpath.normpath ("a//b", "x/", "../y"); see
+# MLflow (on POSIX) accepts word characters, "_", "-", ".", " ", ":" and "/" in metric names
+# and refuses a name that changes under posixpath.normpath ("a//b", "x/", "../y"); see
 # mlflow/utils/validation.py. A practice area is free text, so it is escaped: word characters,
 # "-" and " " stay, every other character becomes ":" plus the upper-case hex of each of its
-# UTF-8 bytes ("M&A" -> "M:26A", "IP/Tech" -> "IP:2FTech", "M_A" stays "M_A"). The result holds
-# no "." or "/", so it cannot run into a ".ci_low" suffix or a path rule, and it decodes back to
-# the area. An escape longer than _AREA_KEY_MAX (a very long name) is cut and ends in "::" plus
-# 16 hex of the name's sha256 instead; "::" never occurs in an uncut escape.
+# UTF-8 bytes ("M&A" -> "M:26A", "IP/Tech" -> "IP:2FTech", "M_A" stays "M_A"). The result
+# holds no "." or "/", so it cannot run into a ".ci_low" suffix or a path rule, and it decodes
+# back to the area. The areas "ci_low" and "ci_high" get their first letter escaped as well,
+# or they would read as the overall rate's bounds. An escape longer than _AREA_KEY_MAX (a very
+# long name) is cut and ends in "::" plus 16 hex of the name's sha256; "::" never occurs in an
+# uncut escape.
 _KEEP = re.compile(r"[\w\- ]")
 _LONGEST_FRAME = len(f"{DELTA_PREFIX}{BASELINE_PREFIX}{CRITERION_PASS_RATE}.{CI_HIGH_SUFFIX}")
 _AREA_KEY_MAX = METRIC_KEY_MAX - _LONGEST_FRAME
@@ -93,6 +99,8 @@ def _escape(ch: str) -> str:
 def area_metric_key(area: str) -> str:
     """The metric-name part for a practice area: valid for MLflow and distinct per area."""
     escaped = "".join(_escape(ch) for ch in area)
+    if f".{escaped}" in CI_SUFFIXES:  # "ci_low" would read as the overall rate's bound
+        escaped = f":{ord(escaped[0]):02X}{escaped[1:]}"
     if len(escaped) <= _AREA_KEY_MAX:
         return escaped
     digest = hashlib.sha256(area.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_HEX]

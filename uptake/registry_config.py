@@ -11,17 +11,13 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from uptake.config_model import ConfigModel
 
 Mode = Literal["auto", "manual"]
 Severity = Literal["info", "warning", "error", "critical"]
 SEVERITY_ORDER: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
-
-
-class Section(BaseModel):
-    """Strict like ``uptake.settings.Section`` (defined here: settings imports this module)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 AlertKind = Literal[
@@ -29,7 +25,7 @@ AlertKind = Literal[
 ]
 
 
-class SignificanceConfig(Section):
+class SignificanceConfig(ConfigModel):
     """Optional: the paired difference against the champion must be significant."""
 
     test: Literal["mcnemar", "bootstrap"] = "mcnemar"
@@ -38,7 +34,7 @@ class SignificanceConfig(Section):
     seed: int = 0
 
 
-class GateConfig(Section):
+class GateConfig(ConfigModel):
     """The promotion rule of DESIGN.md "Promotion gate" for one registered model."""
 
     mode: Mode = "auto"
@@ -50,7 +46,7 @@ class GateConfig(Section):
     significance: SignificanceConfig | None = None
 
 
-class GateOverride(Section):
+class GateOverride(ConfigModel):
     """Per-model changes to ``registry.gate``: unset fields keep the default gate's values."""
 
     mode: Mode | None = None
@@ -62,7 +58,7 @@ class GateOverride(Section):
     significance: SignificanceConfig | None = None
 
 
-class WebhookReceiverConfig(Section):
+class WebhookReceiverConfig(ConfigModel):
     """Where MLflow's ``model_version_tag.set`` deliveries reach the promoter."""
 
     enabled: bool = True  # run the receiver at all (the reconcile loop works without it)
@@ -74,7 +70,7 @@ class WebhookReceiverConfig(Section):
     max_age_s: float = Field(300.0, gt=0)  # older deliveries are refused as replays
 
 
-class RegistrySettings(Section):
+class RegistrySettings(ConfigModel):
     gate: GateConfig = GateConfig()
     models: dict[str, GateOverride] = Field(default_factory=dict)
     reconcile_interval_s: float = Field(30.0, gt=0)
@@ -98,7 +94,7 @@ class RegistrySettings(Section):
 # --- alerts --------------------------------------------------------------------------------
 
 
-class _Channel(Section):
+class _Channel(ConfigModel):
     min_severity: Severity = "info"
     kinds: list[AlertKind] | None = None  # only these alert kinds; None = every kind
     timeout_s: float = Field(5.0, gt=0)
@@ -147,7 +143,7 @@ DEFAULT_SEVERITIES: dict[str, Severity] = {
 }
 
 
-class AlertSettings(Section):
+class AlertSettings(ConfigModel):
     channels: dict[str, Channel] = Field(default_factory=dict)
     severities: dict[AlertKind, Severity] = Field(default_factory=dict)  # over the defaults
     max_attempts: int = Field(5, ge=1)

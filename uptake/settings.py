@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from uptake.config_model import ConfigModel
 from uptake.errors import ConfigError, describe_validation_error
 from uptake.registry_config import AlertSettings, RegistrySettings
 from uptake.watcher_config import Sources, WatcherSettings
@@ -35,20 +36,14 @@ SECRET_FIELDS = {
 }
 
 
-class Section(BaseModel):
-    """A strict config section: unknown keys are typos, and typos are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class TopicNames(Section):
+class TopicNames(ConfigModel):
     releases: str = "uptake.releases"
     runs: str = "uptake.runs"
     decisions: str = "uptake.decisions"
     dlq: str = "uptake.dlq"
 
 
-class KafkaSettings(Section):
+class KafkaSettings(ConfigModel):
     """Tuning for the bus. Keep ``max_poll_interval_ms`` modest: the embedded broker finishes
     a group join only after the rebalance timeout, which kafka-python derives from it."""
 
@@ -66,7 +61,7 @@ class KafkaSettings(Section):
     poll_timeout_ms: int = Field(500, ge=10)
 
 
-class MLflowSettings(Section):
+class MLflowSettings(ConfigModel):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
     backend_store_uri: str | None = None  # default: sqlite under the state dir
@@ -74,7 +69,7 @@ class MLflowSettings(Section):
     webhook_secret: WebhookSecret | None = None  # env only: UPTAKE_MLFLOW__WEBHOOK_SECRET
 
 
-class JudgeSettings(Section):
+class JudgeSettings(ConfigModel):
     """An LLM judge behind any OpenAI-compatible endpoint."""
 
     base_url: str | None = None

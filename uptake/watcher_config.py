@@ -8,44 +8,16 @@ that holds its token (``token_env``) and the webhook secret comes from
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, model_validator
 
+from uptake.config_model import ConfigModel
 from uptake.webhooks import WebhookSecret
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
-
-def parse_duration(value: Any) -> Any:
-    """``30s``, ``5m``, ``1h``, ``250ms`` or a number of seconds, as float seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return float(match[1]) * _UNITS[match[2] or "s"]
-    raise ValueError("expected a duration like 30s, 5m or 1h")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Filters(_Strict):
+class Filters(ConfigModel):
     """Which repos are worth adopting; everything else is recorded as a skip with its reason."""
 
     include: list[str] = Field(default_factory=list)  # repo-id globs; empty: every name
@@ -61,12 +33,12 @@ class Filters(_Strict):
     skip_private: bool = True
 
 
-class _SourceBase(_Strict):
+class _SourceBase(ConfigModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
-    interval: Duration = 300.0
+    interval_s: float = Field(300.0, gt=0)  # between polls
     backfill: int = Field(0, ge=0)  # first run: publish the N newest accepted repos
     track_updates: bool = False  # also publish a new revision of a repo already seen
-    settle: Duration = 86_400.0  # how long an incomplete-looking repo is re-checked
+    settle_s: float = Field(86_400.0, gt=0)  # how long an incomplete-looking repo is re-checked
     filters: Filters = Filters()
 
 
@@ -80,7 +52,7 @@ class HfSourceConfig(_SourceBase):
     token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     limit: int = Field(100, ge=1, le=1000)  # newest repos listed per author and poll
     concurrency: int = Field(4, ge=1, le=32)  # authors listed in parallel within one poll
-    timeout: Duration = 30.0  # per HTTP request
+    timeout_s: float = Field(30.0, gt=0)  # per HTTP request
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +77,7 @@ class DirSourceConfig(_SourceBase):
 
     kind: Literal["dir"]
     path: Path
-    interval: Duration = 60.0
+    interval_s: float = Field(60.0, gt=0)
 
 
 SourceConfig = Annotated[HfSourceConfig | DirSourceConfig, Field(discriminator="kind")]
@@ -123,15 +95,15 @@ def _unique_names(sources: list[Any]) -> list[Any]:
 Sources = Annotated[list[SourceConfig], AfterValidator(_unique_names)]
 
 
-class WatcherSettings(_Strict):
+class WatcherSettings(ConfigModel):
     """The watcher service: HTTP receiver, state store, backoff and alerting."""
 
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=0, le=65535)  # unset: 8790, or a free port if taken
     webhook_secret: WebhookSecret | None = None  # env only: UPTAKE_WATCHER__WEBHOOK_SECRET
     store_url: str | None = None  # SQLAlchemy URL; unset: sqlite under the state dir
-    backoff_initial: Duration = 5.0
-    backoff_max: Duration = 900.0
+    backoff_initial_s: float = Field(5.0, gt=0)  # first retry after a failed poll
+    backoff_max_s: float = Field(900.0, gt=0)  # cap of the doubling backoff
     alert_after: int = Field(5, ge=1)  # consecutive failed polls of one source
-    outbox_retry: Duration = 30.0  # how often pending releases are re-published
+    outbox_retry_s: float = Field(30.0, gt=0)  # how often pending releases are re-published
     status_limit: int = Field(20, ge=1)

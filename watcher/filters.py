@@ -4,7 +4,7 @@
 clear rejections stop it before the per-repo lookup) and on the detailed snapshot (unknown
 now means absent). A ``defer`` is a "not yet": the upload looks unfinished or the hub has not
 computed the parameter count, so the repo is looked at again on later polls until its source's
-``settle`` time has passed, after which the deferral becomes a skip with the same reason.
+``settle_s`` time has passed, after which the deferral becomes a skip with the same reason.
 """
 
 from __future__ import annotations

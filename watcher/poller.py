@@ -144,7 +144,7 @@ class Poller:
         since = (
             row.deferred_since if row is not None and row.outcome == "deferred" else None
         ) or now
-        if (now - since).total_seconds() >= self.source.config.settle:
+        if (now - since).total_seconds() >= self.source.config.settle_s:
             return Decision(snap, "skipped", reason, f"{detail} (still so after settle time)")
         return Decision(snap, "deferred", reason, detail, deferred_since=since)
 

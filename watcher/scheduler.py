@@ -1,10 +1,10 @@
 """Polling on a schedule (APScheduler): each source at its own interval, in its own thread.
 
-Every poll schedules its successor as a one-shot job: ``interval`` after the poll *started*
+Every poll schedules its successor as a one-shot job: ``interval_s`` after the poll *started*
 when it succeeded (so detection latency stays within interval + poll time), or the backoff
 delay after it failed. One-shot jobs with fresh ids avoid racing APScheduler's own
 rescheduling of interval jobs. A delay is clamped to what the source could ever wait, and a
-poll whose successor cannot be scheduled at that delay is rescheduled at ``backoff_max``:
+poll whose successor cannot be scheduled at that delay is rescheduled at ``backoff_max_s``:
 nothing a hub answers ends a source's polling.
 
 Webhooks add a lookup of one repo, coalesced so that a flood or replay of valid hooks cannot
@@ -53,7 +53,7 @@ class WatchScheduler:
     def start(self) -> None:
         for name in self.service.pollers:
             self._schedule(name, 0.0)
-        outbox_every = self.service.settings.watcher.outbox_retry
+        outbox_every = self.service.settings.watcher.outbox_retry_s
         self.scheduler.add_job(
             self.service.outbox.flush, "interval", seconds=outbox_every, id="outbox"
         )
@@ -109,6 +109,11 @@ class WatchScheduler:
             else:
                 until = time.monotonic() + self._bounded(name, outcome.retry_in_s)
                 self._backoff_until[name] = until
+
+    def backing_off(self, name: str) -> bool:
+        """Whether source ``name`` failed lately and waits for its retry (no hook lookups)."""
+        with self._lock:
+            return time.monotonic() < self._backoff_until.get(name, 0.0)
 
     def trigger_repo(self, name: str, repo_id: str) -> bool:
         """Look at ``repo_id`` in source ``name`` soon (a verified webhook).

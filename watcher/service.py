@@ -83,7 +83,7 @@ class WatcherService:
             log.info("re-published %d release(s) left pending by a previous run", sent)
 
     def interval(self, name: str) -> float:
-        return self.pollers[name].source.config.interval
+        return self.pollers[name].source.config.interval_s
 
     # -- polls ------------------------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class WatcherService:
     def _failed(self, name: str, fault: SourceFault) -> SourceOutcome:
         consecutive = self.store.record_failure(name, str(fault))
         w = self.settings.watcher
-        delay = backoff_delay(consecutive, fault, w.backoff_initial, w.backoff_max)
+        delay = backoff_delay(consecutive, fault, w.backoff_initial_s, w.backoff_max_s)
         self.metrics.polls.labels(name, "failed").inc()
         self.metrics.failures.labels(name, fault.kind).inc()
         self.metrics.consecutive_failures.labels(name).set(consecutive)

@@ -1,13 +1,13 @@
-"""Log an evaluation to MLflow under the metric names of DESIGN.md.
+"""Log an evaluation to MLflow under the names of ``uptake.mlflow_contract``.
 
 The promotion gate reads ``all_pass_rate`` and ``criterion_pass_rate`` (and per-area
-``all_pass_rate.<area>``) from runs, so these names are a contract; see docs/evaluation.md
-for the full list. Logs into the active run, the run ``run_id``, or a new run.
+``all_pass_rate.<area key>``) and the per-task results artifact from runs, so every name comes
+from the contract module; docs/evaluation.md lists them. Logs into the active run, the run
+``run_id``, or a new run.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -17,54 +17,62 @@ from pipeline.eval.compare import PairedComparison, compare
 from pipeline.eval.metrics import Metrics
 from pipeline.eval.report import write_report
 from pipeline.eval.results import EvalResult, save_results
-
-SUITE_SHA_TAG = "uptake.suite_sha"
-ARTIFACT_DIR = "eval"
-TABLE_FILE = "eval/results_table.json"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
-
-
-def metric_key(area: str) -> str:
-    """Practice areas become metric-name suffixes: keep only characters MLflow accepts."""
-    return _UNSAFE.sub("_", area)
+from uptake.mlflow_contract import (
+    ALL_PASS_RATE,
+    BASELINE_PREFIX,
+    BASELINE_RESULTS_FILE,
+    CI_HIGH_SUFFIX,
+    CI_LOW_SUFFIX,
+    CRITERION_PASS_RATE,
+    DELTA_PREFIX,
+    EVAL_ARTIFACT_DIR,
+    MCNEMAR_P,
+    MEAN_SCORE,
+    N_CRITERIA,
+    N_TASKS,
+    RESULTS_FILE,
+    RESULTS_TABLE_ARTIFACT,
+    SUITE_SHA_TAG,
+    area_metric,
+)
 
 
 def _rate_metrics(metrics: Metrics, prefix: str = "") -> dict[str, float]:
     out = {
-        f"{prefix}all_pass_rate": metrics.all_pass_rate,
-        f"{prefix}criterion_pass_rate": metrics.criterion_pass_rate,
-        f"{prefix}all_pass_rate.ci_low": metrics.ci.all_pass_rate.low,
-        f"{prefix}all_pass_rate.ci_high": metrics.ci.all_pass_rate.high,
-        f"{prefix}criterion_pass_rate.ci_low": metrics.ci.criterion_pass_rate.low,
-        f"{prefix}criterion_pass_rate.ci_high": metrics.ci.criterion_pass_rate.high,
-        f"{prefix}mean_score": metrics.mean_score,
-        f"{prefix}n_tasks": float(metrics.n_tasks),
-        f"{prefix}n_criteria": float(metrics.n_criteria),
+        f"{prefix}{ALL_PASS_RATE}": metrics.all_pass_rate,
+        f"{prefix}{CRITERION_PASS_RATE}": metrics.criterion_pass_rate,
+        f"{prefix}{ALL_PASS_RATE}{CI_LOW_SUFFIX}": metrics.ci.all_pass_rate.low,
+        f"{prefix}{ALL_PASS_RATE}{CI_HIGH_SUFFIX}": metrics.ci.all_pass_rate.high,
+        f"{prefix}{CRITERION_PASS_RATE}{CI_LOW_SUFFIX}": metrics.ci.criterion_pass_rate.low,
+        f"{prefix}{CRITERION_PASS_RATE}{CI_HIGH_SUFFIX}": metrics.ci.criterion_pass_rate.high,
+        f"{prefix}{MEAN_SCORE}": metrics.mean_score,
+        f"{prefix}{N_TASKS}": float(metrics.n_tasks),
+        f"{prefix}{N_CRITERIA}": float(metrics.n_criteria),
     }
     for area, a in metrics.per_area.items():
         if a.all_pass_rate is None or a.criterion_pass_rate is None:
             continue  # an area without tasks has no rate, and 0 would be a lie
-        key = metric_key(area)
-        out[f"{prefix}all_pass_rate.{key}"] = a.all_pass_rate
-        out[f"{prefix}criterion_pass_rate.{key}"] = a.criterion_pass_rate
+        all_pass = area_metric(ALL_PASS_RATE, area, prefix)
+        out[all_pass] = a.all_pass_rate
+        out[area_metric(CRITERION_PASS_RATE, area, prefix)] = a.criterion_pass_rate
         if a.ci is not None:
-            out[f"{prefix}all_pass_rate.{key}.ci_low"] = a.ci.all_pass_rate.low
-            out[f"{prefix}all_pass_rate.{key}.ci_high"] = a.ci.all_pass_rate.high
+            out[f"{all_pass}{CI_LOW_SUFFIX}"] = a.ci.all_pass_rate.low
+            out[f"{all_pass}{CI_HIGH_SUFFIX}"] = a.ci.all_pass_rate.high
     return out
 
 
 def _comparison_metrics(comparison: PairedComparison) -> dict[str, float]:
-    out: dict[str, float] = {"mcnemar_p": comparison.mcnemar.p_value}
+    out: dict[str, float] = {MCNEMAR_P: comparison.mcnemar.p_value}
     for name, d in (
-        ("all_pass_rate", comparison.all_pass_rate),
-        ("criterion_pass_rate", comparison.criterion_pass_rate),
+        (ALL_PASS_RATE, comparison.all_pass_rate),
+        (CRITERION_PASS_RATE, comparison.criterion_pass_rate),
     ):
-        out[f"delta.{name}"] = d.diff
-        out[f"delta.{name}.ci_low"] = d.ci.low
-        out[f"delta.{name}.ci_high"] = d.ci.high
+        out[f"{DELTA_PREFIX}{name}"] = d.diff
+        out[f"{DELTA_PREFIX}{name}{CI_LOW_SUFFIX}"] = d.ci.low
+        out[f"{DELTA_PREFIX}{name}{CI_HIGH_SUFFIX}"] = d.ci.high
     for area, c in comparison.per_area.items():
-        out[f"delta.all_pass_rate.{metric_key(area)}"] = c.all_pass_rate.diff
-        out[f"delta.criterion_pass_rate.{metric_key(area)}"] = c.criterion_pass_rate.diff
+        out[area_metric(ALL_PASS_RATE, area, DELTA_PREFIX)] = c.all_pass_rate.diff
+        out[area_metric(CRITERION_PASS_RATE, area, DELTA_PREFIX)] = c.criterion_pass_rate.diff
     return out
 
 
@@ -76,7 +84,7 @@ def eval_metrics(
     """Every metric ``log_to_mlflow`` logs, by name (also handy for tests and dashboards)."""
     out = _rate_metrics(result.metrics)
     if baseline is not None:
-        out.update(_rate_metrics(baseline.metrics, prefix="baseline."))
+        out.update(_rate_metrics(baseline.metrics, prefix=BASELINE_PREFIX))
         out.update(_comparison_metrics(comparison or compare(baseline, result)))
     return out
 
@@ -133,14 +141,16 @@ def log_to_mlflow(
         mlflow.log_metrics(metrics, run_id=rid)
         with warnings.catch_warnings():  # pandas 3 deprecation inside mlflow's log_table
             warnings.filterwarnings("ignore", message=".*select_dtypes.*")
-            mlflow.log_table(results_table(result), artifact_file=TABLE_FILE, run_id=rid)
+            mlflow.log_table(
+                results_table(result), artifact_file=RESULTS_TABLE_ARTIFACT, run_id=rid
+            )
         with tempfile.TemporaryDirectory(prefix="uptake-eval-") as tmp:
             write_report(result, tmp, baseline, comparison)
-            save_results(result, Path(tmp) / "results.jsonl")
+            save_results(result, Path(tmp) / RESULTS_FILE)
             if baseline is not None:
-                save_results(baseline, Path(tmp) / "baseline_results.jsonl")
+                save_results(baseline, Path(tmp) / BASELINE_RESULTS_FILE)
             for path in sorted(Path(tmp).iterdir()):
-                client.log_artifact(rid, str(path), ARTIFACT_DIR)
+                client.log_artifact(rid, str(path), EVAL_ARTIFACT_DIR)
     finally:
         if run is not None:
             mlflow.end_run()

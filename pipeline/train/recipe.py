@@ -19,8 +19,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -28,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from uptake.config_model import ConfigModel
 from uptake.errors import InputError, describe_validation_error
 
 ProfileName = Literal["cpu", "gpu"]
@@ -38,10 +37,8 @@ class RecipeError(InputError):
     """The recipe file is missing, unparsable or invalid (exit code 2)."""
 
 
-class _Section(BaseModel):
-    """Strict section: an unknown key is a typo and typos are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+class _Section(ConfigModel):
+    """Strict, read-only section (uptake.config_model): an unknown key is a typo."""
 
 
 def _resolve_data_path(value: Any, info: ValidationInfo) -> Path:

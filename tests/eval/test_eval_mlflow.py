@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline.eval import compare, log_to_mlflow, run_eval
-from pipeline.eval.mlflow_log import SUITE_SHA_TAG, TABLE_FILE, eval_metrics
+from pipeline.eval.mlflow_log import eval_metrics
+from uptake.mlflow_contract import RESULTS_TABLE_ARTIFACT as TABLE_FILE
+from uptake.mlflow_contract import SUITE_SHA_TAG
 
 
 @pytest.fixture
@@ -107,3 +109,65 @@ def test_log_to_mlflow_without_active_run_makes_its_own(tracking: str, results) 
     assert len(runs) == 1
     assert runs[0].data.metrics["all_pass_rate"] == pytest.approx(logged["all_pass_rate"])
     assert "baseline.all_pass_rate" not in runs[0].data.metrics
+
+
+def _result_with_areas(areas: dict[str, int]):
+    """One task per area with ``passed`` of 2 criteria passed (all-pass 1.0 or 0.0)."""
+    from pipeline.eval import EvalResult, TaskResult, compute_metrics
+
+    tasks = [
+        TaskResult(
+            task_id=f"t{i}",
+            practice_area=area,
+            messages=[{"role": "user", "content": f"q{i}"}],
+            response="a",
+            criteria=[
+                {"id": f"c{k}", "description": "d", "type": "contains", "passed": k < passed}
+                for k in range(2)
+            ],
+        )
+        for i, (area, passed) in enumerate(areas.items())
+    ]
+    return EvalResult(
+        model="m",
+        backend="test",
+        suite_name="s",
+        suite_sha256="s" * 64,
+        tasks=tasks,
+        metrics=compute_metrics(tasks, n_boot=100),
+    )
+
+
+# Before: "M&A" and "M_A" became one metric (the second overwrote the first), "ci_low" overwrote
+# the overall rate's bound, and "IP//Tech" gave a name the MLflow server refuses.
+AWKWARD_AREAS = {"M&A": 2, "M_A": 0, "IP//Tech": 2, "tax.ci_low": 0, "ci_low": 2}
+
+
+def test_every_practice_area_gets_its_own_valid_metric() -> None:
+    from mlflow.utils.validation import _validate_metric
+
+    from uptake.mlflow_contract import ALL_PASS_RATE, CI_LOW_SUFFIX, area_metric
+
+    names = eval_metrics(_result_with_areas(AWKWARD_AREAS))
+    per_area = {area: names.get(area_metric(ALL_PASS_RATE, area)) for area in AWKWARD_AREAS}
+    assert names[ALL_PASS_RATE + CI_LOW_SUFFIX] < 1.0  # the overall bound, not area "ci_low"
+    assert per_area == {"M&A": 1.0, "M_A": 0.0, "IP//Tech": 1.0, "tax.ci_low": 0.0, "ci_low": 1.0}
+    for name in names:
+        _validate_metric(name, 0.0, 0, 0)
+
+
+def test_awkward_area_names_round_trip_through_mlflow_to_the_gate(tracking: str) -> None:
+    import mlflow
+
+    from registry.evidence import area_rates
+
+    logged = log_to_mlflow(_result_with_areas(AWKWARD_AREAS))
+    stored = mlflow.search_runs(output_format="list")[0].data.metrics
+    assert stored == pytest.approx(logged)
+    assert area_rates(stored) == {
+        "M&A": 1.0,
+        "M_A": 0.0,
+        "IP//Tech": 1.0,
+        "tax.ci_low": 0.0,
+        "ci_low": 1.0,
+    }

@@ -24,8 +24,20 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
 from pipeline.eval import EvalResult, TaskResult, compute_metrics, eval_metrics, save_results
-from pipeline.eval.mlflow_log import ARTIFACT_DIR, SUITE_SHA_TAG
 from uptake.events import CandidateRegistered, release_id
+from uptake.mlflow_contract import (
+    ALL_PASS_RATE,
+    BASE_MODEL_TAG,
+    BASE_REVISION_TAG,
+    BASELINE_PREFIX,
+    BASELINE_RESULTS_FILE,
+    CRITERION_PASS_RATE,
+    EVAL_ARTIFACT_DIR,
+    RECIPE_SHA_TAG,
+    RELEASE_ID_TAG,
+    RESULTS_FILE,
+    SUITE_SHA_TAG,
+)
 
 CRITERIA = 3
 
@@ -106,10 +118,10 @@ class Worker:
         run = self.client.create_run(self.experiment_id, run_name=revision)
         run_id = run.info.run_id
         tags = {
-            "uptake.release_id": rid,
-            "uptake.base_model": "acme/base",
-            "uptake.base_revision": revision,
-            "uptake.recipe_sha": "r" * 64,
+            RELEASE_ID_TAG: rid,
+            BASE_MODEL_TAG: "acme/base",
+            BASE_REVISION_TAG: revision,
+            RECIPE_SHA_TAG: "r" * 64,
             SUITE_SHA_TAG: suite_sha,
         }
         now = int(time.time() * 1000)
@@ -120,10 +132,10 @@ class Worker:
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
         with tempfile.TemporaryDirectory() as tmp:
-            save_results(result, Path(tmp) / "results.jsonl")
+            save_results(result, Path(tmp) / RESULTS_FILE)
             if baseline is not None:
-                save_results(baseline, Path(tmp) / "baseline_results.jsonl")
-            self.client.log_artifacts(run_id, tmp, ARTIFACT_DIR)
+                save_results(baseline, Path(tmp) / BASELINE_RESULTS_FILE)
+            self.client.log_artifacts(run_id, tmp, EVAL_ARTIFACT_DIR)
         self.client.set_terminated(run_id)
         try:
             self.client.create_registered_model(model)
@@ -131,7 +143,7 @@ class Worker:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         mv = self.client.create_model_version(
-            model, f"{run.info.artifact_uri}/model", run_id=run_id, tags={"uptake.release_id": rid}
+            model, f"{run.info.artifact_uri}/model", run_id=run_id, tags={RELEASE_ID_TAG: rid}
         )
         return CandidateRegistered(
             producer="test-worker",
@@ -141,10 +153,10 @@ class Worker:
             version=str(mv.version),
             model_uri=f"models:/{model}/{mv.version}",
             suite_sha=suite_sha,
-            all_pass_rate=metrics["all_pass_rate"],
-            criterion_pass_rate=metrics["criterion_pass_rate"],
-            base_all_pass_rate=metrics.get("baseline.all_pass_rate"),
-            base_criterion_pass_rate=metrics.get("baseline.criterion_pass_rate"),
+            all_pass_rate=metrics[ALL_PASS_RATE],
+            criterion_pass_rate=metrics[CRITERION_PASS_RATE],
+            base_all_pass_rate=metrics.get(BASELINE_PREFIX + ALL_PASS_RATE),
+            base_criterion_pass_rate=metrics.get(BASELINE_PREFIX + CRITERION_PASS_RATE),
         )
 
 

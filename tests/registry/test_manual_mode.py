@@ -135,7 +135,7 @@ def test_reconcile_promotes_without_webhooks_and_rechecks_the_champion(
             # v2 beat v1 when it arrived; approved now, it no longer beats champion v3
             ui_set_tag(s.tracking_uri, model_name, "2", "approval", "approved")
             decision = wait_for(lambda: service.ctx.store.decision(model_name, "2", "approval"), 60)
-            # the decision is recorded before it is mirrored to MLflow tags (decide.enact)
+            # the decision is recorded before it is mirrored to MLflow tags (enact.enact)
             wait_for(lambda: tag(reg, model_name, "2", "uptake.decision") == "rejected", 30)
         assert reg.champion(model_name) == "3"
         assert decision.outcome == "rejected"

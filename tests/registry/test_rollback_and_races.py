@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import pytest
 
 from registry import audit
-from registry.candidates import handle_candidate
+from registry.decide import handle_candidate
+from registry.enact import PromotionConflict, promote
 from registry.mlflow_registry import Registry
-from registry.promotion import PromotionConflict, promote
 from registry.reconcile import OUTSIDE, reconcile_once
 from registry.rollback import rollback
 from registry.service import make_context

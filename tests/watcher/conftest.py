@@ -18,10 +18,10 @@ from uptake.watcher_config import Filters, HfSourceConfig, WatcherSettings
 from watcher.service import WatcherService
 
 FAST_WATCHER = {
-    "backoff_initial": 0.2,
-    "backoff_max": 2.0,
+    "backoff_initial_s": 0.2,
+    "backoff_max_s": 2.0,
     "alert_after": 3,
-    "outbox_retry": 1.0,
+    "outbox_retry_s": 1.0,
 }
 
 
@@ -38,8 +38,8 @@ def hf_source(hub: FakeHub, **overrides: Any) -> HfSourceConfig:
         "kind": "hf",
         "endpoint": hub.url,
         "authors": ["acme"],
-        "interval": 0.5,
-        "timeout": 2.0,
+        "interval_s": 0.5,
+        "timeout_s": 2.0,
         "filters": Filters(pipeline_tags=["text-generation"]),
     }
     data.update(overrides)

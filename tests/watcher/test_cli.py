@@ -39,13 +39,13 @@ def _config(path: Path, hub: FakeHub, **source: object) -> Path:
                 "kind": "hf",
                 "endpoint": hub.url,
                 "authors": ["acme", "beta"],
-                "interval": "1m",
-                "timeout": "2s",
+                "interval_s": 60,
+                "timeout_s": 2,
                 "filters": {"pipeline_tags": ["text-generation"], "exclude": ["*-GGUF"]},
                 **source,
             }
         ],
-        "watcher": {"backoff_initial": "100ms", "alert_after": 2},
+        "watcher": {"backoff_initial_s": 0.1, "alert_after": 2},
     }
     path.write_text(yaml.safe_dump(data))
     return path

@@ -47,7 +47,7 @@ def age(folder: Path, seconds: float = 3600) -> None:
 
 
 def dir_source(root: Path, **kw) -> DirSourceConfig:
-    data = {"name": "drops", "kind": "dir", "path": root, "interval": 0.5, **kw}
+    data = {"name": "drops", "kind": "dir", "path": root, "interval_s": 0.5, **kw}
     return DirSourceConfig.model_validate(data)
 
 

@@ -12,7 +12,7 @@ from tests.watcher.fake_hub import FakeHub
 from watcher.scheduler import WatchScheduler
 from watcher.store import Store
 
-BACKOFF = [0.2, 0.4, 0.8, 1.6]  # backoff_initial 0.2 doubling, capped at 2.0
+BACKOFF = [0.2, 0.4, 0.8, 1.6]  # backoff_initial_s 0.2 doubling, capped at 2.0
 
 
 def _info(path: str, query: dict) -> bool:
@@ -48,7 +48,7 @@ def test_fault_publishes_nothing_backs_off_and_alerts_after_n(
     hub: FakeHub, make_settings, make_service, fault, kind, retry_after
 ) -> None:
     hub.add("acme/old")
-    settings = make_settings(hf_source(hub, timeout=1.0), alert_after=3)
+    settings = make_settings(hf_source(hub, timeout_s=1.0), alert_after=3)
     service = make_service(settings)
     service.start()
     assert service.poll_source("hub").ok  # baseline
@@ -98,7 +98,7 @@ def test_scheduler_honours_retry_after_then_resumes_interval(
     hub: FakeHub, make_settings, make_service
 ) -> None:
     hub.add("acme/old")
-    settings = make_settings(hf_source(hub, interval=0.3))
+    settings = make_settings(hf_source(hub, interval_s=0.3))
     service = make_service(settings)
     service.start()
     assert service.poll_source("hub").ok
@@ -126,11 +126,11 @@ def test_one_failing_source_never_stops_another(make_settings, make_service) -> 
         bad.add("acme/old")
         bad.fail(kind="slow", delay_s=2.0, times=None)  # hangs past its 0.3 s timeout
         settings = make_settings(
-            hf_source(good, name="good", interval=0.3),
-            hf_source(bad, name="bad", interval=0.3, timeout=0.3),
+            hf_source(good, name="good", interval_s=0.3),
+            hf_source(bad, name="bad", interval_s=0.3, timeout_s=0.3),
             alert_after=2,
-            backoff_initial=0.1,
-            backoff_max=0.2,
+            backoff_initial_s=0.1,
+            backoff_max_s=0.2,
         )
         service = make_service(settings)
         service.start()

@@ -160,7 +160,7 @@ def test_incomplete_upload_is_rechecked_then_released_or_given_up(
     hub: FakeHub, make_settings, make_service
 ) -> None:
     hub.add("acme/old")
-    settings = make_settings(hf_source(hub, settle=1.0))
+    settings = make_settings(hf_source(hub, settle_s=1.0))
     service = make_service(settings)
     service.start()
     assert service.poll_source("hub").ok

@@ -173,7 +173,7 @@ def test_an_absurd_retry_after_never_ends_a_sources_polling(
     hub: FakeHub, make_settings, make_service
 ) -> None:
     hub.add("acme/old")
-    service = make_service(make_settings(hf_source(hub, interval=0.3)))
+    service = make_service(make_settings(hf_source(hub, interval_s=0.3)))
     service.start()
     hub.fail(status=429, headers={"Retry-After": "9999999999999"}, times=1)
     scheduler = WatchScheduler(service)
@@ -191,7 +191,7 @@ def test_a_scheduling_error_never_ends_a_sources_polling(
     hub: FakeHub, make_settings, make_service, monkeypatch
 ) -> None:
     hub.add("acme/old")
-    service = make_service(make_settings(hf_source(hub, interval=0.2)))
+    service = make_service(make_settings(hf_source(hub, interval_s=0.2)))
     service.start()
     answers = iter([float("inf"), float("nan"), -1.0])
     polls: list[float] = []

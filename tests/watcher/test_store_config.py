@@ -86,7 +86,7 @@ def test_example_config_and_issue_shape_load() -> None:
     settings = load_settings(ROOT / "examples" / "watcher.yaml")
     hub, drops = settings.sources
     assert isinstance(hub, HfSourceConfig) and isinstance(drops, DirSourceConfig)
-    assert hub.interval == 300 and drops.interval == 60
+    assert hub.interval_s == 300 and drops.interval_s == 60
     assert hub.filters.exclude == ["*-GGUF", "*-AWQ", "*-FP8"]
     assert hub.filters.max_params == 40_000_000_000
 
@@ -98,7 +98,7 @@ def test_example_config_and_issue_shape_load() -> None:
             {"name": "h", "kind": "hf", "authors": ["a"], "token": "hf_x"},
             "sources.0.token: secrets",
         ),
-        ({"name": "h", "kind": "hf", "authors": ["a"], "interval": "soon"}, "interval"),
+        ({"name": "h", "kind": "hf", "authors": ["a"], "interval_s": "soon"}, "interval_s"),
         ({"name": "h", "kind": "hf"}, "needs authors or search"),
         ({"name": "h", "kind": "ftp"}, "sources.0"),
         ({"name": "h", "kind": "dir", "path": "/x", "filters": {"exclud": []}}, "exclud: unknown"),

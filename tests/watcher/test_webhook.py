@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from pydantic import SecretStr
 
 from tests.watcher.conftest import hf_source, releases
 from tests.watcher.fake_hub import FakeHub
-from watcher.scheduler import WatchScheduler
+from watcher.scheduler import HOOK_COOLDOWN_S, WatchScheduler
 from watcher.server import HttpServer
 from watcher.service import WatcherService
 from watcher.store import Store
@@ -65,8 +66,9 @@ def running(hub: FakeHub, make_settings, make_service) -> Iterator[Running]:
     hub.add("acme/old")
     hidden = hub.add("acme/Stealth-7B")
     hidden.private = True  # created privately: not listed, not in the baseline
-    settings = make_settings(hf_source(hub, interval=60.0))  # only hooks poll during a test
-    settings.watcher.webhook_secret = SecretStr(SECRET)
+    settings = make_settings(hf_source(hub, interval_s=60.0))  # only hooks poll during a test
+    watcher = settings.watcher.model_copy(update={"webhook_secret": SecretStr(SECRET)})
+    settings = settings.model_copy(update={"watcher": watcher})  # config is read-only
     service = make_service(settings)
     service.start()
     run = Running(service)
@@ -163,3 +165,52 @@ def test_hooks_are_refused_without_a_configured_secret(
         assert r.status_code == 503 and "UPTAKE_WATCHER__WEBHOOK_SECRET" in r.text
     finally:
         http.stop()
+
+
+def test_a_flood_of_valid_hooks_is_coalesced_into_few_lookups(
+    running: Running, hub: FakeHub
+) -> None:
+    new = hub.add("acme/New-7B")
+    started = time.monotonic()
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(
+                lambda _: (
+                    client.post(
+                        f"{running.url}/hooks/hf",
+                        json=hook("acme/New-7B"),
+                        headers={"X-Webhook-Secret": SECRET},
+                    ).status_code
+                ),
+                range(500),
+            )
+        )
+    flood_s = time.monotonic() - started
+    assert codes == [202] * 500
+    store = Store.for_settings(running.service.settings)
+    _wait(lambda: [r["status"] for r in store.release_rows()] == ["published"])
+    store.close()
+    time.sleep(HOOK_COOLDOWN_S + 0.5)  # the trailing lookup, if one was queued
+    lookups = len(hub.info_requests())
+    # one lookup at once, then at most one per cool-down for as long as the flood lasted
+    assert 1 <= lookups <= 2 + flood_s / HOOK_COOLDOWN_S, (lookups, flood_s)
+    (event,) = releases(running.service.settings, expected=1)
+    assert event.revision == new.sha
+
+
+def test_no_hook_lookups_while_a_source_backs_off(running: Running, hub: FakeHub) -> None:
+    hub.add("acme/New-7B")
+    hub.fail(status=429, headers={"Retry-After": "2"}, times=None)  # backoff_max is 2 s
+    assert running.post(hook("acme/New-7B")).status_code == 202
+    _wait(lambda: running.scheduler.backing_off("hub"))
+    for _ in range(20):
+        assert running.post(hook("acme/New-7B")).status_code == 202
+    assert running.scheduler.backing_off("hub")  # all 20 came within the backoff
+    assert len(hub.info_requests()) == 1
+    hub.clear_faults()
+    _wait(lambda: not running.scheduler.backing_off("hub"))
+    assert running.post(hook("acme/New-7B")).status_code == 202
+    store = Store.for_settings(running.service.settings)
+    _wait(lambda: [r["status"] for r in store.release_rows()] == ["published"])
+    store.close()
+    assert len(hub.info_requests()) == 2

@@ -326,7 +326,7 @@ class DirSource:
             if folder.in_progress:
                 continue
             if known is None:
-                if now - folder.newest_mtime < self.config.interval:
+                if now - folder.newest_mtime < self.config.interval_s:
                     continue  # written to just now: a release once it settles, not baseline
             elif self._previous.get(folder.repo_id) != folder.fingerprint:
                 log.debug("source %s: %s is new or changing", self.name, folder.repo_id)

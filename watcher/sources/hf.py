@@ -121,7 +121,7 @@ class HfSource:
 
     def _scope(self) -> Any:
         return hub_scope(
-            HubScope(self.config.name, self._host, self.config.timeout, self.on_request)
+            HubScope(self.config.name, self._host, self.config.timeout_s, self.on_request)
         )
 
     # -- listing ----------------------------------------------------------------------------

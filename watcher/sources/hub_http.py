@@ -54,7 +54,7 @@ _install_lock = threading.Lock()
 
 def retry_after_s(headers: httpx2.Headers) -> float | None:
     """Seconds the server asked us to wait: ``RateLimit`` (IETF draft) or ``Retry-After``
-    (delay-seconds or an HTTP-date). Unbounded here; the backoff clamps it to ``backoff_max``."""
+    (delay-seconds or an HTTP-date). Unbounded here; the backoff clamps it to ``backoff_max_s``."""
     try:
         info = parse_ratelimit_headers(headers)
     except (ValueError, OverflowError):
