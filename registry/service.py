@@ -19,12 +19,12 @@ from pathlib import Path
 from kafka import KafkaConsumer
 
 from registry.alerts.service import AlerterService
-from registry.candidates import handle_candidate
+from registry.context import Context
 from registry.db import make_engine
+from registry.decide import handle_candidate
 from registry.locks import ModelLocks
 from registry.mlflow_registry import Registry
 from registry.outbox import Outbox
-from registry.promotion import Context
 from registry.reconcile import ApprovalWorker, reconcile_once
 from registry.store import StateStore
 from registry.webhook_receiver import DeliveryLog, ReceiverServer, ReceiverStats, make_app
