@@ -27,6 +27,32 @@ class DependencyError(UptakeError):
     exit_code = 3
 
 
+class PermanentError(UptakeError):
+    """A failure that no retry can fix (a refused model, a record too large for the broker).
+
+    The bus dead-letters it at once instead of retrying; a long job that raises it is not run
+    again. Any exception with a boolean ``retryable`` attribute is classified by it the same
+    way (see ``is_retryable``), so a library's own error types can say so too.
+    """
+
+    retryable = False
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying could help: the exception's own ``retryable`` flag, else yes."""
+    flag = getattr(exc, "retryable", None)
+    return flag if isinstance(flag, bool) else True
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` for logs and the DLQ, even for an exception whose ``str()`` fails."""
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not turn one failure into a dead consumer
+        text = "<message unavailable: str() failed>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 _SECRET_WORDS = ("secret", "token", "key", "password")
 
 

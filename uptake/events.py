@@ -200,19 +200,33 @@ class ChampionChanged(Event):
 
 
 class DeadLetter(Event):
-    """A message a consumer could not handle, with where it came from and why."""
+    """A message a consumer could not handle, with where it came from and why.
 
+    Bounded so that any message, however large or binary, can be dead-lettered (docs/bus.md
+    "Dead letters"): ``payload`` holds only the first 64 KiB of the original value, as UTF-8
+    text when those bytes are valid UTF-8 and as base64 otherwise; ``payload_size`` and
+    ``payload_sha256`` describe the whole original. Version 2 added the ``payload_*`` fields
+    and ``origin_key_truncated``; a version-1 letter still decodes (they take their defaults).
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
     TOPIC: ClassVar[str] = "dlq"
     type: Literal["dead.letter"] = "dead.letter"
+    schema_version: int = 2
     origin_topic: str
     origin_partition: int
     origin_offset: int
-    origin_key: str | None = None
+    origin_key: str | None = None  # first 1 KiB of the key, undecodable bytes as \xNN
+    origin_key_truncated: bool = False
     consumer_group: str
     error_kind: str
     error: str
     attempts: int = 1
-    payload: str  # the original value, decoded as UTF-8 with replacement
+    payload: str  # the stored part of the original value, in ``payload_encoding``
+    payload_encoding: Literal["utf-8", "base64", "omitted"] = "utf-8"
+    payload_size: int | None = None  # bytes in the original value; None: a tombstone
+    payload_sha256: str | None = None  # of the whole original value
+    payload_truncated: bool = False  # ``payload`` holds only a prefix (or nothing) of it
 
     def key(self) -> str:
         return self.origin_key or f"{self.origin_topic}:{self.origin_partition}"

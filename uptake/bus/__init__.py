@@ -1,7 +1,16 @@
 """The Kafka bus: topics, an idempotent event producer, and a consumer with DLQ and long jobs."""
 
 from uptake.bus.consumer import EventConsumer, Handled, LongJob
+from uptake.bus.jobs import JobOutcome
 from uptake.bus.producer import EventProducer
 from uptake.bus.topics import ensure_topics, topic_for
 
-__all__ = ["EventConsumer", "EventProducer", "Handled", "LongJob", "ensure_topics", "topic_for"]
+__all__ = [
+    "EventConsumer",
+    "EventProducer",
+    "Handled",
+    "JobOutcome",
+    "LongJob",
+    "ensure_topics",
+    "topic_for",
+]

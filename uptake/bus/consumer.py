@@ -3,13 +3,15 @@
 Delivery is at-least-once: an offset is committed only after the handler's effect is durable
 (or the message is safely in the DLQ). A message that cannot be decoded, or whose handler
 keeps failing, goes to the DLQ with its origin and the error, and the consumer moves on.
+No message ends the loop: a decode failure is always an ``EventDecodeError``, a handler
+failure of any kind (``Exception``) is retried, or dead-lettered at once when it says it is
+permanent, and a DLQ entry is bounded so that it can always be written (``dead_letters``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,9 +21,12 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 
-from uptake.bus.jobs import ChildJob, LongJob
+from uptake.bus.dead_letters import TOO_LARGE, dead_letter
+from uptake.bus.jobs import ChildJob, JobOutcome, LongJob
 from uptake.bus.producer import EventProducer
-from uptake.events import DeadLetter, Event, EventDecodeError, decode_event
+from uptake.errors import describe_exception, is_retryable
+from uptake.events import Event, EventDecodeError, decode_event
+from uptake.service_runtime import on_stop_signals
 from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class ConsumerStats:
     long_jobs: int = 0
     revocations: int = 0  # partitions taken away from us (rebalances that cost us work)
     dead_letter_failures: int = 0  # DLQ writes that failed: the message was kept, not lost
+    payloads_omitted: int = 0  # letters the DLQ refused as too large, resent without payload
 
 
 class _Interrupted(Exception):
@@ -130,10 +136,7 @@ class EventConsumer:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop the loop gracefully (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+        on_stop_signals(self.stop)
 
     def close(self) -> None:
         try:
@@ -216,6 +219,8 @@ class EventConsumer:
     def _handle_with_retries(
         self, event: Event, record: ConsumerRecord
     ) -> tuple[str, str, int] | None:
+        """None when handled; else (error kind, reason, attempts made) for the DLQ. A failure
+        that says it is permanent (``retryable=False``, a too-large record) is not retried."""
         attempts = self.settings.kafka.max_retries + 1
         kind, reason = "handler_error", ""
         for attempt in range(1, attempts + 1):
@@ -224,17 +229,25 @@ class EventConsumer:
                 if outcome is None:
                     return None
                 self.stats.long_jobs += 1
-                job_error = self._run_long_job(outcome)
-                if job_error is None:
+                result = self._run_long_job(outcome)
+                if result.ok:
                     return None
-                kind, reason = "job_failed", job_error
+                kind, reason, retryable = "job_failed", result.message or "", result.retryable
             except _Interrupted:
                 raise
-            except Exception as exc:  # handler bug or transient failure: retry, then DLQ
-                kind, reason = "handler_error", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # any failure, RecursionError and MemoryError included
+                kind, reason = "handler_error", describe_exception(exc)
+                retryable = is_retryable(exc) and not isinstance(exc, TOO_LARGE)
             log.warning(
-                "handling %s (attempt %d/%d) failed: %s", event.type, attempt, attempts, reason
+                "handling %s (attempt %d/%d) failed%s: %s",
+                event.type,
+                attempt,
+                attempts,
+                "" if retryable else " permanently",
+                reason,
             )
+            if not retryable:
+                return kind, reason, attempt
             if attempt < attempts:
                 self.stats.retries += 1
                 self._backoff(attempt)
@@ -248,8 +261,9 @@ class EventConsumer:
                 raise _Interrupted()
             time.sleep(min(0.1, max(end - time.monotonic(), 0)))
 
-    def _run_long_job(self, job: LongJob) -> str | None:
-        """Run ``job`` in a child while polling with paused partitions; return its error."""
+    def _run_long_job(self, job: LongJob) -> JobOutcome:
+        """Run ``job`` in a child while polling with paused partitions; return how it ended.
+        ``ChildJob.done`` drains the child's report and enforces the job's deadline."""
         paused = list(self.kafka.assignment())
         self.job_running = True
         self.kafka.pause(*paused)
@@ -264,7 +278,9 @@ class EventConsumer:
         finally:
             self.job_running = False
             self.kafka.resume(*self.kafka.assignment())
-        return child.error
+        if child.outcome.reason == "deadline":
+            log.error("long job %s: %s", job.name, child.outcome.message)
+        return child.outcome
 
     def _poll_while_paused(self) -> None:
         """Keep the group membership alive; anything fetched anyway is rewound, not lost."""
@@ -293,25 +309,26 @@ class EventConsumer:
             self._backoff(self.settings.kafka.max_retries + 1)
 
     def _dead_letter(self, record: ConsumerRecord, kind: str, reason: str, attempts: int) -> None:
-        value = record.value
-        payload = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else ""
-        key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
-        letter = DeadLetter(
-            producer=self.group_id,
-            origin_topic=record.topic,
-            origin_partition=record.partition,
-            origin_offset=record.offset,
-            origin_key=key,
-            consumer_group=self.group_id,
-            error_kind=kind,
-            error=reason,
-            attempts=attempts,
-            payload=payload,
-        )
+        """Write the bounded DLQ entry; a broker that still finds it too large (a lower
+        ``max.message.bytes``) gets it without the payload: too large never gets better."""
+        letter = dead_letter(record, self.group_id, kind, reason, attempts)
         try:
-            self.producer.publish(letter)  # blocks until acknowledged: only then do we commit
+            try:
+                self.producer.publish(letter)  # blocks until acknowledged: only then commit
+            except TOO_LARGE as exc:
+                log.warning(
+                    "DLQ refused the letter for %s@%d (%s); resending it without the payload",
+                    record.topic,
+                    record.offset,
+                    exc,
+                )
+                self.stats.payloads_omitted += 1
+                slim = dead_letter(
+                    record, self.group_id, kind, reason, attempts, keep_payload=False
+                )
+                self.producer.publish(slim)
         except Exception as exc:  # broker down, DLQ misconfigured, timeout
-            raise _DeadLetterFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise _DeadLetterFailed(describe_exception(exc)) from exc
         self.stats.dead_lettered += 1
 
     def _commit(self, record: ConsumerRecord) -> None:

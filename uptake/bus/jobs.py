@@ -3,16 +3,33 @@
 Training takes hours; a consumer that blocks that long misses ``max_poll_interval_ms`` and is
 evicted from its group, and its message is handed to another member. Running the job in a
 spawned child lets the parent keep calling ``poll()`` with its partitions paused.
+
+Three things keep a job from holding its partitions forever: the child's report is bounded
+and the parent drains the pipe while it waits (a report larger than the pipe's buffer used
+to block the child while the parent waited for it to exit); every job has a deadline, after
+which it is stopped (SIGTERM, then SIGKILL) and failed with reason ``deadline``; and a
+failure says whether a retry could help (``JobOutcome.retryable``), so a refusal is not run
+again.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from uptake.errors import is_retryable
+
+DEFAULT_DEADLINE_S = 24 * 3600.0  # a day: longer than any training run uptake expects
+MESSAGE_CHARS = 4_000  # of a failure's message: enough for the reason, never a whole log
+STOP_GRACE_S = 10.0  # between SIGTERM and SIGKILL
 
 
 @dataclass(frozen=True)
@@ -20,79 +37,157 @@ class LongJob:
     """What a handler returns to have its work done in a child process.
 
     ``target`` must be importable at module level (the child is spawned, not forked, so no
-    Kafka sockets or threads leak into it) and its arguments picklable.
+    Kafka sockets or threads leak into it) and its arguments picklable. The target reports a
+    failure by raising; an exception with ``retryable=False`` (``uptake.errors.PermanentError``,
+    say) marks it as one that no retry can fix. A job still running ``deadline_s`` seconds
+    after it started is stopped and fails with reason ``deadline``.
     """
 
     target: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     name: str = "job"
+    deadline_s: float = DEFAULT_DEADLINE_S
+
+    def __post_init__(self) -> None:
+        if not (self.deadline_s > 0 and math.isfinite(self.deadline_s)):
+            raise ValueError(f"deadline_s must be a positive number, got {self.deadline_s!r}")
+
+
+class JobOutcome(BaseModel):
+    """How a job ended. ``reason``: ``error`` (the target raised), ``crashed`` (the child
+    exited non-zero or was killed without a report) or ``deadline``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    reason: Literal["error", "crashed", "deadline"] | None = None
+    message: str | None = None
+    retryable: bool = True
+    truncated: bool = False  # ``message`` was cut to MESSAGE_CHARS
+
+
+def _bounded(message: str) -> tuple[str, bool]:
+    if len(message) <= MESSAGE_CHARS:
+        return message, False
+    return f"{message[:MESSAGE_CHARS]}… ({len(message) - MESSAGE_CHARS} more chars)", True
+
+
+def _failure_of(exc: BaseException) -> JobOutcome:
+    lines = traceback.format_exception_only(type(exc), exc)
+    message, truncated = _bounded(lines[-1].strip() if lines else type(exc).__name__)
+    return JobOutcome(
+        ok=False,
+        reason="error",
+        message=message,
+        retryable=is_retryable(exc),
+        truncated=truncated,
+    )
 
 
 def _child_main(conn: Connection, job: LongJob) -> None:
     try:
         job.target(*job.args, **job.kwargs)
     except BaseException as exc:
-        lines = traceback.format_exception_only(type(exc), exc)
-        conn.send(lines[-1].strip() if lines else repr(exc))
+        conn.send(_failure_of(exc).model_dump())  # bounded: always fits the pipe's buffer
         conn.close()
         raise SystemExit(1) from None
-    conn.send(None)
     conn.close()
 
 
 class ChildJob:
-    """A started job: poll ``done()``, then read ``error`` (None when it succeeded)."""
+    """A started job: call ``done()`` until it says True, then read ``outcome``.
 
-    def __init__(self, job: LongJob) -> None:
+    ``done()`` never blocks for long: it drains the child's report, and enforces the deadline
+    (SIGTERM, then SIGKILL ``grace_s`` later), so the caller keeps polling Kafka meanwhile.
+    """
+
+    def __init__(self, job: LongJob, *, grace_s: float = STOP_GRACE_S) -> None:
         ctx = mp.get_context("spawn")
+        self.job = job
+        self._grace_s = grace_s
         self._reader, writer = ctx.Pipe(duplex=False)
         self._process = ctx.Process(target=_child_main, args=(writer, job), name=job.name)
         self._process.start()
         writer.close()
-        self._message: str | None = None
-        self._received = False
+        self._deadline = time.monotonic() + job.deadline_s
+        self._terminated_at: float | None = None
+        self._deadline_passed = False
+        self._report: JobOutcome | None = None
+        self._closed = False
 
     @property
     def pid(self) -> int | None:
         return self._process.pid
 
     def done(self, wait_s: float = 0.0) -> bool:
+        self._drain()
         self._process.join(timeout=wait_s)
         if self._process.is_alive():
+            self._enforce_deadline()
             return False
-        self._collect()
+        self._drain()
+        self._close()
         return True
 
-    def _collect(self) -> None:
-        if self._received:
+    def _enforce_deadline(self) -> None:
+        now = time.monotonic()
+        if self._terminated_at is None:
+            if now >= self._deadline:
+                self._deadline_passed = True
+                self._terminated_at = now
+                self._process.terminate()
+        elif now - self._terminated_at >= self._grace_s:
+            self._process.kill()
+
+    def _drain(self) -> None:
+        """Read the child's report as soon as it is there: a child blocked writing into a
+        full pipe would never exit."""
+        if self._closed or self._report is not None:
             return
-        self._received = True
         try:
             if self._reader.poll():
-                self._message = self._reader.recv()
+                self._report = JobOutcome.model_validate(self._reader.recv())
         except (EOFError, OSError):
-            self._message = None
-        self._reader.close()
+            pass
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._reader.close()
 
     @property
-    def error(self) -> str | None:
-        """Why the job failed, or None if it exited 0."""
+    def outcome(self) -> JobOutcome:
+        """How the job ended (call after ``done()`` returned True)."""
+        if self._deadline_passed:
+            return JobOutcome(
+                ok=False,
+                reason="deadline",
+                message=f"deadline: {self.job.name} ran past its {self.job.deadline_s:g} s "
+                "deadline and was stopped",
+                retryable=False,
+            )
         code = self._process.exitcode
         if code == 0:
-            return None
-        if self._message:
-            return self._message
+            return JobOutcome(ok=True)
+        if self._report is not None:
+            return self._report
         if code is not None and code < 0:
-            return f"job process killed by signal {-code}"
-        return f"job process exited with code {code}"
+            return JobOutcome(
+                ok=False, reason="crashed", message=f"job process killed by signal {-code}"
+            )
+        return JobOutcome(
+            ok=False, reason="crashed", message=f"job process exited with code {code}"
+        )
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """Terminate the child (SIGTERM, then SIGKILL after ``grace_s``)."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """Terminate the child now (SIGTERM, then SIGKILL after ``grace_s``); blocks."""
+        grace = self._grace_s if grace_s is None else grace_s
         if self._process.is_alive():
             self._process.terminate()
-            self._process.join(grace_s)
+            self._process.join(grace)
         if self._process.is_alive():
             self._process.kill()
             self._process.join(5)
-        self._collect()
+        self._drain()
+        self._close()

@@ -16,7 +16,15 @@ class EventProducer:
     state (an outbox row, a committed offset) as done.
     """
 
-    def __init__(self, settings: Settings, producer_name: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer_name: str | None = None,
+        *,
+        max_request_bytes: int = 1024 * 1024,
+    ) -> None:
+        """``max_request_bytes``: the largest request this producer sends (kafka-python's
+        default); a record over it fails at once with ``MessageSizeTooLargeError``."""
         self.settings = settings
         self.producer_name = producer_name or settings.kafka.client_id
         self._producer = KafkaProducer(
@@ -28,6 +36,7 @@ class EventProducer:
             retry_backoff_ms=int(settings.kafka.retry_backoff_s * 1000),
             request_timeout_ms=settings.kafka.request_timeout_ms,
             linger_ms=5,
+            max_request_size=max_request_bytes,
         )
 
     def publish(self, event: Event, topic: str | None = None, timeout_s: float = 30.0) -> int:
