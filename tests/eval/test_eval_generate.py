@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -17,7 +18,8 @@ from pipeline.eval.generate import (
     TransformersBackend,
     make_backend,
 )
-from tests.eval.helpers import LoopbackServer, ScriptedJudge, completion
+from tests.eval.helpers import LoopbackServer, ScriptedJudge, completion, task, write_suite
+from tests.train.helpers import make_remote_code_model
 from uptake.errors import DependencyError, InputError
 from uptake.models import chatml
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
@@ -132,6 +134,29 @@ def test_never_runs_remote_code(tmp_path: Path, tiny_model: Path) -> None:
     with pytest.raises(InputError, match="cannot load model"):
         TransformersBackend(model_dir)
     assert not marker.exists()
+
+
+def test_allowlisted_remote_code_model_is_evaluated(tmp_path: Path, tiny_model: Path) -> None:
+    """Eval makes training's remote-code decision: allow-listed code runs, other code never."""
+    from pipeline.eval.suite import load_suite
+
+    model_dir = make_remote_code_model(Path(shutil.copytree(tiny_model, tmp_path / "tinyfoo")))
+    with pytest.raises(InputError, match="not in trust_remote_code_allowlist"):
+        TransformersBackend(model_dir, device="cpu", allowlist=["other/*"], repo_id="acme/foo")
+    backend = TransformersBackend(
+        model_dir, device="cpu", allowlist=["acme/*"], repo_id="acme/tinyfoo"
+    )
+    assert type(backend.model).__name__ == "TinyFooForCausalLM" and backend.trust_remote_code
+    suite = load_suite(write_suite(tmp_path / "suite.jsonl", [task("t1"), task("t2", prompt="Hi")]))
+    result = run_eval(
+        model_dir,
+        suite,
+        device="cpu",
+        max_new_tokens=4,
+        allowlist=["acme/*"],
+        repo_id="acme/tinyfoo",
+    )
+    assert result.metrics.n_tasks == 2 and all(0 < t.n_tokens <= 4 for t in result.tasks)
 
 
 def test_prompt_too_long_for_the_model(lively_backend: TransformersBackend) -> None:
