@@ -1,18 +1,22 @@
-"""Paired statistics shared by services that may not import each other's internals.
+"""Paired statistics, the one implementation: the eval report and the promotion gate use it.
 
-The promotion gate compares a candidate with the champion on the same tasks; both answered
-every task, so the test is paired: McNemar's exact test on discordant all-pass outcomes and
-a paired bootstrap of the rate differences (tasks resampled together). Pure Python (math,
-random): a few hundred tasks take milliseconds, and no numpy is needed in the registry.
+Both models answered the same tasks, so the comparison is paired: McNemar's exact test on
+discordant all-pass outcomes, and a paired bootstrap of the rate differences (tasks
+resampled together). The eval engine reports these numbers (``uptake eval --baseline``,
+``delta.*`` metrics) and the gate's optional significance check recomputes them from the
+per-task results in MLflow; with one implementation and one generator (numpy's
+``default_rng(seed)``) the same tasks and seed give the same interval in both.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from math import comb
 
+import numpy as np
 from pydantic import BaseModel
+
+BOOTSTRAP_CHUNK = 256  # resamples drawn at once: bounds memory at CHUNK x n_tasks indices
 
 
 class PairedTask(BaseModel):
@@ -56,14 +60,6 @@ def discordant(tasks: Sequence[PairedTask]) -> tuple[int, int]:
     return cand_only, base_only
 
 
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default), so numbers match the eval engine's."""
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def paired_bootstrap(
     tasks: Sequence[PairedTask],
     *,
@@ -71,31 +67,31 @@ def paired_bootstrap(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[BootstrapInterval, BootstrapInterval]:
-    """Intervals of the all-pass and criterion pass rate differences (candidate - baseline)."""
+    """Percentile intervals of the all-pass and criterion pass rate differences (candidate -
+    baseline), resampling tasks with replacement."""
     if not tasks:
         raise ValueError("no paired tasks")
+    pa = np.array([t.a_passed for t in tasks], dtype=float)
+    pb = np.array([t.b_passed for t in tasks], dtype=float)
+    totals = np.array([t.n_criteria for t in tasks], dtype=float)
+    ta, tb = (pa == totals).astype(float), (pb == totals).astype(float)
     n = len(tasks)
-    da = [float(t.b_all) - float(t.a_all) for t in tasks]
-    dc = [float(t.b_passed - t.a_passed) for t in tasks]
-    tot = [float(t.n_criteria) for t in tasks]
-    rng = random.Random(seed)
-    all_samples: list[float] = []
-    crit_samples: list[float] = []
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
-        all_samples.append(sum(da[i] for i in idx) / n)
-        denom = sum(tot[i] for i in idx)
-        crit_samples.append(sum(dc[i] for i in idx) / denom if denom else 0.0)
+    rng = np.random.default_rng(seed)
+    d_all = np.empty(n_boot)
+    d_crit = np.empty(n_boot)
+    for start in range(0, n_boot, BOOTSTRAP_CHUNK):
+        size = min(BOOTSTRAP_CHUNK, n_boot - start)
+        idx = rng.integers(0, n, size=(size, n))
+        d_all[start : start + size] = tb[idx].mean(axis=1) - ta[idx].mean(axis=1)
+        tot = totals[idx].sum(axis=1)
+        gained = pb[idx].sum(axis=1) - pa[idx].sum(axis=1)
+        d_crit[start : start + size] = np.divide(gained, tot, out=np.zeros(size), where=tot > 0)
     alpha = (1 - confidence) / 2
 
-    def interval(point: float, samples: list[float]) -> BootstrapInterval:
-        samples.sort()
-        return BootstrapInterval(
-            diff=point, low=_quantile(samples, alpha), high=_quantile(samples, 1 - alpha)
-        )
+    def interval(point: float, samples: np.ndarray) -> BootstrapInterval:
+        low, high = np.quantile(samples, [alpha, 1 - alpha])
+        return BootstrapInterval(diff=point, low=float(low), high=float(high))
 
-    total = sum(tot)
-    return (
-        interval(sum(da) / n, all_samples),
-        interval(sum(dc) / total if total else 0.0, crit_samples),
-    )
+    total = float(totals.sum())
+    crit_point = float((pb.sum() - pa.sum()) / total) if total else 0.0
+    return interval(float(tb.mean() - ta.mean()), d_all), interval(crit_point, d_crit)

@@ -3,18 +3,18 @@
 Both models answered the same tasks, so differences are computed per task and resampled
 together (paired bootstrap): much tighter than comparing two independent intervals.
 McNemar's exact test on the discordant all-pass pairs says whether the all-pass difference
-could be chance. Differences are always candidate minus baseline.
+could be chance. Differences are always candidate minus baseline. The statistics are
+``uptake.stats``, the ones the promotion gate uses, so the report and the gate agree.
 """
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import BaseModel
 
-from pipeline.eval.metrics import _CHUNK, DEFAULT_BOOTSTRAP, Interval
-from pipeline.eval.results import EvalResult
+from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, Interval
+from pipeline.eval.results import EvalResult, TaskResult
 from uptake.errors import InputError
-from uptake.stats import mcnemar_exact  # shared with the promotion gate
+from uptake.stats import BootstrapInterval, PairedTask, discordant, mcnemar_exact, paired_bootstrap
 
 
 class Difference(BaseModel):
@@ -68,36 +68,35 @@ def _aligned(a: EvalResult, b: EvalResult) -> tuple[list[str], list[str]]:
     return ids, [ta[i].practice_area for i in ids]
 
 
-def _difference(
-    pa: np.ndarray,
-    pb: np.ndarray,
-    totals: np.ndarray,
-    rng: np.random.Generator,
-    n_boot: int,
-    alpha: float,
-) -> tuple[Difference, Difference]:
-    ta, tb = (pa == totals).astype(float), (pb == totals).astype(float)
-    n = len(totals)
-    d_all = np.empty(n_boot)
-    d_crit = np.empty(n_boot)
-    for start in range(0, n_boot, _CHUNK):
-        size = min(_CHUNK, n_boot - start)
-        idx = rng.integers(0, n, size=(size, n))
-        d_all[start : start + size] = tb[idx].mean(axis=1) - ta[idx].mean(axis=1)
-        tot = totals[idx].sum(axis=1)
-        d_crit[start : start + size] = (pb[idx].sum(axis=1) - pa[idx].sum(axis=1)) / tot
+def _paired(a: list[TaskResult], b: list[TaskResult]) -> list[PairedTask]:
+    return [
+        PairedTask(
+            task_id=x.task_id, a_passed=x.n_passed, b_passed=y.n_passed, n_criteria=x.n_criteria
+        )
+        for x, y in zip(a, b, strict=True)
+    ]
 
-    def make(base: float, cand: float, samples: np.ndarray) -> Difference:
-        low, high = np.quantile(samples, [alpha, 1 - alpha])
+
+def _rates(tasks: list[TaskResult]) -> tuple[float, float]:
+    n_all = sum(t.all_pass for t in tasks)
+    return n_all / len(tasks), sum(t.n_passed for t in tasks) / sum(t.n_criteria for t in tasks)
+
+
+def _differences(
+    a: list[TaskResult], b: list[TaskResult], n_boot: int, seed: int, confidence: float
+) -> tuple[Difference, Difference]:
+    """(all-pass, criterion) differences of b over a, paired task by task (same order)."""
+    all_ci, crit_ci = paired_bootstrap(
+        _paired(a, b), n_boot=n_boot, seed=seed, confidence=confidence
+    )
+    (all_a, crit_a), (all_b, crit_b) = _rates(a), _rates(b)
+
+    def make(base: float, cand: float, ci: BootstrapInterval) -> Difference:
         return Difference(
-            baseline=base,
-            candidate=cand,
-            diff=cand - base,
-            ci=Interval(low=float(low), high=float(high)),
+            baseline=base, candidate=cand, diff=cand - base, ci=Interval(low=ci.low, high=ci.high)
         )
 
-    crit_a, crit_b = float(pa.sum() / totals.sum()), float(pb.sum() / totals.sum())
-    return make(float(ta.mean()), float(tb.mean()), d_all), make(crit_a, crit_b, d_crit)
+    return make(all_a, all_b, all_ci), make(crit_a, crit_b, crit_ci)
 
 
 def compare(
@@ -111,23 +110,15 @@ def compare(
     """Compare candidate ``b`` with baseline ``a`` on the same tasks."""
     ids, areas = _aligned(a, b)
     ma, mb = a.task_map(), b.task_map()
-    pa = np.array([ma[i].n_passed for i in ids], dtype=float)
-    pb = np.array([mb[i].n_passed for i in ids], dtype=float)
-    totals = np.array([ma[i].n_criteria for i in ids], dtype=float)
-    labels = np.array(areas)
-    alpha = (1 - confidence) / 2
-    rng = np.random.default_rng(seed)
-    all_diff, crit_diff = _difference(pa, pb, totals, rng, n_boot, alpha)
+    ta, tb = [ma[i] for i in ids], [mb[i] for i in ids]
+    all_diff, crit_diff = _differences(ta, tb, n_boot, seed, confidence)
     per_area = {}
     for area in sorted(set(areas)):
-        sel = labels == area
-        area_rng = np.random.default_rng(seed)
-        ad, cd = _difference(pa[sel], pb[sel], totals[sel], area_rng, n_boot, alpha)
-        per_area[area] = AreaComparison(
-            n_tasks=int(sel.sum()), all_pass_rate=ad, criterion_pass_rate=cd
-        )
-    a_all, b_all = pa == totals, pb == totals
-    cand_only, base_only = int((b_all & ~a_all).sum()), int((a_all & ~b_all).sum())
+        sa = [t for t, x in zip(ta, areas, strict=True) if x == area]
+        sb = [t for t, x in zip(tb, areas, strict=True) if x == area]
+        ad, cd = _differences(sa, sb, n_boot, seed, confidence)
+        per_area[area] = AreaComparison(n_tasks=len(sa), all_pass_rate=ad, criterion_pass_rate=cd)
+    cand_only, base_only = discordant(_paired(ta, tb))
     return PairedComparison(
         baseline_model=a.model,
         candidate_model=b.model,

@@ -218,3 +218,47 @@ def test_per_model_override_keeps_the_default_gate() -> None:
     assert section.gate_for("strict").mode == "manual"
     assert section.gate_for("strict").area_tolerance == 0.1
     assert section.gate_for("other").mode == "auto"
+
+
+# The base model and a candidate on 20 tasks where two bootstrap implementations disagreed: the
+# eval report's paired all-pass interval (numpy generator) started at 0.0, not significant,
+# while the gate (Python's random) found a lower bound of +0.05 and promoted.
+REPORT_VS_GATE = (
+    {"imm": [2, 0, 1, 2, 2, 3, 0, 3, 2, 3], "tax": [3, 3, 1, 0, 1, 1, 2, 1, 1, 2]},
+    {"imm": [3, 0, 2, 2, 3, 3, 1, 3, 2, 3], "tax": [3, 2, 2, 0, 1, 3, 3, 0, 3, 3]},
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_gate_and_eval_report_agree_on_significance(tmp_path, seed: int) -> None:
+    from pipeline.eval import compare, save_results
+    from registry.evidence import Case, TaskOutcomes
+    from registry.gate import judge
+    from tests.registry.helpers import eval_result
+
+    base_card, cand_card = REPORT_VS_GATE
+    base = eval_result(base_card, "acme/base", SUITE)
+    candidate = eval_result(cand_card, "acme/base+uptake", SUITE)
+    report = compare(base, candidate, n_boot=2000, seed=seed, confidence=0.95)
+
+    # the gate reads the same tasks back from the results JSONL the eval engine logs
+    def outcomes(result, name: str) -> list[TaskOutcome]:
+        return parse_results_jsonl(save_results(result, tmp_path / name).read_text())
+
+    case = Case(
+        candidate=cand(all_pass_rate=0.9, criterion_pass_rate=0.9),
+        champion=None,
+        task_outcomes=TaskOutcomes(
+            comparator=outcomes(base, "base.jsonl"), candidate=outcomes(candidate, "cand.jsonl")
+        ),
+    )
+    cfg = GateConfig(
+        beat_base=False,
+        significance=SignificanceConfig(test="bootstrap", alpha=0.05, seed=seed),
+    )
+    sig = next(c for c in judge(case, cfg).checks if c.name == "significance")
+    lows = (report.all_pass_rate.ci.low, report.criterion_pass_rate.ci.low)
+    assert sig.value == pytest.approx(min(lows), abs=1e-12)
+    assert sig.passed is (min(lows) > 0)
+    if seed == 0:
+        assert report.all_pass_rate.ci.low <= 0 and not sig.passed
