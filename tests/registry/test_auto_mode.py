@@ -16,6 +16,7 @@ from tests.registry.conftest import configure
 from tests.registry.helpers import BETTER, GOOD, SPIKY, Worker, wait_for
 from uptake.bus import EventProducer, ensure_topics
 from uptake.events import ChampionChanged, PromotionDecided, decode_event
+from uptake.mlflow_contract import CHALLENGER_ALIAS, DECISION_TAG, PREVIOUS_CHAMPION_TAG
 from uptake.settings import Settings
 
 BEST = {"immigration": [3, 3, 3, 3, 1], "tax": [3, 3, 3, 3, 2]}  # 0.8 / 0.9
@@ -48,7 +49,7 @@ def test_auto_mode_promotes_rejects_and_decides_once(
         service.stop()
 
     assert reg.champion(model_name) == "3"
-    assert "challenger" not in reg.aliases(model_name)
+    assert CHALLENGER_ALIAS not in reg.aliases(model_name)
     records = read_topic(s.kafka_bootstrap, s.kafka.topics.decisions, expected=6)
     events = [decode_event(r.value) for r in records]
     decided = [e for e in events if isinstance(e, PromotionDecided)]
@@ -74,7 +75,7 @@ def test_auto_mode_promotes_rejects_and_decides_once(
     # the decision is logged to the candidate's run, with every check
     client = worker.client
     run = client.get_run(v2.run_id)
-    assert run.data.tags["uptake.decision"] == "rejected"
+    assert run.data.tags[DECISION_TAG] == "rejected"
     path = client.download_artifacts(v2.run_id, "uptake/decision-gate.json")
     logged = json.loads(Path(path).read_text())
     assert logged["outcome"] == "rejected" and logged["champion_version"] == "1"
@@ -89,8 +90,8 @@ def test_auto_mode_promotes_rejects_and_decides_once(
     assert history[1].checks and history[1].release_id == v3.release_id
     mirror = audit.read_mirror(reg, model_name)
     assert [(m["seq"], m["v"], m["prev"]) for m in mirror] == [(1, "1", None), (2, "3", "1")]
-    assert reg.version(model_name, "3").tags["uptake.previous_champion"] == "1"
-    assert reg.version(model_name, "2").tags["uptake.decision"] == "rejected"
+    assert reg.version(model_name, "3").tags[PREVIOUS_CHAMPION_TAG] == "1"
+    assert reg.version(model_name, "2").tags[DECISION_TAG] == "rejected"
     assert len(service.ctx.store.decisions_of(model_name)) == 4
 
 

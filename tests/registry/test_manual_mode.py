@@ -20,6 +20,14 @@ from tests.registry.conftest import configure
 from tests.registry.helpers import BETTER, GOOD, Endpoint, Worker, wait_for
 from uptake.bus import EventProducer, ensure_topics
 from uptake.events import PromotionDecided, decode_event
+from uptake.mlflow_contract import (
+    APPROVAL_APPROVED,
+    APPROVAL_PENDING,
+    APPROVAL_REJECTED,
+    APPROVAL_TAG,
+    CHALLENGER_ALIAS,
+    DECISION_TAG,
+)
 from uptake.registry_config import AlertSettings, SlackChannel
 from uptake.settings import Settings
 from uptake.webhooks import sign_mlflow
@@ -69,8 +77,8 @@ def test_webhook_approval_promotes_within_seconds_and_rejection_does_not(
             assert service.webhook_id is not None  # registered itself with MLflow
             with EventProducer(s) as producer:
                 producer.publish(worker.register(model_name, GOOD))
-                wait_for(lambda: tag(reg, model_name, "1", "approval") == "pending", 60)
-                assert reg.aliases(model_name) == {"challenger": "1"}
+                wait_for(lambda: tag(reg, model_name, "1", APPROVAL_TAG) == APPROVAL_PENDING, 60)
+                assert reg.aliases(model_name) == {CHALLENGER_ALIAS: "1"}
                 wait_for(
                     lambda: any("waits for approval" in b["text"] for b in slack.bodies()),
                     30,
@@ -80,18 +88,18 @@ def test_webhook_approval_promotes_within_seconds_and_rejection_does_not(
                 assert section.data[model_name]["pending_approval"] == ["1"]
 
                 started = time.monotonic()
-                ui_set_tag(s.tracking_uri, model_name, "1", "approval", "approved")
+                ui_set_tag(s.tracking_uri, model_name, "1", APPROVAL_TAG, APPROVAL_APPROVED)
                 wait_for(lambda: reg.champion(model_name) == "1", 20, "promotion via webhook")
                 assert time.monotonic() - started < 20
                 assert service.receiver_stats.accepted >= 1
                 assert service.worker.passes == 1  # only the start-up pass: the webhook did it
 
                 producer.publish(worker.register(model_name, BETTER))
-                wait_for(lambda: tag(reg, model_name, "2", "approval") == "pending", 60)
-                ui_set_tag(s.tracking_uri, model_name, "2", "approval", "rejected")
-                wait_for(lambda: tag(reg, model_name, "2", "uptake.decision") == "rejected", 20)
+                wait_for(lambda: tag(reg, model_name, "2", APPROVAL_TAG) == APPROVAL_PENDING, 60)
+                ui_set_tag(s.tracking_uri, model_name, "2", APPROVAL_TAG, APPROVAL_REJECTED)
+                wait_for(lambda: tag(reg, model_name, "2", DECISION_TAG) == "rejected", 20)
             assert reg.champion(model_name) == "1"
-            assert "challenger" not in reg.aliases(model_name)
+            assert CHALLENGER_ALIAS not in reg.aliases(model_name)
             section = registry_status(s)
             assert section.data[model_name] == {
                 "champion": "1",
@@ -121,7 +129,7 @@ def test_reconcile_promotes_without_webhooks_and_rechecks_the_champion(
     try:
         with EventProducer(s) as producer:
             producer.publish(worker.register(model_name, GOOD))
-            wait_for(lambda: tag(reg, model_name, "1", "approval") == "pending", 60)
+            wait_for(lambda: tag(reg, model_name, "1", APPROVAL_TAG) == APPROVAL_PENDING, 60)
             result = run_uptake("approve", model_name, "1", "--by", "alice", home=s.home, **env)
             assert result.returncode == 0, result.stderr
             wait_for(lambda: reg.champion(model_name) == "1", 60, "promotion via reconcile")
@@ -129,14 +137,14 @@ def test_reconcile_promotes_without_webhooks_and_rechecks_the_champion(
             producer.publish(worker.register(model_name, BETTER))
             producer.publish(worker.register(model_name, BEST))
             for v in ("2", "3"):
-                wait_for(lambda v=v: tag(reg, model_name, v, "approval") == "pending", 60)
-            ui_set_tag(s.tracking_uri, model_name, "3", "approval", "approved")
+                wait_for(lambda v=v: tag(reg, model_name, v, APPROVAL_TAG) == APPROVAL_PENDING, 60)
+            ui_set_tag(s.tracking_uri, model_name, "3", APPROVAL_TAG, APPROVAL_APPROVED)
             wait_for(lambda: reg.champion(model_name) == "3", 60)
             # v2 beat v1 when it arrived; approved now, it no longer beats champion v3
-            ui_set_tag(s.tracking_uri, model_name, "2", "approval", "approved")
+            ui_set_tag(s.tracking_uri, model_name, "2", APPROVAL_TAG, APPROVAL_APPROVED)
             decision = wait_for(lambda: service.ctx.store.decision(model_name, "2", "approval"), 60)
             # the decision is recorded before it is mirrored to MLflow tags (enact.enact)
-            wait_for(lambda: tag(reg, model_name, "2", "uptake.decision") == "rejected", 30)
+            wait_for(lambda: tag(reg, model_name, "2", DECISION_TAG) == "rejected", 30)
         assert reg.champion(model_name) == "3"
         assert decision.outcome == "rejected"
         assert "no longer beats the current champion v3" in decision.reason
@@ -168,8 +176,10 @@ def test_forged_webhook_is_ignored_and_replays_refused(
     try:
         with EventProducer(s) as producer:
             producer.publish(worker.register(model_name, GOOD))
-            wait_for(lambda: tag(reg, model_name, "1", "approval") == "pending", 60)
-        reg.set_version_tags(model_name, "1", {"approval": "approved"})  # no delivery follows
+            wait_for(lambda: tag(reg, model_name, "1", APPROVAL_TAG) == APPROVAL_PENDING, 60)
+        reg.set_version_tags(
+            model_name, "1", {APPROVAL_TAG: APPROVAL_APPROVED}
+        )  # no delivery follows
         body = json.dumps(
             {
                 "entity": "model_version_tag",
@@ -177,7 +187,7 @@ def test_forged_webhook_is_ignored_and_replays_refused(
                 "data": {
                     "name": model_name,
                     "version": "1",
-                    "key": "approval",
+                    "key": APPROVAL_TAG,
                     "value": "approved",
                 },
             }

@@ -18,6 +18,12 @@ from registry.db import make_engine
 from registry.locks import LockTimeout, ModelLocks
 from registry.webhook_receiver import DeliveryLog, ReceiverServer, make_app
 from tests.conftest import POSTGRES_URL_ENV, _drop_postgres_database, _postgres_database
+from uptake.mlflow_contract import (
+    APPROVAL_APPROVED,
+    APPROVAL_PENDING,
+    APPROVAL_REJECTED,
+    APPROVAL_TAG,
+)
 from uptake.registry_config import RegistrySettings
 from uptake.settings import Settings
 from uptake.webhooks import sign_mlflow
@@ -26,8 +32,8 @@ SECRET = "whsec-receiver"
 
 
 def delivery(
-    key: str = "approval",
-    value: str = "approved",
+    key: str = APPROVAL_TAG,
+    value: str = APPROVAL_APPROVED,
     *,
     secret: str = SECRET,
     age_s: int = 0,
@@ -100,9 +106,9 @@ def test_receiver_verifies_signature_freshness_and_replays(engine) -> None:
         assert post(headers, body) == 202
         assert verdicts == [("m", "3")]
         assert post(headers, body) == 409  # the same delivery again: a replay
-        assert post(*delivery(value="pending")) == 200  # our own tag: nothing to do
-        assert post(*delivery(key="note", value="approved")) == 200
-        assert post(*delivery(value="rejected")) == 202
+        assert post(*delivery(value=APPROVAL_PENDING)) == 200  # our own tag: nothing to do
+        assert post(*delivery(key="note", value=APPROVAL_APPROVED)) == 200
+        assert post(*delivery(value=APPROVAL_REJECTED)) == 202
         assert verdicts == [("m", "3"), ("m", "3")]
         stats = app.state.stats
         assert (stats.rejected, stats.replayed, stats.ignored, stats.accepted) == (3, 1, 2, 2)

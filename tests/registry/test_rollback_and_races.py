@@ -22,6 +22,14 @@ from tests.registry.conftest import configure
 from tests.registry.helpers import BETTER, GOOD, Worker
 from uptake.bus import EventProducer, ensure_topics
 from uptake.events import ChampionChanged, decode_event
+from uptake.mlflow_contract import (
+    APPROVAL_APPROVED,
+    APPROVAL_PENDING,
+    APPROVAL_TAG,
+    CHAMPION_ALIAS,
+    DECISION_TAG,
+    PREVIOUS_CHAMPION_TAG,
+)
 from uptake.settings import Settings
 
 BEST = {"immigration": [3, 3, 3, 3, 1], "tax": [3, 3, 3, 3, 2]}
@@ -108,7 +116,7 @@ def test_rollback_restores_previous_champion_and_audits(
         (3, "1", "rollback", "rollback:bob"),
         (4, "2", "rollback", "rollback:carol"),
     ]
-    assert reg.version(model_name, "1").tags["uptake.previous_champion"] == "2"
+    assert reg.version(model_name, "1").tags[PREVIOUS_CHAMPION_TAG] == "2"
 
     records = read_topic(s.kafka_bootstrap, s.kafka.topics.decisions, expected=6)
     changed = [
@@ -151,7 +159,7 @@ def test_two_promoters_decide_once_and_the_alias_is_compare_and_set(
         worker.register(model_name, BETTER)
         v3 = worker.register(model_name, BEST)
         # a promoter that does not share our state store moves the alias under us
-        reg.set_alias(model_name, "champion", "2")
+        reg.set_alias(model_name, CHAMPION_ALIAS, "2")
         with pytest.raises(PromotionConflict, match="champion is v2"):
             promote(
                 a,
@@ -171,7 +179,7 @@ def test_two_promoters_decide_once_and_the_alias_is_compare_and_set(
 
         def racing_set_alias(model: str, alias: str, version: str) -> None:
             original(model, alias, version)
-            if alias == "champion" and not moved:
+            if alias == CHAMPION_ALIAS and not moved:
                 moved.append(version)
                 original(model, alias, "1")
 
@@ -214,14 +222,14 @@ def test_a_redelivered_candidate_repairs_tags_but_keeps_a_verdict_set_meanwhile(
         assert first is not None and first.outcome == "pending_approval"
 
         # a crash before the tags were written: the redelivery writes them
-        reg.client.delete_model_version_tag(model_name, "1", "approval")
+        reg.client.delete_model_version_tag(model_name, "1", APPROVAL_TAG)
         assert handle_candidate(ctx, event) == first
-        assert reg.version(model_name, "1").tags["approval"] == "pending"
+        assert reg.version(model_name, "1").tags[APPROVAL_TAG] == APPROVAL_PENDING
 
         # a person approves; the event is redelivered before the promoter acted on it
-        reg.set_version_tags(model_name, "1", {"approval": "approved"})
+        reg.set_version_tags(model_name, "1", {APPROVAL_TAG: APPROVAL_APPROVED})
         assert handle_candidate(ctx, event) == first
-        assert reg.version(model_name, "1").tags["approval"] == "approved"
+        assert reg.version(model_name, "1").tags[APPROVAL_TAG] == APPROVAL_APPROVED
         assert reg.champion(model_name) is None
         reconcile_once(ctx)
     assert reg.champion(model_name) == "1"
@@ -260,7 +268,7 @@ def test_an_interrupted_promotion_is_finished_once(
     assert len(ctx.store.decisions_of(model_name)) == 1
     history = audit.read(ctx.store.engine, model_name)
     assert [(h.seq, h.version, h.previous_version) for h in history] == [(1, "1", None)]
-    assert reg.version(model_name, "1").tags["uptake.decision"] == "promoted"
+    assert reg.version(model_name, "1").tags[DECISION_TAG] == "promoted"
 
 
 def test_champion_moves_outside_uptake_are_recorded_and_announced(
@@ -277,7 +285,7 @@ def test_champion_moves_outside_uptake_are_recorded_and_announced(
         reconcile_once(ctx)  # in step: nothing to record
 
         # a person moves the alias back in the MLflow UI
-        reg.set_alias(model_name, "champion", "1")
+        reg.set_alias(model_name, CHAMPION_ALIAS, "1")
         reconcile_once(ctx)
         reconcile_once(ctx)  # recorded once
 
