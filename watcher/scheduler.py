@@ -61,7 +61,7 @@ class WatchScheduler:
 
     def _bounded(self, name: str, delay_s: float) -> float:
         """A finite delay, no longer than the source's interval or the longest backoff."""
-        longest = max(self.service.interval(name), self.service.settings.watcher.backoff_max)
+        longest = max(self.service.interval(name), self.service.settings.watcher.backoff_max_s)
         if math.isnan(delay_s):
             return longest
         return min(max(delay_s, 0.0), longest)
@@ -75,7 +75,7 @@ class WatchScheduler:
 
     def _poll(self, name: str) -> None:
         started = time.monotonic()
-        delay = self.service.settings.watcher.backoff_max
+        delay = self.service.settings.watcher.backoff_max_s
         try:
             delay = self.service.interval(name)
             outcome = self.service.poll_source(name)
@@ -93,7 +93,7 @@ class WatchScheduler:
         try:
             self._schedule(name, delay_s)
         except Exception:
-            fallback = self.service.settings.watcher.backoff_max
+            fallback = self.service.settings.watcher.backoff_max_s
             log.exception(
                 "source %s: could not schedule the next poll in %r s; polling in %g s",
                 name,

@@ -181,8 +181,9 @@ class FakeRepo:
 class Fault:
     """Answer matching requests wrongly, ``times`` times (None: until cleared)."""
 
-    kind: str = "status"  # status | slow | malformed | bad_shape | bad_item
+    kind: str = "status"  # status | slow | malformed | bad_shape | bad_item | body
     status: int = 500
+    body: bytes = b""  # kind "body": answered as is, with status 200
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     times: int | None = 1
@@ -429,6 +430,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 200
         if fault.kind == "bad_item":
             self._json(200, [{"_id": "x", "createdAt": "yesterday-ish"}], fault.headers)
+            return 200
+        if fault.kind == "body":
+            self._send(200, fault.body, fault.headers)
             return 200
         if fault.kind == "slow":
             self._json(200, [], fault.headers)

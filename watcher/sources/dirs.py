@@ -47,6 +47,8 @@ _CHUNK = 1 << 20
 MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is refused
 MAX_METADATA_BYTES = 16 << 20  # config.json / README.md read in full: bounded
 _MAX_COUNT = 2**63  # safetensors sizes are u64: no real tensor has more elements
+# libyaml refuses deep nesting at once; the pure-Python loader takes seconds to overflow
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class MalformedModel(Exception):
@@ -230,7 +232,7 @@ def read_card(readme: Path) -> ModelCard:
         return ModelCard()
     block = text[3:].split("\n---", 1)[0]
     try:
-        data = yaml.safe_load(block)
+        data = yaml.load(block, Loader=_YAML_LOADER)
     except (yaml.YAMLError, RecursionError) as exc:
         raise MalformedModel(f"README.md front matter: {str(exc)[:200]}") from None
     if data is None:

@@ -39,7 +39,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # without a lookup (tags carry license, gguf/awq, custom_code). Dates and safetensors are
 # left to model_info: parsing them for every listed repo was most of a poll's CPU time.
 LIST_EXPAND: list[Any] = ["sha", "pipeline_tag", "library_name", "tags", "gated"]
-_MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
+# what the library raises on JSON it cannot map (RecursionError: deeply nested JSON)
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
 
 
 def _license(info: ModelInfo) -> str | None:
