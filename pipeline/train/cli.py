@@ -1,8 +1,10 @@
 """``uptake train``: post-train a model directory with a recipe, with a rich progress bar.
 
-The recipe is validated before torch is imported, so a bad recipe fails in a fraction of a
-second with one line naming the field (exit 2). With ``--num-processes N`` (N > 1), or a recipe
-whose hardware asks for it, the command re-runs itself under ``accelerate launch`` (FSDP).
+A thin shell over ``train`` (and ``train_and_log`` with ``--mlflow``): it loads the settings,
+draws the preflight report, the progress bar and the summary. The recipe is validated before
+torch is imported, so a bad recipe fails in a fraction of a second with one line naming the
+field (exit 2). With ``--num-processes N`` (N > 1), or a recipe whose hardware asks for it, the
+command re-runs itself under ``accelerate launch`` (FSDP).
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.train.preflight import PreflightError
-from pipeline.train.recipe import PROFILES, load_recipe
-from pipeline.train.results import TrainProgress, TrainResult
+from pipeline.train.recipe import PROFILES, Recipe, load_recipe
+from pipeline.train.results import ProgressHook, TrainProgress, TrainResult
+from uptake.commands import ConfigOption
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from pipeline.train.preflight import PreflightReport
+    from uptake.settings import Settings
 
 console = Console(stderr=False)
 
@@ -70,7 +76,7 @@ def print_summary(result: TrainResult) -> None:
     console.print(table)
 
 
-def _progress_bar():
+def _progress_bar() -> Progress:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -92,6 +98,55 @@ def _progress_bar():
     )
 
 
+def _bar_updater(bar: Progress) -> ProgressHook:
+    """A progress hook that draws one bar per stage."""
+    tasks: dict[str, int] = {}
+
+    def on_progress(p: TrainProgress) -> None:
+        if p.stage not in tasks:
+            tasks[p.stage] = bar.add_task(p.stage, total=p.total_steps, loss="-", tps="-")
+        bar.update(
+            tasks[p.stage],
+            completed=p.step,
+            total=p.total_steps,
+            loss=f"{p.loss:.4f}" if p.loss is not None else "-",
+            tps=f"{p.tokens_per_s:,.0f}",
+        )
+
+    return on_progress
+
+
+def _relaunch(**args: Any) -> None:
+    """Run this command again under ``accelerate launch`` (``args``: ``accelerate_command``'s),
+    one process per GPU; its exit status is ours."""
+    from pipeline.train.launch import accelerate_command
+
+    cmd = accelerate_command(**args)
+    console.print(f"launching: {shlex.join(cmd)}")
+    code = subprocess.call(cmd)
+    if code:
+        # sys.exit, not typer.Exit: the root runs click with standalone_mode=False,
+        # which turns typer.Exit(n) into a return value and loses n.
+        sys.exit(code)
+
+
+def _train_logged(settings: Settings, recipe: Recipe, **args: Any) -> tuple[TrainResult, str]:
+    """``train_and_log`` into MLflow: the result and the run id. A refusal is logged there,
+    then fails the command."""
+    from pipeline.train.tracking import train_and_log
+
+    outcome = train_and_log(
+        recipe=recipe,
+        tracking_uri=settings.tracking_uri,
+        allowlist=settings.trust_remote_code_allowlist,
+        **args,
+    )
+    if outcome.result is None:
+        console.print(f"logged the refusal to MLflow run {outcome.run_id}")
+        raise PreflightError(outcome.reason or "preflight refused the model")
+    return outcome.result, outcome.run_id
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
@@ -111,62 +166,51 @@ def register(app: typer.Typer) -> None:
         mlflow: bool = typer.Option(
             False, "--mlflow", help="log params, metrics and the model to MLflow"
         ),
+        config: ConfigOption = None,
     ) -> None:
         """Post-train MODEL with RECIPE; writes a merged, self-contained model to OUT/model."""
         from uptake.errors import InputError
+        from uptake.settings import load_settings
 
         spec = load_recipe(recipe)  # exit 2 on a bad recipe, before torch is imported
         if profile is not None and profile not in PROFILES:
             raise InputError(f"--profile: expected one of {PROFILES}, got {profile!r}")
         resolved = spec.resolve(profile)  # type: ignore[arg-type]
+        settings = load_settings(config)  # exit 2 on a bad config, before any work
+
+        from pipeline.train.launch import needs_launch
+
         processes = num_processes or resolved.hardware.num_processes
-
-        from pipeline.train.launch import accelerate_command, needs_launch
-
         if needs_launch(processes):
-            cmd = accelerate_command(
+            _relaunch(
                 num_processes=processes,
+                profile=resolved.profile,
                 model=model,
                 recipe=recipe,
                 out=out,
                 resume=resume,
-                profile=resolved.profile,
                 repo_id=repo_id,
+                config=config,
             )
-            console.print(f"launching: {shlex.join(cmd)}")
-            code = subprocess.call(cmd)
-            if code:
-                # sys.exit, not typer.Exit: the root runs click with standalone_mode=False,
-                # which turns typer.Exit(n) into a return value and loses n.
-                sys.exit(code)
             return
 
-        from uptake.settings import load_settings
-
-        settings = load_settings()
         from pipeline.train.trainer import train
 
+        run_id: str | None = None
         with _progress_bar() as bar:
-            tasks: dict[str, int] = {}
-
-            def on_progress(p: TrainProgress) -> None:
-                if p.stage not in tasks:
-                    tasks[p.stage] = bar.add_task(p.stage, total=p.total_steps, loss="-", tps="-")
-                bar.update(
-                    tasks[p.stage],
-                    completed=p.step,
-                    total=p.total_steps,
-                    loss=f"{p.loss:.4f}" if p.loss is not None else "-",
-                    tps=f"{p.tokens_per_s:,.0f}",
+            on_progress = _bar_updater(bar)
+            if mlflow:
+                result, run_id = _train_logged(
+                    settings,
+                    resolved,
+                    model_dir=model,
+                    out_dir=out,
+                    resume=resume,
+                    repo_id=repo_id,
+                    on_progress=on_progress,
+                    on_preflight=print_preflight,
                 )
-
-            reports: list[PreflightReport] = []
-
-            def on_preflight(report: PreflightReport) -> None:
-                reports.append(report)
-                print_preflight(report)
-
-            try:
+            else:
                 result = train(
                     model,
                     resolved,
@@ -175,24 +219,8 @@ def register(app: typer.Typer) -> None:
                     on_progress=on_progress,
                     allowlist=settings.trust_remote_code_allowlist,
                     repo_id=repo_id,
-                    on_preflight=on_preflight,
+                    on_preflight=print_preflight,
                 )
-            except PreflightError:
-                if mlflow and reports:  # a refusal is a result too: make it visible there
-                    import mlflow as mlflow_mod
-
-                    from pipeline.train.mlflow_log import log_refusal
-
-                    mlflow_mod.set_tracking_uri(settings.tracking_uri)
-                    run_id = log_refusal(reports[0], resolved)
-                    console.print(f"logged the refusal to MLflow run {run_id}")
-                raise
         print_summary(result)
-        if mlflow:
-            import mlflow as mlflow_mod
-
-            from pipeline.train.mlflow_log import log_training
-
-            mlflow_mod.set_tracking_uri(settings.tracking_uri)
-            run_id = log_training(result, resolved)
+        if run_id is not None:
             console.print(f"logged to MLflow run {run_id}")

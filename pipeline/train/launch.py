@@ -32,6 +32,7 @@ def accelerate_command(
     resume: bool = False,
     profile: str | None = None,
     repo_id: str | None = None,
+    config: Path | None = None,
     mixed_precision: str = "bf16",
 ) -> list[str]:
     """The exact command the CLI runs for ``--num-processes N`` (N > 1)."""
@@ -76,4 +77,6 @@ def accelerate_command(
         cmd += ["--profile", profile]
     if repo_id:
         cmd += ["--repo-id", repo_id]
+    if config is not None:  # every rank reads the same settings (the allow-list, say)
+        cmd += ["--config", str(config)]
     return cmd

@@ -7,17 +7,23 @@ would add a pipeline wrapper, an MLmodel file, pip requirement inference (import
 environment probing at log time) and a layout that needs ``mlflow.transformers.load_model`` to
 read back. The registry does not need a logged-model entity either: a version is created from
 ``runs:/<run_id>/model`` with ``MlflowClient.create_model_version``.
+
+Every function takes the tracking URI (None: MLflow's own default) and the run to log into, so
+the pipeline worker can log a training into the one run of its adoption job.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.train.recipe import Recipe
 from pipeline.train.results import TrainResult
+from uptake.mlflow_contract import RECIPE_SHA_TAG
 
 MLFLOW_PARAM_MAX = 6000
+DEFAULT_EXPERIMENT = "uptake-train"
 
 
 def training_params(result: TrainResult, recipe: Recipe | None = None) -> dict[str, str]:
@@ -53,17 +59,32 @@ def training_metrics(result: TrainResult) -> dict[str, float]:
     return metrics
 
 
-def _run_id(run_id: str | None, run_name: str) -> str:
-    """``run_id``, else the active run, else a new run in the ``uptake-train`` experiment."""
+def _experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created when missing (by us or a concurrent caller)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _run_id(client: Any, run_id: str | None, run_name: str, experiment: str) -> str:
+    """``run_id``, else the active run, else a new (finished) run in ``experiment``."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     if run_id is None and (active := mlflow.active_run()) is not None:
         run_id = active.info.run_id
     if run_id is None:
-        experiment = mlflow.set_experiment("uptake-train")
-        run_id = MlflowClient().create_run(experiment.experiment_id, run_name=run_name).info.run_id
-        MlflowClient().set_terminated(run_id, "FINISHED")
+        experiment_id = _experiment_id(client, experiment)
+        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
@@ -76,14 +97,22 @@ def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=items[i : i + 100])
 
 
-def log_refusal(report: Any, recipe: Recipe | None = None, *, run_id: str | None = None) -> str:
+def log_refusal(
+    report: Any,
+    recipe: Recipe | None = None,
+    *,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> str:
     """Record a model preflight refused (``report``: PreflightReport) as a FAILED run, with
     the refusals as tags and the report as an artifact; no training happened."""
     from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
-    run_id = _run_id(run_id, recipe.name if recipe is not None else "preflight")
+    client = MlflowClient(tracking_uri)
+    run_name = recipe.name if recipe is not None else "preflight"
+    run_id = _run_id(client, run_id, run_name, experiment)
     params = dict(report.mlflow_params())
     if recipe is not None:
         params.update(recipe.flat_params())
@@ -101,22 +130,25 @@ def log_training(
     recipe: Recipe | None = None,
     *,
     run_id: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
     log_model: bool = True,
     artifact_path: str = "model",
 ) -> str:
-    """Log ``result`` into ``run_id`` (or the active run, or a new one). Returns the run id."""
+    """Log ``result`` into ``run_id`` (or the active run, or a new one in ``experiment``).
+    Returns the run id; a run it did not create is left as it was (running, say)."""
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
     from pipeline.train.preflight import PreflightReport
 
-    client = MlflowClient()
-    run_id = _run_id(run_id, result.recipe_name)
+    client = MlflowClient(tracking_uri)
+    run_id = _run_id(client, run_id, result.recipe_name, experiment)
 
     report = PreflightReport.model_validate(result.preflight)
-    tags = {"uptake.recipe_sha": result.recipe_sha256, **report.mlflow_tags()}
+    tags = {RECIPE_SHA_TAG: result.recipe_sha256, **report.mlflow_tags()}
     params = training_params(result, recipe)
-    now = int(__import__("time").time() * 1000)
+    now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0) for k, v in training_metrics(result).items()]
     for stage in result.stages:
         metrics += [Metric(f"{stage.name}.loss", loss, now, step) for step, loss in stage.losses]
