@@ -5,8 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,10 +18,11 @@ from registry.context import Context
 from registry.db import make_engine
 from registry.mlflow_registry import Registry
 from registry.rollback import rollback as do_rollback
-from registry.service import PRODUCER, PromoterService, make_context, resolve
+from registry.service import PRODUCER, PromoterService, make_context
 from uptake.bus import EventProducer
 from uptake.commands import ConfigOption, settings_from
 from uptake.errors import DependencyError, InputError
+from uptake.service_runtime import resolved_settings, stop_event
 from uptake.mlflow_contract import (
     APPROVAL_APPROVED,
     APPROVAL_BY_TAG,
@@ -45,15 +44,10 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _settings(config: Path | None) -> Settings:
-    settings = resolve(settings_from(config))
+    settings = resolved_settings(settings_from(config))
     if not mlflow_healthy(settings.tracking_uri, timeout_s=5):
         raise DependencyError(f"MLflow is not reachable at {settings.tracking_uri}")
     return settings
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
 
 
 def promoter(
@@ -72,11 +66,10 @@ def promoter(
         handled = service.run_once()
         console.print(f"handled {handled} candidate event(s); reconciled once")
         return
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop = stop_event()
     service.start()
     try:
-        service.wait(stop)
+        service.wait(stop)  # a consumer that dies: ServiceFailed, one line, exit 1
     finally:
         service.stop()
 
@@ -85,15 +78,13 @@ def alerter(config: ConfigOption = None) -> None:
     """Run only the alerter (when the promoter runs with --no-alerts or elsewhere)."""
     from registry.alerts.service import AlerterService
 
-    settings = resolve(settings_from(config))
+    settings = resolved_settings(settings_from(config))
     if not settings.alerts.channels:
         raise InputError("no alert channels configured (alerts.channels); see docs/alerts.md")
+    stop = stop_event()
     service = AlerterService(settings).start()
-    stop = threading.Event()
-    _stop_on_signals(stop)
     try:
-        while not stop.wait(0.5):
-            pass
+        service.wait(stop)  # its consumer dying: ServiceFailed, one line, exit 1
     finally:
         service.stop()
 

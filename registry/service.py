@@ -30,20 +30,13 @@ from registry.store import StateStore
 from registry.webhook_receiver import DeliveryLog, ReceiverServer, ReceiverStats, make_app
 from uptake.bus import EventConsumer, EventProducer, ensure_topics
 from uptake.events import CandidateRegistered, Event
+from uptake.errors import DependencyError
+from uptake.service_runtime import Supervisor, resolved_settings
 from uptake.settings import Settings
-from uptake.stack.local import resolved_endpoints
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "uptake-promoter"
-
-
-def resolve(settings: Settings) -> Settings:
-    """Settings with the broker and MLflow of a running ``uptake up`` filled in."""
-    bootstrap, tracking = resolved_endpoints(settings)
-    return settings.model_copy(
-        update={"kafka_bootstrap": bootstrap, "mlflow_tracking_uri": tracking}
-    )
 
 
 def webhook_secret(settings: Settings) -> str:
@@ -88,7 +81,7 @@ def _caught_up(kafka: KafkaConsumer) -> bool:
 
 class PromoterService:
     def __init__(self, settings: Settings, *, alerts: bool = True) -> None:
-        self.settings = resolve(settings)
+        self.settings = resolved_settings(settings)
         self.producer = EventProducer(self.settings, producer_name=PRODUCER)
         self.ctx = make_context(self.settings, self.producer)
         r = self.settings.registry
@@ -102,6 +95,7 @@ class PromoterService:
             AlerterService(self.settings) if alerts and self.settings.alerts.channels else None
         )
         self._thread: threading.Thread | None = None
+        self.supervisor = Supervisor("promoter")
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -131,9 +125,10 @@ class PromoterService:
         )
         try:
             self.receiver = ReceiverServer(app, cfg.host, cfg.port).start()
-        except (OSError, RuntimeError) as exc:
+        except (OSError, DependencyError) as exc:
             log.error("webhook receiver did not start (%s); approvals rely on reconcile", exc)
             return
+        self.supervisor.watch("webhook receiver", lambda: self.receiver.alive)
         url = cfg.public_url or self.receiver.url
         log.info("webhook receiver on %s (MLflow posts to %s)", self.receiver.url, url)
         if not cfg.manage:
@@ -154,24 +149,20 @@ class PromoterService:
             self._start_receiver()
         self.worker.start()
         self.consumer = self._make_consumer()
-        self._thread = threading.Thread(
-            target=self.consumer.run, name="uptake-promoter-consumer", daemon=True
-        )
-        self._thread.start()
+        self._thread = self.supervisor.start("consumer", self.consumer.run)
         if self.alerter is not None:
-            self.alerter.start()
+            self.alerter.start(self.supervisor)
         log.info("promoter started (consumer group %s)", self.settings.registry.consumer_group)
         return self
 
     def wait(self, stop: threading.Event) -> None:
-        """Block until ``stop`` is set or the consumer thread dies."""
-        while not stop.wait(0.5):
-            if self._thread is not None and not self._thread.is_alive():
-                log.error("the promoter's consumer stopped unexpectedly")
-                return
+        """Block until ``stop`` is set; raise ServiceFailed when a consumer (the promoter's
+        or the alerter's) or the webhook receiver stops on its own."""
+        self.supervisor.wait(stop)
 
     def stop(self) -> None:
         log.info("stopping the promoter")
+        self.supervisor.stop()
         if self.consumer is not None:
             self.consumer.stop()
         if self._thread is not None:

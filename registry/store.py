@@ -135,21 +135,6 @@ class StateStore:
         return True
 
     @staticmethod
-    def update_decision(conn: Connection, decision: Decision) -> None:
-        t = db.decisions
-        conn.execute(
-            sa.update(t)
-            .where(
-                t.c.model == decision.registered_model,
-                t.c.version == decision.version,
-                t.c.kind == decision.kind,
-            )
-            .values(
-                outcome=decision.outcome, reason=decision.reason, body=decision.model_dump_json()
-            )
-        )
-
-    @staticmethod
     def forget_decision(conn: Connection, model: str, version: str, kind: str) -> None:
         """Undo a decision whose promotion lost a race, so it is taken again (see promotion)."""
         t = db.decisions

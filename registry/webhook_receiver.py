@@ -3,6 +3,8 @@
 Every delivery is verified before anything else (HMAC-SHA256 over delivery id, timestamp and
 body, compared in constant time; a timestamp older than ``max_age_s`` is refused) and its
 delivery id is remembered in the state store, so a captured request replayed later gets 409.
+The body is read under a cap (``MAX_BODY_BYTES``; MLflow's deliveries are a few hundred
+bytes): anything larger gets 413 before it is read, so no client can fill the memory.
 The body is then only a hint: the approval worker re-reads the tag from MLflow before it
 acts, so even a valid delivery cannot promote what is not approved in MLflow.
 """
@@ -11,25 +13,23 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
-import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from registry import db
-from registry.mlflow_registry import APPROVAL_TAG
+from uptake.http_server import BadContentLength, BodyTooLarge, HttpServer, read_body
+from uptake.mlflow_contract import APPROVAL_TAG
 from uptake.webhooks import WebhookRejected, verify_mlflow_signature
 
 log = logging.getLogger(__name__)
 
 HOOK_PATH = "/hooks/mlflow"
+MAX_BODY_BYTES = 64 * 1024
 
 
 class DeliveryLog:
@@ -67,6 +67,7 @@ class ReceiverStats:
         self.ignored = 0
         self.rejected = 0
         self.replayed = 0
+        self.too_large = 0
 
 
 def make_app(
@@ -86,7 +87,15 @@ def make_app(
 
     @app.post(HOOK_PATH)
     async def mlflow_hook(request: Request) -> JSONResponse:
-        body = await request.body()
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            counts.too_large += 1
+            log.warning("refused MLflow webhook from %s: %s", request.client, exc)
+            return JSONResponse({"error": str(exc)}, status_code=413)
+        except BadContentLength as exc:
+            counts.rejected += 1
+            return JSONResponse({"error": str(exc)}, status_code=400)
         try:
             verified = verify_mlflow_signature(
                 secret, dict(request.headers), body, max_age_s=deliveries.max_age_s
@@ -125,41 +134,10 @@ def make_app(
     return app
 
 
-class ReceiverServer:
-    """uvicorn in a daemon thread on a socket bound up front (so port 0 works)."""
+class ReceiverServer(HttpServer):
+    """The shared threaded uvicorn server (``uptake.http_server``); ``url`` is the hook's."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.host = host
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run,
-            kwargs={"sockets": [self.sock]},
-            name="uptake-webhooks",
-            daemon=True,
-        )
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}{HOOK_PATH}"
-
-    def start(self, timeout_s: float = 10.0) -> ReceiverServer:
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("webhook receiver did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+        super().__init__(app, host, port, name="the promoter's webhook receiver")
+        self.base_url = self.url
+        self.url = f"{self.base_url}{HOOK_PATH}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from uptake.errors import InputError
+from uptake.service_runtime import on_stop_signals
 from uptake.settings import Settings, load_settings
 from uptake.stack.local import LocalStack
 from uptake.status import StatusReport, collect_status
@@ -43,7 +43,7 @@ def settings_from(config: Path | None) -> Settings:
     return settings
 
 
-def _raise_keyboard_interrupt(*_: object) -> None:
+def _raise_keyboard_interrupt() -> None:
     raise KeyboardInterrupt
 
 
@@ -52,9 +52,7 @@ def _run_stack(
 ) -> None:
     """Start part of the stack, show it, and keep it up until Ctrl-C / SIGTERM."""
     stack = LocalStack(settings, config)
-    # Explicit for both: a shell that starts us in the background leaves SIGINT ignored.
-    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    on_stop_signals(_raise_keyboard_interrupt)  # interrupts whatever the stack is waiting on
     try:
         with console.status(f"starting {title}…"):
             stack.start(include)

@@ -27,6 +27,7 @@ class WebhookRejected(ValueError):
 
 
 MIN_SECRET_LENGTH = 8
+MAX_TIMESTAMP_DIGITS = 12  # epoch seconds for the next 30,000 years; int() of it stays cheap
 
 
 def _require_secret(secret: str) -> None:
@@ -82,7 +83,8 @@ def verify_mlflow_signature(
     delivery_id = h.get(MLFLOW_DELIVERY_HEADER, "")
     if not (signature and timestamp and delivery_id):
         raise WebhookRejected("missing MLflow signature, timestamp or delivery id header")
-    if not timestamp.isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() then refuses
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > MAX_TIMESTAMP_DIGITS:
         raise WebhookRejected("malformed MLflow timestamp header")
     age = (time.time() if now is None else now) - int(timestamp)
     if abs(age) > max_age_s:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,8 +11,8 @@ from rich.table import Table
 
 from uptake.commands import ConfigOption, settings_from
 from uptake.errors import DependencyError
+from uptake.service_runtime import Supervisor, resolved_settings, stop_event
 from uptake.settings import Settings
-from uptake.stack.local import resolved_endpoints
 
 if TYPE_CHECKING:  # the service pulls in huggingface_hub, kafka, SQLAlchemy: load it late
     from watcher.service import WatcherService
@@ -60,15 +58,17 @@ def _print_outcomes(outcomes: list) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT: scheduled polls, webhook receiver, metrics."""
+    """Run until SIGTERM/SIGINT: scheduled polls, webhook receiver, metrics.
+
+    The HTTP server runs under a ``Supervisor``: if its thread dies, the watcher exits 1
+    with the reason instead of running on without webhooks, metrics and health."""
     from watcher.health import remove_health_file, write_health_file
     from watcher.scheduler import WatchScheduler
     from watcher.server import HttpServer
     from watcher.webhook import build_app
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
+    supervisor = Supervisor("watcher")
     service = _service(settings)
     scheduler: WatchScheduler | None = None
     http: HttpServer | None = None
@@ -78,6 +78,7 @@ def serve(settings: Settings) -> None:
         http = HttpServer(
             build_app(service, scheduler.trigger_repo), settings.watcher.host, settings.watcher.port
         ).start()
+        supervisor.watch("HTTP server", lambda: http is not None and http.alive)
         write_health_file(settings, http.url)
         scheduler.start()
         if service.pollers:
@@ -86,10 +87,10 @@ def serve(settings: Settings) -> None:
             )
         else:
             log.info("no sources configured: idle; webhooks and /metrics on %s", http.url)
-        while not stop.wait(1.0):
-            pass
+        supervisor.wait(stop)
         log.info("stopping")
     finally:
+        supervisor.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         if http is not None:
@@ -105,9 +106,7 @@ def watch(
     ] = False,
 ) -> None:
     """Watch the configured sources and publish new model releases to the releases topic."""
-    settings = settings_from(config)
-    bootstrap, _ = resolved_endpoints(settings)
-    settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+    settings = resolved_settings(settings_from(config))
     if not once:
         serve(settings)
         return

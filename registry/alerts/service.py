@@ -2,6 +2,8 @@
 
 Being a separate group, it never slows the promoter or the workers; its handler only
 queues rows in the state store (milliseconds), and the channel dispatchers deliver them.
+Its consumer runs under a ``Supervisor`` (its own, or the promoter's when it runs inside
+``uptake promoter``): if it dies, the process exits non-zero instead of going on without it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from registry.alerts.rules import ACCEPTED, alerts_for
 from registry.db import make_engine
 from uptake.bus import EventConsumer, EventProducer
 from uptake.events import Event
+from uptake.service_runtime import Supervisor
 from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class AlerterService:
         self._producer = producer
         self.consumer: EventConsumer | None = None
         self._thread: threading.Thread | None = None
+        self.supervisor = Supervisor("alerter")
 
     def handle(self, event: Event, record: ConsumerRecord | None = None) -> None:
         for alert in alerts_for(event, self.cfg, self.mlflow_url):
@@ -58,7 +62,10 @@ class AlerterService:
             dead_letter_undecodable=False,
         )
 
-    def start(self) -> AlerterService:
+    def start(self, supervisor: Supervisor | None = None) -> AlerterService:
+        """Start the dispatchers and the consumer, under ``supervisor`` when given."""
+        if supervisor is not None:
+            self.supervisor = supervisor
         for name, channel in self.cfg.channels.items():
             log.info(
                 "alert channel %s: %s (min severity %s)", name, channel.type, channel.min_severity
@@ -66,13 +73,15 @@ class AlerterService:
         for dispatcher in self.dispatchers.values():
             dispatcher.start()
         self.consumer = self._consumer()
-        self._thread = threading.Thread(
-            target=self.consumer.run, name="uptake-alerter", daemon=True
-        )
-        self._thread.start()
+        self._thread = self.supervisor.start("alerter consumer", self.consumer.run)
         return self
 
+    def wait(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set; raise ServiceFailed if the consumer stops on its own."""
+        self.supervisor.wait(stop)
+
     def stop(self) -> None:
+        self.supervisor.stop()  # the consumer ending from here on is the shutdown
         if self.consumer is not None:
             self.consumer.stop()
         if self._thread is not None:

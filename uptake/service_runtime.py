@@ -1,0 +1,145 @@
+"""What every long-running service process does: find its endpoints, stop on a signal, and
+exit when one of its background threads dies.
+
+A service (watcher, promoter, alerter, …) does its work in background threads — a bus
+consumer, an HTTP server, a reconcile loop — while the main thread waits. A thread that dies
+without being asked to stop leaves a process that looks alive but does nothing (or, before
+this module, exited 0). :class:`Supervisor` starts and watches those threads; ``wait`` raises
+:class:`ServiceFailed` naming the thread and its error on one line, which the CLI prints as
+``error: …`` with exit code 1, so a supervisor (compose, systemd, ``uptake up``) restarts the
+service and an operator sees why in its log.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from uptake.errors import UptakeError
+from uptake.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+MAX_REASON_CHARS = 500
+
+
+class ServiceFailed(UptakeError):
+    """A part of the service stopped on its own; the process must exit non-zero."""
+
+    exit_code = 1
+
+
+def resolved_settings(settings: Settings) -> Settings:
+    """``settings`` with the broker and MLflow filled in: explicit settings, else the running
+    local stack (``uptake up``), else the defaults (``uptake.stack.local.resolved_endpoints``)."""
+    from uptake.stack.local import resolved_endpoints  # the stack pulls in the bus: load late
+
+    bootstrap, tracking = resolved_endpoints(settings)
+    return settings.model_copy(
+        update={"kafka_bootstrap": bootstrap, "mlflow_tracking_uri": tracking}
+    )
+
+
+def on_stop_signals(action: Callable[[], object]) -> bool:
+    """Call ``action`` on SIGTERM and SIGINT, installed explicitly for both (a shell that
+    starts a process in the background leaves SIGINT ignored). Only the main thread can
+    install handlers: elsewhere nothing is installed and False is returned."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda *_: action())
+    return True
+
+
+def stop_event() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets: the main loop of a service waits on it."""
+    stop = threading.Event()
+    on_stop_signals(stop.set)
+    return stop
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line, bounded: it goes to a log line and an exit message."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= MAX_REASON_CHARS else flat[: MAX_REASON_CHARS - 1] + "…"
+
+
+class Supervisor:
+    """Runs and watches the background threads of one service.
+
+    ``start`` runs a target in a daemon thread and records how it ended; ``watch`` adds a
+    part that runs its own thread (e.g. an HTTP server) through an ``alive`` check. Once
+    ``stop`` was called, threads ending is expected and no longer a failure.
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._failure: str | None = None
+        self._stopping = threading.Event()
+        self._changed = threading.Event()
+        self._watched: list[tuple[str, Callable[[], bool]]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the service cannot go on (the first part that failed), or None."""
+        with self._lock:
+            if self._failure is None and not self._stopping.is_set():
+                for name, alive in self._watched:
+                    if not alive():
+                        self._failure = f"{self.service}: {name} stopped unexpectedly"
+                        break
+            return self._failure
+
+    def start(self, name: str, target: Callable[[], object]) -> threading.Thread:
+        """Run ``target`` in a daemon thread named ``name``; its end (unless stopping) fails."""
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # whatever ends the thread ends the service
+                self._fail(name, f"{type(exc).__name__}: {exc}", exc)
+            else:
+                self._fail(name, "returned", None)
+            finally:
+                self._changed.set()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def watch(self, name: str, alive: Callable[[], bool]) -> None:
+        """Treat ``alive()`` turning False (unless stopping) as a failure of the service."""
+        with self._lock:
+            self._watched.append((name, alive))
+
+    def _fail(self, name: str, how: str, exc: BaseException | None) -> None:
+        if self._stopping.is_set():
+            return
+        reason = (
+            f"{self.service}: {name} stopped unexpectedly"
+            if exc is None
+            else f"{self.service}: {name} died: {one_line(how)}"
+        )
+        with self._lock:
+            if self._failure is None:
+                self._failure = reason
+        log.error("%s", reason, exc_info=exc)  # the traceback for the log; the reason for all
+
+    def stop(self) -> None:
+        """From now on, threads ending are part of the shutdown."""
+        self._stopping.set()
+        self._changed.set()
+
+    def wait(self, stop: threading.Event, poll_s: float = 0.5) -> None:
+        """Block until ``stop`` is set (a signal); raise ServiceFailed if a part fails first."""
+        while not stop.is_set():
+            if (reason := self.failure) is not None:
+                raise ServiceFailed(reason)
+            self._changed.wait(poll_s)
+            self._changed.clear()
+        if (reason := self.failure) is not None:
+            raise ServiceFailed(reason)
