@@ -22,7 +22,6 @@ from registry.service import PRODUCER, PromoterService, make_context
 from uptake.bus import EventProducer
 from uptake.commands import ConfigOption, settings_from
 from uptake.errors import DependencyError, InputError
-from uptake.service_runtime import resolved_settings, stop_event
 from uptake.mlflow_contract import (
     APPROVAL_APPROVED,
     APPROVAL_BY_TAG,
@@ -32,6 +31,7 @@ from uptake.mlflow_contract import (
     DECISION_TAG,
     ApprovalVerdict,
 )
+from uptake.service_runtime import resolved_settings, stop_event
 from uptake.settings import Settings
 from uptake.stack.probes import mlflow_healthy
 

@@ -29,8 +29,8 @@ from registry.reconcile import ApprovalWorker, reconcile_once
 from registry.store import StateStore
 from registry.webhook_receiver import DeliveryLog, ReceiverServer, ReceiverStats, make_app
 from uptake.bus import EventConsumer, EventProducer, ensure_topics
-from uptake.events import CandidateRegistered, Event
 from uptake.errors import DependencyError
+from uptake.events import CandidateRegistered, Event
 from uptake.service_runtime import Supervisor, resolved_settings
 from uptake.settings import Settings
 
@@ -128,7 +128,8 @@ class PromoterService:
         except (OSError, DependencyError) as exc:
             log.error("webhook receiver did not start (%s); approvals rely on reconcile", exc)
             return
-        self.supervisor.watch("webhook receiver", lambda: self.receiver.alive)
+        receiver = self.receiver
+        self.supervisor.watch("webhook receiver", lambda: receiver.alive)
         url = cfg.public_url or self.receiver.url
         log.info("webhook receiver on %s (MLflow posts to %s)", self.receiver.url, url)
         if not cfg.manage:
