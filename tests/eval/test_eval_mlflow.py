@@ -122,7 +122,13 @@ def _result_with_areas(areas: dict[str, int]):
             messages=[{"role": "user", "content": f"q{i}"}],
             response="a",
             criteria=[
-                {"id": f"c{k}", "description": "d", "type": "contains", "passed": k < passed}
+                {
+                    "id": f"c{k}",
+                    "description": "d",
+                    "type": "contains",
+                    "passed": k < passed,
+                    "reason": "r",
+                }
                 for k in range(2)
             ],
         )
