@@ -61,9 +61,6 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-# ------------------------------------------------------------------ child: one arm, one run
-
-
 def run_defaults(model: Path, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -131,6 +128,7 @@ def run_recipe(model: Path, out: Path) -> dict[str, Any]:
 
 
 def child(arm: str, model: Path, result_file: Path) -> None:
+    """One arm, one run, in this (child) process; the parent reads ``result_file``."""
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         if arm == "uptake_recipe":
             out = run_recipe(model, Path(tmp) / "run")
@@ -143,9 +141,6 @@ def child(arm: str, model: Path, result_file: Path) -> None:
 
     out["torch_threads"] = torch.get_num_threads()
     result_file.write_text(json.dumps(out))
-
-
-# ------------------------------------------------------------------ parent
 
 
 def _spawn(arm: str, model: Path, workdir: Path, threads: int | None) -> dict[str, Any]:
@@ -169,45 +164,30 @@ def _spawn(arm: str, model: Path, workdir: Path, threads: int | None) -> dict[st
     return json.loads(result_file.read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per arm, interleaved (best kept)"
-    )
-    parser.add_argument("--ablation", action="store_true", help="also run single-knob variants")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train.json")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        child(args.child, args.model, args.result)
-        return 0
-
-    from rich.console import Console
-    from rich.table import Table
-
+def _measure(
+    arms: list[str], repeat: int, threads: int | None, console: Any
+) -> dict[str, list[dict[str, Any]]]:
+    """Every arm ``repeat`` times, interleaved (order reversed every other round), on one model."""
     from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
-    console = Console(width=150)
-    arms = ["trl_defaults", "uptake_recipe"] + (list(ABLATION) if args.ablation else [])
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
-    load_before = os.getloadavg()
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         corpus = [m["content"] for r in _rows() for m in r["messages"]]
         model = build_tiny_model(Path(tmp) / "model", TinyModelSpec(arch="llama"), corpus=corpus)
-        for rep in range(args.repeat):
+        for rep in range(repeat):
             order = arms if rep % 2 == 0 else list(reversed(arms))
             for arm in order:
-                run = _spawn(arm, model, Path(tmp), args.threads)
+                run = _spawn(arm, model, Path(tmp), threads)
                 runs[arm].append(run)
                 console.print(
                     f"rep {rep + 1} {arm:32s} {run['tokens_per_s']:9.0f} tok/s "
                     f"{run['peak_rss_mib']:7.0f} MiB peak RSS ({run['train_runtime_s']:.1f} s)"
                 )
+    return runs
 
+
+def _summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Best run per arm, and its ratios to the defaults arm."""
     summary = {}
     for arm, arm_runs in runs.items():
         best = max(arm_runs, key=lambda r: r["tokens_per_s"])
@@ -224,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in summary.values():
         row["speedup_vs_defaults"] = round(row["tokens_per_s"] / base["tokens_per_s"], 3)
         row["peak_rss_vs_defaults"] = round(row["peak_rss_mib"] / base["peak_rss_mib"], 3)
+    return summary
+
+
+def _print_table(console: Any, summary: dict[str, dict[str, Any]]) -> None:
+    from rich.table import Table
 
     table = Table(title="uptake recipe vs TRL SFTTrainer defaults (CPU, tiny Llama, 1 epoch)")
     for col in ("arm", "tokens/s (best)", "all runs", "speed-up", "peak RSS MiB", "settings"):
@@ -243,7 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     ratio = summary["uptake_recipe"]["speedup_vs_defaults"]
     console.print(f"recipe / defaults tokens/s: [bold]{ratio:.2f}x[/] (target >= 1.3x)")
 
-    report = {
+
+def _report(
+    runs: dict[str, list[dict[str, Any]]],
+    summary: dict[str, dict[str, Any]],
+    repeat: int,
+    load_before: tuple[float, float, float],
+    wall_s: float,
+) -> dict[str, Any]:
+    """The JSON written to ``--out``: results plus the machine and versions they came from."""
+    return {
         "benchmark": "train_cpu",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {
@@ -257,12 +251,40 @@ def main(argv: list[str] | None = None) -> int:
         "model": "random tiny Llama (hidden 128, 2 layers, ~0.4M params), BPE 600 on the data",
         "data": "examples/legal/train.jsonl, 640 conversations, one epoch per run",
         "metric": "non-padding tokens / train_runtime; best of repeats; peak RSS per process",
-        "repeat": args.repeat,
-        "wall_s": round(time.perf_counter() - started, 1),
+        "repeat": repeat,
+        "wall_s": round(wall_s, 1),
         "arms": summary,
-        "recipe_vs_defaults_tokens_per_s": ratio,
+        "recipe_vs_defaults_tokens_per_s": summary["uptake_recipe"]["speedup_vs_defaults"],
         "recipe_vs_defaults_peak_rss": summary["uptake_recipe"]["peak_rss_vs_defaults"],
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per arm, interleaved (best kept)"
+    )
+    parser.add_argument("--ablation", action="store_true", help="also run single-knob variants")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.model, args.result)
+        return 0
+
+    from rich.console import Console
+
+    console = Console(width=150)
+    arms = ["trl_defaults", "uptake_recipe"] + (list(ABLATION) if args.ablation else [])
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    runs = _measure(arms, args.repeat, args.threads, console)
+    summary = _summarise(runs)
+    _print_table(console, summary)
+    report = _report(runs, summary, args.repeat, load_before, time.perf_counter() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     console.print(f"wrote {args.out}")
