@@ -67,6 +67,31 @@ CASES = {
         {"UPTAKE_CONFIG": "/nonexistent/uptake.yaml"},
         "config file not found: /nonexistent/uptake.yaml",
     ),
+    "duration_as_text": (
+        "watcher:\n  backoff_max_s: 15m\n",
+        {},
+        "watcher.backoff_max_s: durations are seconds: write backoff_max_s: 900 (got '15m')",
+    ),
+    "duration_key_without_unit": (
+        "sources:\n  - {name: hub, kind: hf, authors: [acme], interval: 5m}\n",
+        {},
+        "sources.0.hf.interval: durations are seconds: write interval_s: 300",
+    ),
+    "duration_key_without_unit_in_registry": (
+        "registry:\n  reconcile_interval: 30\n",
+        {},
+        "registry.reconcile_interval: durations are seconds: write reconcile_interval_s: 30",
+    ),
+    "duration_key_without_unit_in_env": (
+        "",
+        {"UPTAKE_WATCHER__OUTBOX_RETRY": "1h"},
+        "watcher.outbox_retry: durations are seconds: write outbox_retry_s: 3600",
+    ),
+    "kafka_duration_key_without_unit": (
+        "kafka:\n  session_timeout: 10s\n",
+        {},
+        "kafka.session_timeout: durations are milliseconds: write session_timeout_ms: 10000",
+    ),
 }
 
 
