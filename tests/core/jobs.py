@@ -25,6 +25,21 @@ def crashing_job() -> None:
     os._exit(7)
 
 
+def refusing_job(reason: str) -> None:
+    """A refusal: no retry can change it (the worker refusing a model, say)."""
+    from uptake.errors import PermanentError
+
+    raise PermanentError(reason)
+
+
+def deaf_job(marker: str, seconds: float) -> None:
+    """Ignore SIGTERM (a trainer stuck in a C call, say): only SIGKILL ends it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    slow_job(marker, seconds)
+
+
 def consume_forever(group: str, marker: str, block: str) -> None:
     """Run a consumer whose handler records each event id and then blocks (or not).
 

@@ -112,6 +112,7 @@ class ChildJob:
         writer.close()
         self._deadline = time.monotonic() + job.deadline_s
         self._terminated_at: float | None = None
+        self._killed = False
         self._deadline_passed = False
         self._report: JobOutcome | None = None
         self._closed = False
@@ -138,6 +139,7 @@ class ChildJob:
                 self._terminated_at = now
                 self._process.terminate()
         elif now - self._terminated_at >= self._grace_s:
+            self._killed = True
             self._process.kill()
 
     def _drain(self) -> None:
@@ -160,11 +162,12 @@ class ChildJob:
     def outcome(self) -> JobOutcome:
         """How the job ended (call after ``done()`` returned True)."""
         if self._deadline_passed:
+            how = f"killed ({self._grace_s:g} s after SIGTERM)" if self._killed else "stopped"
             return JobOutcome(
                 ok=False,
                 reason="deadline",
                 message=f"deadline: {self.job.name} ran past its {self.job.deadline_s:g} s "
-                "deadline and was stopped",
+                f"deadline and was {how}",
                 retryable=False,
             )
         code = self._process.exitcode
