@@ -151,7 +151,8 @@ class Outbox:
     def _mark(self, key: Any, status: str, **values: Any) -> None:
         t = self.table
         if "last_error" in values:
-            values["last_error"] = str(values["last_error"])[:MAX_ERROR_CHARS]
+            # one line: it is shown in `uptake status` and logs
+            values["last_error"] = " ".join(str(values["last_error"]).split())[:MAX_ERROR_CHARS]
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(t)
