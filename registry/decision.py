@@ -126,16 +126,10 @@ def approved_decision(
         against = f"the current champion v{champion}" if champion else "the gate"
         reason = f"approved, but no longer beats {against}: {result.reason}"
     return Decision(
-        registered_model=model,
-        version=version,
-        release_id=release_id,
-        run_id=run_id,
-        kind="approval",
-        mode="manual",
+        **_by_person(model, version, release_id, run_id, who),
         outcome=outcome,
         reason=reason,
         checks=result.checks,
-        decided_by=who,
         champion_version=champion,
         suite_sha=case.candidate.suite_sha,
     )
@@ -151,16 +145,24 @@ def rejected_by_person(
 ) -> Decision:
     """A person rejected: the gate's checks (if recorded) stay with the decision."""
     return Decision(
-        registered_model=model,
-        version=version,
-        release_id=release_id,
-        run_id=run_id,
-        kind="approval",
-        mode="manual",
+        **_by_person(model, version, release_id, run_id, who),
         outcome="rejected",
         reason=f"rejected by {who.removeprefix('approval:')}",
         checks=gate.checks if gate else [],
-        decided_by=who,
         champion_version=gate.champion_version if gate else None,
         suite_sha=gate.suite_sha if gate else None,
     )
+
+
+def _by_person(
+    model: str, version: str, release_id: str, run_id: str | None, who: str
+) -> dict[str, object]:
+    return {
+        "registered_model": model,
+        "version": version,
+        "release_id": release_id,
+        "run_id": run_id,
+        "kind": "approval",
+        "mode": "manual",
+        "decided_by": who,
+    }

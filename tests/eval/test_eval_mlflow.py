@@ -111,42 +111,15 @@ def test_log_to_mlflow_without_active_run_makes_its_own(tracking: str, results) 
     assert "baseline.all_pass_rate" not in runs[0].data.metrics
 
 
-def _result_with_areas(areas: dict[str, int]):
-    """One task per area with ``passed`` of 2 criteria passed (all-pass 1.0 or 0.0)."""
-    from pipeline.eval import EvalResult, TaskResult, compute_metrics
+def _result_with_areas(areas: dict[str, list[int]]):
+    from tests.registry.helpers import eval_result
 
-    tasks = [
-        TaskResult(
-            task_id=f"t{i}",
-            practice_area=area,
-            messages=[{"role": "user", "content": f"q{i}"}],
-            response="a",
-            criteria=[
-                {
-                    "id": f"c{k}",
-                    "description": "d",
-                    "type": "contains",
-                    "passed": k < passed,
-                    "reason": "r",
-                }
-                for k in range(2)
-            ],
-        )
-        for i, (area, passed) in enumerate(areas.items())
-    ]
-    return EvalResult(
-        model="m",
-        backend="test",
-        suite_name="s",
-        suite_sha256="s" * 64,
-        tasks=tasks,
-        metrics=compute_metrics(tasks, n_boot=100),
-    )
+    return eval_result(areas, "m", "s" * 64)
 
 
 # Before: "M&A" and "M_A" became one metric (the second overwrote the first), "ci_low" overwrote
 # the overall rate's bound, and "IP//Tech" gave a name the MLflow server refuses.
-AWKWARD_AREAS = {"M&A": 2, "M_A": 0, "IP//Tech": 2, "tax.ci_low": 0, "ci_low": 2}
+AWKWARD_AREAS = {"M&A": [3], "M_A": [0], "IP//Tech": [3], "tax.ci_low": [0], "ci_low": [3, 3]}
 
 
 def test_every_practice_area_gets_its_own_valid_metric() -> None:
