@@ -34,12 +34,6 @@ def require_judge(suite: Suite, judge: JudgeSettings | None) -> None:
     )
 
 
-def _default_cache_dir() -> Path:
-    from uptake.settings import load_settings
-
-    return load_settings().state_dir / "judge-cache"
-
-
 def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
     results = []
     for criterion in task.criteria:
@@ -96,7 +90,9 @@ def run_eval(
 
     ``max_new_tokens`` overrides every task's and the suite's limit when given. ``allowlist``
     (settings' ``trust_remote_code_allowlist``) and ``repo_id`` decide, as in training, whether
-    a local model that needs its own code may run it.
+    a local model that needs its own code may run it. Judge verdicts are cached in
+    ``judge_cache_dir`` when given (the CLI passes ``<state dir>/judge-cache``): library code
+    reads no global settings, so the caller says where.
     """
     require_judge(suite, judge)
     if batch_size < 1:
@@ -144,8 +140,7 @@ def run_eval(
 
     judge_client = None
     if suite.has_judge and judge is not None:
-        cache = Path(judge_cache_dir) if judge_cache_dir is not None else _default_cache_dir()
-        judge_client = Judge(judge, cache_dir=cache)
+        judge_client = Judge(judge, cache_dir=judge_cache_dir)
     try:
         workers = judge_concurrency if judge_client is not None else 1
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
