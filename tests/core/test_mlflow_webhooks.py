@@ -119,3 +119,47 @@ def test_empty_or_short_secrets_never_verify(secret: str) -> None:
     }
     with pytest.raises(WebhookRejected, match="not configured or shorter"):
         verify_mlflow_signature(secret, headers, b"{}", now=now)
+
+
+@pytest.mark.parametrize("timestamp", ["²", "١٧٠٠٠٠٠٠٠٠", "1" * 5000, "-1", " 1"])
+def test_timestamps_other_than_ascii_digits_are_refused(timestamp: str) -> None:
+    """ "²".isdigit() is True and int("²") raises: a 500 before; now a refusal (401)."""
+    headers = {
+        "X-MLflow-Delivery-Id": "d1",
+        "X-MLflow-Timestamp": timestamp,
+        "X-MLflow-Signature": sign_mlflow(SECRET, "d1", timestamp, "{}"),
+    }
+    with pytest.raises(WebhookRejected, match="malformed MLflow timestamp"):
+        verify_mlflow_signature(SECRET, headers, b"{}", now=1_800_000_000)
+
+
+def test_signatures_and_shared_secrets_are_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both checks go through hmac.compare_digest (a spy around the real function)."""
+    import hmac
+
+    from uptake import webhooks
+
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(webhooks.hmac, "compare_digest", spy)
+    now = 1_800_000_000
+    headers = {
+        "X-MLflow-Delivery-Id": "d1",
+        "X-MLflow-Timestamp": str(now),
+        "X-MLflow-Signature": "v1,forged",
+    }
+    with pytest.raises(WebhookRejected, match="bad MLflow signature"):
+        verify_mlflow_signature(SECRET, headers, b"{}", now=now)
+    assert compared[-1][1] == b"v1,forged"
+    with pytest.raises(WebhookRejected, match="bad or missing"):
+        verify_shared_secret(SECRET, {"X-Webhook-Secret": "guess-guess"})
+    assert compared[-1] == (b"guess-guess", SECRET.encode())
+    verify_shared_secret(SECRET, {"X-Webhook-Secret": SECRET})
+    assert len(compared) == 3

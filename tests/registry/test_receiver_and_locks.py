@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from registry.db import make_engine
 from registry.locks import LockTimeout, ModelLocks
-from registry.webhook_receiver import DeliveryLog, ReceiverServer, make_app
+from registry.webhook_receiver import MAX_BODY_BYTES, DeliveryLog, ReceiverServer, make_app
 from tests.conftest import POSTGRES_URL_ENV, _drop_postgres_database, _postgres_database
 from uptake.mlflow_contract import (
     APPROVAL_APPROVED,
@@ -114,6 +115,44 @@ def test_receiver_verifies_signature_freshness_and_replays(engine) -> None:
         assert (stats.rejected, stats.replayed, stats.ignored, stats.accepted) == (3, 1, 2, 2)
     finally:
         server.stop()
+
+
+def test_receiver_caps_bodies_before_reading_and_refuses_odd_timestamps(tmp_path: Path) -> None:
+    engine = make_engine(Settings(home=tmp_path))
+    verdicts: list[tuple[str, str]] = []
+    app = make_app(SECRET, DeliveryLog(engine, max_age_s=60), lambda m, v: verdicts.append((m, v)))
+    server = ReceiverServer(app, "127.0.0.1", 0).start()
+    try:
+        headers, body = delivery()
+        big = body + b" " * MAX_BODY_BYTES  # still a valid JSON body, just too large
+        r = httpx.post(server.url, headers=headers, content=big, timeout=5)
+        assert r.status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the cap holds while reading
+            yield body
+            for _ in range(64):
+                yield b" " * 4096
+
+        assert (
+            httpx.post(server.url, headers=headers, content=chunks(), timeout=5).status_code == 413
+        )
+
+        # a declared 1 GB body is refused from the headers alone: nothing needs to be sent
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /hooks/mlflow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n"
+            )
+            assert sock.recv(200).startswith(b"HTTP/1.1 413")
+
+        # "²".isdigit() is True, int("²") raises: this was a 500
+        odd = {**headers, "X-MLflow-Timestamp": "²".encode("latin-1")}
+        assert httpx.post(server.url, headers=odd, content=body, timeout=5).status_code == 401
+        assert httpx.post(server.url, headers=headers, content=body, timeout=5).status_code == 202
+        assert verdicts == [("m", "3")]
+        assert (app.state.stats.too_large, app.state.stats.rejected) == (3, 1)
+    finally:
+        server.stop()
+        engine.dispose()
 
 
 def test_lease_admits_one_promoter_at_a_time(engine) -> None:
