@@ -37,7 +37,10 @@ def test_example_config_loads() -> None:
         ("alerts:\n  channels:\n    e: {type: email}\n", "alerts.channels.e"),
         ("registry:\n  gate: {mode: yolo}\n", "registry.gate.mode"),
         ("registry:\n  models: {m: {area_tolerance: 2}}\n", "registry.models.m.area_tolerance"),
-        ("registry:\n  reconcile_interval: 5\n", "registry.reconcile_interval: unknown field"),
+        (
+            "registry:\n  reconcile_interval: 5\n",
+            "registry.reconcile_interval: durations are seconds: write reconcile_interval_s: 5",
+        ),
     ],
 )
 def test_bad_registry_config_is_one_clear_error(tmp_path: Path, text: str, fragment: str) -> None:
