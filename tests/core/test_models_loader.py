@@ -132,7 +132,9 @@ def test_code_file_linked_out_of_the_folder_is_refused(remote: Path, tmp_path: P
     assert decide_remote_code(remote, ["acme/*"], "acme/tinyfoo").trust_remote_code
 
 
-def test_loader_runs_a_models_code_only_when_allowlisted(remote: Path, tmp_path: Path) -> None:
+def test_loader_runs_a_models_code_only_when_allowlisted(tiny: Path, tmp_path: Path) -> None:
+    # transformers caches a local model's code by folder name: a name no other test loads
+    remote = make_remote_code_model(Path(shutil.copytree(tiny, tmp_path / "tinyfoo-marker")))
     marker = tmp_path / "code-ran"
     modeling = remote / "modeling_tinyfoo.py"
     modeling.write_text(

@@ -16,22 +16,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pipeline.train import load_recipe, preflight, train
 from pipeline.train.merge import export_model
 from tests.eval.helpers import task, write_suite
+from tests.eval.test_eval_cli import run_main as run_eval_cli
 from tests.train.helpers import make_remote_code_model, write_recipe
-from uptake.cli import main
 from uptake.errors import InputError
 
 CODE = {"configuration_tinyfoo.py", "modeling_tinyfoo.py"}
 ALLOW = {"allowlist": ["acme/*"], "repo_id": "acme/tinyfoo"}
-
-
-def run_eval_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(["eval", *args])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_split_code_model_full_finetunes_reloads_and_evaluates(

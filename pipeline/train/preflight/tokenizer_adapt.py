@@ -89,15 +89,11 @@ def _adapt_chat_template(tok: Any, report: PreflightReport, assistant_only_loss:
     if isinstance(template, dict):
         template = template.get("default")
     if not template:
-        _ensure_tokens(tok, CHATML_TOKENS, report)
-        tok.chat_template = chatml_training()
-        report.adapters.append(
-            Adapter(
-                name="chat_template",
-                action="fallback_chatml",
-                reason="tokenizer has no chat template; installed ChatML with {% generation %} "
-                "markers (saved with the model, so eval and serving use it too)",
-            )
+        _fallback_chatml(
+            tok,
+            report,
+            "tokenizer has no chat template; installed ChatML with {% generation %} markers "
+            "(saved with the model, so eval and serving use it too)",
         )
         return
     if _stop_token_trained(tok, template):
@@ -135,16 +131,19 @@ def _adapt_chat_template(tok: Any, report: PreflightReport, assistant_only_loss:
             )
         )
         return
+    _fallback_chatml(
+        tok,
+        report,
+        f"{why} and is not a template TRL can patch; replaced by ChatML with markers "
+        "(the saved model carries it, so eval and serving prompt the same way)",
+    )
+
+
+def _fallback_chatml(tok: Any, report: PreflightReport, reason: str) -> None:
+    """Install ChatML with generation markers, adding its tokens when the vocabulary lacks them."""
     _ensure_tokens(tok, CHATML_TOKENS, report)
     tok.chat_template = chatml_training()
-    report.adapters.append(
-        Adapter(
-            name="chat_template",
-            action="fallback_chatml",
-            reason=f"{why} and is not a template TRL can patch; replaced by ChatML with markers "
-            "(the saved model carries it, so eval and serving prompt the same way)",
-        )
-    )
+    report.adapters.append(Adapter(name="chat_template", action="fallback_chatml", reason=reason))
 
 
 def end_of_turn_token(tok: Any) -> str | None:
