@@ -149,21 +149,21 @@ def _http_date(seconds_from_now: float, *, naive: bool = False) -> str:
 @pytest.mark.parametrize(
     ("retry_after", "low", "high"),
     [
-        pytest.param("315360000", 2.0, 2.0, id="ten-years"),
-        pytest.param("9999999999999", 2.0, 2.0, id="overflowing"),
-        pytest.param("9" * 400, 2.0, 2.0, id="four-hundred-digits"),
-        pytest.param(_http_date(10 * 365 * 86400), 2.0, 2.0, id="http-date-in-ten-years"),
-        pytest.param(_http_date(-60), 0.2, 0.2, id="http-date-past"),
-        pytest.param(_http_date(30, naive=True), 2.0, 2.0, id="http-date-minus-0000"),
-        pytest.param("\u00b2", 0.2, 0.2, id="superscript-two-is-no-number"),
+        pytest.param(lambda: "315360000", 2.0, 2.0, id="ten-years"),
+        pytest.param(lambda: "9999999999999", 2.0, 2.0, id="overflowing"),
+        pytest.param(lambda: "9" * 400, 2.0, 2.0, id="four-hundred-digits"),
+        pytest.param(lambda: _http_date(10 * 365 * 86400), 2.0, 2.0, id="http-date-in-ten-years"),
+        pytest.param(lambda: _http_date(-60), 0.2, 0.2, id="http-date-past"),
+        pytest.param(lambda: _http_date(30, naive=True), 2.0, 2.0, id="http-date-minus-0000"),
+        pytest.param(lambda: "\u00b2", 0.2, 0.2, id="superscript-two-is-no-number"),
     ],
 )
 def test_retry_after_is_clamped_to_backoff_max(
-    hub: FakeHub, make_settings, make_service, retry_after: str, low: float, high: float
+    hub: FakeHub, make_settings, make_service, retry_after, low: float, high: float
 ) -> None:
     hub.add("acme/old")
     service = make_service(make_settings(hf_source(hub)))  # backoff 0.2 doubling, max 2.0
-    hub.fail(status=429, headers={"Retry-After": retry_after}, times=None)
+    hub.fail(status=429, headers={"Retry-After": retry_after()}, times=None)  # dates: made now
     outcome = service.poll_source("hub")
     assert not outcome.ok and outcome.fault.kind == "rate_limited", outcome.fault
     assert low <= outcome.retry_in_s <= high
