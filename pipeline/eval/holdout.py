@@ -8,12 +8,11 @@ promotion relies on, so overlap is an input error, not a warning.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from pathlib import Path
 
-from pipeline.eval.suite import Suite
+from pipeline.eval.suite import Suite, jsonl_lines, parse_json_line
 from uptake.errors import InputError
 
 _WS = re.compile(r"\s+")
@@ -30,13 +29,15 @@ def find_overlap(train_path: str | Path, suite: Suite) -> list[str]:
         raise InputError(f"training data not found: {path}")
     ids: dict[str, int] = {}
     prompts: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"training data {path}: not UTF-8 (at byte {exc.start})") from None
+    for number, line in jsonl_lines(text):  # "\n" only: a message may hold a raw U+2028
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+            row = parse_json_line(line)
+        except ValueError as exc:
+            raise InputError(f"{path}:{number}: {exc}") from None
         if not isinstance(row, dict):
             continue
         for key in ("id", "task_id"):

@@ -3,6 +3,10 @@
 Every row carries the model, backend and suite sha256 besides the task's response and
 verdicts, so a results file alone is enough to recompute metrics (seeded, hence identical)
 and to serve as ``--baseline`` for a paired comparison on the same suite.
+
+A response may hold any character. Rows are written with U+0085, U+2028 and U+2029 escaped
+(JSON allows it; ``json.dumps`` leaves them raw) and read back split on ``\n`` only, so a
+model's answer can never break its own results file for any reader.
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, Metrics, compute_metrics
+from pipeline.eval.suite import jsonl_lines, parse_json_line
 from uptake.errors import InputError, describe_validation_error
+
+MAX_COUNT = 2**31 - 1  # tokens, batch sizes: far above any real value, far below a bignum
+MAX_SECONDS = 10.0**9  # about 30 years
+# Line breaks to str.splitlines() that json.dumps(ensure_ascii=False) leaves unescaped.
+_RAW_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 class CriterionResult(BaseModel):
@@ -34,7 +44,7 @@ class TaskResult(BaseModel):
     messages: list[dict[str, str]]
     response: str
     criteria: list[CriterionResult]
-    n_tokens: int = 0
+    n_tokens: int = Field(0, ge=0, le=MAX_COUNT)
     finish_reason: Literal["stop", "length"] = "stop"
 
     @property
@@ -55,9 +65,9 @@ class TaskResult(BaseModel):
 
 
 class GenerationStats(BaseModel):
-    seconds: float = 0.0
-    n_tokens: int = 0
-    batch_size: int = 0
+    seconds: float = Field(0.0, ge=0, le=MAX_SECONDS)
+    n_tokens: int = Field(0, ge=0, le=MAX_COUNT)
+    batch_size: int = Field(0, ge=0, le=MAX_COUNT)
 
     @property
     def tokens_per_s(self) -> float:
@@ -118,6 +128,13 @@ class _Row(TaskResult):
     suite_sha256: str
 
 
+def _row_json(row: dict[str, Any]) -> str:
+    text = json.dumps(row, ensure_ascii=False)
+    for raw, escaped in _RAW_BREAKS.items():
+        text = text.replace(raw, escaped)  # only ever inside strings: JSON text has no others
+    return text
+
+
 def save_results(result: EvalResult, path: str | Path) -> Path:
     """Write one JSON line per task."""
     path = Path(path)
@@ -131,7 +148,7 @@ def save_results(result: EvalResult, path: str | Path) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for task in result.tasks:
             row = {**task.model_dump(), "score": task.score, "all_pass": task.all_pass, **run}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(_row_json(row) + "\n")
     return path
 
 
@@ -142,15 +159,17 @@ def load_results(path: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int
         raise InputError(f"results file not found: {path}")
     rows: list[_Row] = []
     errors: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"invalid results file {path}: not UTF-8 (at byte {exc.start})") from None
+    for number, line in jsonl_lines(text):
         try:
-            rows.append(_Row.model_validate(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            errors.append(f"{path}:{number}: invalid JSON ({exc.msg})")
-        except ValidationError as exc:
+            rows.append(_Row.model_validate(parse_json_line(line)))
+        except ValidationError as exc:  # a ValueError too: caught first
             errors.append(f"{path}:{number}: {describe_validation_error(exc)}")
+        except ValueError as exc:
+            errors.append(f"{path}:{number}: {exc}")
     if errors:
         raise InputError(f"invalid results file {path}: " + "; ".join(errors))
     if not rows:

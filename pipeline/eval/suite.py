@@ -3,6 +3,11 @@
 A suite decides promotions, so a broken one must fail loudly before anything is generated:
 the loader collects every bad line (``file:line: reason``) into a single ``InputError``.
 The suite's sha256 (of the file's bytes) identifies it in results and MLflow tags.
+
+Lines are split on ``\n`` only (JSON escapes every other control character, but a prompt may
+hold a raw U+2028 or U+0085, which ``str.splitlines`` would cut the line at); a line that
+JSON cannot parse at all (nested too deeply, an integer over Python's digit limit) is a bad
+line like any other, and every number has a bound.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from uptake.errors import InputError
 
 DEFAULT_MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS_LIMIT = 131_072  # 128k tokens: past any answer a rubric grades
 CHECK_TYPES = ("contains", "not_contains", "regex", "any_of", "all_of", "judge")
 
 
@@ -53,7 +59,11 @@ class RegexCheck(_Strict):
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+            raise ValueError(f"bad regex {pattern[:80]!r}: {exc}") from None
+        except RecursionError:  # "((((…": the parser recurses per group
+            raise ValueError(f"bad regex {pattern[:80]!r}: nested too deeply") from None
+        except OverflowError as exc:  # "a{99999999999}"
+            raise ValueError(f"bad regex {pattern[:80]!r}: {exc}") from None
         return pattern
 
 
@@ -118,7 +128,7 @@ class Task(_Strict):
     practice_area: str = Field("general", min_length=1)
     messages: list[Message] = Field(min_length=1)
     criteria: list[Criterion] = Field(min_length=1)
-    max_new_tokens: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("messages")
@@ -152,7 +162,7 @@ class SuiteHeader(_Strict):
     """Optional first line ``{"suite": {...}}``: suite-wide settings."""
 
     name: str | None = None
-    max_new_tokens: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
     description: str | None = None
 
 
@@ -163,7 +173,7 @@ class Suite(BaseModel):
     path: str
     sha256: str
     tasks: list[Task]
-    max_new_tokens: int | None = None
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
 
     @property
     def has_judge(self) -> bool:
@@ -179,6 +189,8 @@ class Suite(BaseModel):
 
     def max_new_tokens_for(self, task: Task, override: int | None = None) -> int:
         """Call override > task > suite header > DEFAULT_MAX_NEW_TOKENS."""
+        if override is not None and not 0 <= override <= MAX_NEW_TOKENS_LIMIT:
+            raise InputError(f"max_new_tokens must be 1..{MAX_NEW_TOKENS_LIMIT}, got {override}")
         return override or task.max_new_tokens or self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
 
 
@@ -221,10 +233,25 @@ def _duplicate_criteria(data: dict[str, Any]) -> list[str]:
     return [f"criteria: duplicate criterion id {i!r}" for i in dups]
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each non-blank line, split on ``\n`` only."""
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             yield number, line
+
+
+def parse_json_line(line: str) -> Any:
+    """``json.loads`` with every failure as ``ValueError("invalid JSON (...)")``: besides
+    syntax errors, a line nested too deeply (RecursionError) or an integer over Python's
+    digit limit (ValueError) must be one bad line, not a crash."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string ..."
+        raise ValueError(f"invalid JSON ({str(exc).split(':')[0]})") from None
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -244,12 +271,12 @@ def load_suite(path: str | Path) -> Suite:
     tasks: list[Task] = []
     header: SuiteHeader | None = None
     first_line: dict[str, int] = {}
-    for number, line in _lines(text):
+    for number, line in jsonl_lines(text):
         where = f"{path}:{number}"
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+            data = parse_json_line(line)
+        except ValueError as exc:
+            errors.append(f"{where}: {exc}")
             continue
         if not isinstance(data, dict):
             errors.append(f"{where}: expected a JSON object, got {type(data).__name__}")
