@@ -118,7 +118,7 @@ def evidence_from_run(
 def parse_results_jsonl(text: str) -> list[TaskOutcome]:
     """Per-task outcomes from the eval engine's results JSONL (rows carry ``criteria``)."""
     out: list[TaskOutcome] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 in text
         if not line.strip():
             continue
         try:
@@ -132,7 +132,7 @@ def parse_results_jsonl(text: str) -> list[TaskOutcome]:
                     n_criteria=len(criteria),
                 )
             )
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"results line {number}: {type(exc).__name__}: {exc}") from None
     return out
 

@@ -77,6 +77,10 @@ def _read_jsonl(path: Path, model: type[BaseModel]) -> list[dict[str, Any]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+            except (RecursionError, ValueError):  # nested too deeply, an integer too long
+                raise DataError(
+                    f"{path}:{lineno}: invalid JSON: nested too deeply or a number too long"
+                ) from None
             try:
                 example = model.model_validate(obj)
             except ValidationError as exc:

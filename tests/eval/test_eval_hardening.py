@@ -158,3 +158,27 @@ def test_holdout_reads_training_rows_whole_and_reports_bad_lines(tmp_path: Path)
     train.write_text(json.dumps(row) + "\n" + "[" * 100_000 + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"train\.jsonl:2: invalid JSON \(nested too deeply\)"):
         find_overlap(train, suite)
+
+
+def test_the_gates_reader_splits_on_newlines_only_and_refuses_unparsable_lines() -> None:
+    from registry.evidence import parse_results_jsonl
+
+    rows = [{"task_id": f"t{i}", "criteria": [{"passed": True}]} for i in range(2)]
+    rows[0]["response"] = "one\u2028two\x85three"  # raw, as another writer may leave it
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert [o.task_id for o in parse_results_jsonl(text)] == ["t0", "t1"]
+    with pytest.raises(ValueError, match="results line 3"):
+        parse_results_jsonl(text + "[" * 100_000 + "\n")
+
+
+def test_training_data_lines_json_cannot_parse_are_data_errors(tmp_path: Path) -> None:
+    from pipeline.train.data import DataError, load_chat_rows
+
+    row = {
+        "messages": [{"role": "user", "content": "q\u2028"}, {"role": "assistant", "content": "a"}]
+    }
+    path = tmp_path / "train.jsonl"
+    for bad in ("[" * 100_000, '{"n": ' + "9" * 5000 + "}"):
+        path.write_text(json.dumps(row, ensure_ascii=False) + "\n" + bad + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=r"train\.jsonl:2: invalid JSON"):
+            load_chat_rows(path)
