@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from registry import db as registry_db
+from tests.conftest import POSTGRES_URL_ENV, _drop_postgres_database, _postgres_database
 from uptake import db
 from uptake.errors import DependencyError
 from uptake.http_server import HttpServer
@@ -221,3 +222,40 @@ def test_an_older_registry_outbox_is_migrated(tmp_path: Path) -> None:
         assert [tuple(r) for r in rows] == [(1, "published", 0), (2, "pending", 0)]
     finally:
         engine.dispose()
+
+
+def test_an_older_watcher_store_on_postgresql_is_migrated(tmp_path: Path) -> None:
+    admin = os.environ.get(POSTGRES_URL_ENV)
+    if not admin:
+        pytest.skip(f"{POSTGRES_URL_ENV} not set")
+    url, name = _postgres_database(admin)
+    legacy = sa.create_engine(url)
+    with legacy.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE watcher_sources (name VARCHAR(64) PRIMARY KEY,"
+                " initialized_at TIMESTAMP WITH TIME ZONE, scope TEXT,"
+                " consecutive_failures INTEGER NOT NULL, last_success_at TIMESTAMP WITH TIME ZONE,"
+                " last_failure_at TIMESTAMP WITH TIME ZONE, last_error TEXT,"
+                " alert_firing BOOLEAN NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO watcher_sources VALUES ('hub', '2026-11-30 08:00:00+00', NULL, 0,"
+                " '2026-12-01 09:30:15.25+00', NULL, NULL, false)"
+            )
+        )
+    legacy.dispose()
+    try:
+        store = Store(url)
+        try:
+            state = store.source_state("hub")
+            assert state is not None
+            assert state.initialized_at == datetime(2026, 11, 30, 8, tzinfo=UTC)
+            assert state.last_success_at == datetime(2026, 12, 1, 9, 30, 15, 250000, tzinfo=UTC)
+            store.record_success("hub")
+        finally:
+            store.close()
+    finally:
+        _drop_postgres_database(admin, name)
