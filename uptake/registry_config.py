@@ -143,8 +143,29 @@ DEFAULT_SEVERITIES: dict[str, Severity] = {
 }
 
 
+class AlertGrouping(ConfigModel):
+    """Alertmanager-style grouping: alerts of one kind that share the ``group_by`` details are
+    one incident. The first notification waits ``group_wait_s`` to collect the burst, updates
+    (with the count) come at most every ``group_interval_s``, an unchanged open group is
+    re-sent every ``repeat_interval_s``, and ``resolve_after_s`` without a new alert resolves it.
+    """
+
+    group_by: list[str] = Field(
+        default_factory=lambda: ["consumer_group", "topic", "error_kind"], min_length=1
+    )
+    group_wait_s: float = Field(30.0, ge=0)
+    group_interval_s: float = Field(300.0, gt=0)
+    repeat_interval_s: float = Field(14_400.0, gt=0)
+    resolve_after_s: float = Field(900.0, gt=0)
+    max_examples: int = Field(5, ge=1, le=50)  # the latest alerts shown in a notification
+
+
 class AlertSettings(ConfigModel):
     channels: dict[str, Channel] = Field(default_factory=dict)
+    # per alert kind; dead letters by default (1,000 bad messages page once, with the count)
+    grouping: dict[AlertKind, AlertGrouping] = Field(
+        default_factory=lambda: {"dead_letter": AlertGrouping()}
+    )
     severities: dict[AlertKind, Severity] = Field(default_factory=dict)  # over the defaults
     max_attempts: int = Field(5, ge=1)
     backoff_s: float = Field(1.0, ge=0)  # doubled each attempt
