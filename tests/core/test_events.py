@@ -84,3 +84,15 @@ def test_hostile_values_are_decode_errors_not_crashes(value, kind, fragment) -> 
     assert info.value.kind == kind
     assert fragment in info.value.reason
     assert len(info.value.reason) < 2_100
+
+
+def test_version_1_dead_letters_still_decode() -> None:
+    """Letters written before the bounded payload fields (version 2) stay readable."""
+    letter = next(e for e in one_of_each() if e.type == "dead.letter")
+    data = json.loads(letter.to_json())
+    assert data["schema_version"] == 2
+    for name in [n for n in data if n.startswith("payload_")] + ["origin_key_truncated"]:
+        del data[name]
+    old = decode_event(json.dumps({**data, "schema_version": 1}))
+    assert old.payload == letter.payload and old.payload_size is None
+    assert old.payload_encoding == "utf-8" and not old.payload_truncated
