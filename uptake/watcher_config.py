@@ -52,7 +52,8 @@ class HfSourceConfig(_SourceBase):
     token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     limit: int = Field(100, ge=1, le=1000)  # newest repos listed per author and poll
     concurrency: int = Field(4, ge=1, le=32)  # authors listed in parallel within one poll
-    timeout_s: float = Field(30.0, gt=0)  # per HTTP request
+    timeout_s: float = Field(30.0, gt=0)  # per HTTP request, as a whole (a slow drip included)
+    max_response_bytes: int = Field(16 << 20, ge=1)  # per HTTP answer (list page, model info)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,14 @@ from typing import Literal
 from uptake.urls import redact_urls
 
 FaultKind = Literal[
-    "rate_limited", "server_error", "timeout", "network", "malformed", "http_error", "unavailable"
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "network",
+    "too_large",
+    "malformed",
+    "http_error",
+    "unavailable",
 ]
 
 

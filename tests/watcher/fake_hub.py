@@ -8,8 +8,9 @@ Enough of the Hub for the watcher and the real ``huggingface_hub`` client:
 - ``GET /api/models/{org}/{name}`` and ``.../revision/{sha}``: the full model info (sha,
   siblings, config, cardData, safetensors, tags, gated, ...); 404s carry the Hub's
   ``X-Error-Code`` (``RepoNotFound`` / ``RevisionNotFound``) so the client raises its own errors.
-- Faults on demand (status codes with headers, slow answers, malformed JSON), a request log,
-  and ``/_admin`` endpoints so a benchmark can drive a hub running in another process.
+- Faults on demand (status codes with headers, slow answers, malformed JSON, the real answer
+  dripped one byte every ``drip_s`` or padded to ``size`` bytes), a request log, and ``/_admin``
+  endpoints so a benchmark can drive a hub running in another process.
 
 Run standalone: ``python -m tests.watcher.fake_hub --authors 200 --repos 20000``.
 """
@@ -181,11 +182,15 @@ class FakeRepo:
 class Fault:
     """Answer matching requests wrongly, ``times`` times (None: until cleared)."""
 
-    kind: str = "status"  # status | slow | malformed | bad_shape | bad_item | body
+    # status | slow | malformed | bad_shape | bad_item | body | drip | oversize
+    kind: str = "status"
     status: int = 500
     body: bytes = b""  # kind "body": answered as is, with status 200
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    drip_s: float = 0.2  # kind "drip": the real answer, one body byte every drip_s
+    size: int = 0  # kind "oversize": the real answer padded with JSON whitespace to size bytes
+    chunked: bool = False  # kind "oversize": no Content-Length, chunked transfer encoding
     times: int | None = 1
     match: Callable[[str, dict[str, list[str]]], bool] = lambda path, query: True
     hits: int = 0
@@ -361,26 +366,46 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeHub
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stalls
+    shape: Fault | None = None  # a drip/oversize fault: how the real answer is sent
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        shape = self.shape
+        if shape is not None and shape.kind == "oversize":
+            body += b" " * max(0, shape.size - len(body))  # trailing whitespace: still JSON
+        chunked = shape is not None and shape.kind == "oversize" and shape.chunked
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(body)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body)
+            if shape is not None and shape.kind == "drip":
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(shape.drip_s)
+            elif chunked:
+                for i in range(0, len(body), 64 << 10):
+                    chunk = body[i : i + (64 << 10)]
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            self.close_connection = True
 
     def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(data).encode(), headers)
 
     def do_GET(self) -> None:
+        self.shape = None  # one handler serves every request of a kept-alive connection
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
         record = RequestRecord(
@@ -394,6 +419,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._admin_get(path)
             return
         fault = hub._fault_for(path, query) if path.startswith("/api/") else None
+        if fault is not None and fault.kind in ("drip", "oversize"):
+            self.shape, fault = fault, None  # the real answer, sent slowly or padded
         if fault is not None:
             record.status = self._answer_fault(fault)
             return
@@ -459,6 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, {"error": "unknown admin path"})
 
     def do_POST(self) -> None:
+        self.shape = None
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         hub = self.fake

@@ -122,7 +122,13 @@ class HfSource:
 
     def _scope(self) -> Any:
         return hub_scope(
-            HubScope(self.config.name, self._host, self.config.timeout_s, self.on_request)
+            HubScope(
+                self.config.name,
+                self._host,
+                self.config.timeout_s,
+                self.on_request,
+                self.config.max_response_bytes,
+            )
         )
 
     # -- listing ----------------------------------------------------------------------------

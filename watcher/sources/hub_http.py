@@ -6,11 +6,14 @@ opposite: one attempt per request, a timeout, and every failure visible to its o
 backoff, metrics and alerting. So the watcher installs (through the library's public
 ``set_client_factory``) a client whose transport, while a source's ``hub_scope`` is active:
 
-- sets the source's timeout on every request and counts it,
+- bounds every request as a whole by the source's ``timeout_s`` (``uptake.http_limits``: a
+  server that drips one byte every 0.2 s never trips a per-read timeout, and would hold the
+  source's lock forever) and its answer by ``max_response_bytes``, and counts it,
 - refuses hosts other than the source's endpoint (the library also calls
   ``{HF_ENDPOINT}/api/agent-harnesses``; a watcher pointed at a mirror must not reach out to
   huggingface.co),
-- turns 408/429/5xx, timeouts and network errors into ``SourceFault`` at once: the exception
+- turns 408/429/5xx, timeouts, network errors and oversize answers into ``SourceFault`` at
+  once, the body's included (the client reads it after the transport returns): the exception
   is not one the library retries, so it surfaces from ``list_models`` after one attempt.
 
 Outside a scope (other code in the same process) requests pass through unchanged.
@@ -32,6 +35,7 @@ from huggingface_hub import set_client_factory
 from huggingface_hub.utils import parse_ratelimit_headers
 from huggingface_hub.utils._http import hf_request_event_hook
 
+from uptake.http_limits import DeadlineError, SizeError, hub_transport, limits
 from uptake.urls import redact_userinfo
 from watcher.faults import SourceFault
 
@@ -43,8 +47,9 @@ _DELAY_SECONDS = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is T
 class HubScope:
     source: str
     host: str  # host[:port] of the endpoint
-    timeout_s: float
+    timeout_s: float  # each request, as a whole: connect, headers and body
     on_request: Callable[[], None]
+    max_bytes: int = 16 << 20  # each answer's body
 
 
 _scope: ContextVar[HubScope | None] = ContextVar("uptake_watcher_hub_scope", default=None)
@@ -81,9 +86,43 @@ def retry_after_s(headers: httpx2.Headers) -> float | None:
     return hint
 
 
+def _fault(where: str, scope: HubScope, exc: Exception) -> SourceFault:
+    """The ``SourceFault`` for a limit hit or a transport error, wherever it was raised."""
+    if isinstance(exc, SizeError):
+        detail = str(exc).partition(": ")[2] or str(exc)
+        return SourceFault("too_large", f"{where}: {detail} (max_response_bytes)")
+    if isinstance(exc, DeadlineError):
+        return SourceFault("timeout", f"{where}: no complete answer in {scope.timeout_s:g}s")
+    if isinstance(exc, httpx2.TimeoutException):
+        return SourceFault("timeout", f"{where}: no answer in {scope.timeout_s:g}s")
+    return SourceFault("network", f"{where}: {type(exc).__name__}: {exc}")
+
+
+_FAULTS = (DeadlineError, SizeError, httpx2.TransportError)
+
+
+class _FaultingBody(httpx2.SyncByteStream):
+    """The answer's body, whose limit and transport errors become ``SourceFault`` too: the
+    client reads it after ``handle_request`` returns, and the library retries timeouts."""
+
+    def __init__(self, inner: httpx2.SyncByteStream, where: str, scope: HubScope) -> None:
+        self._inner = inner
+        self._where = where
+        self._scope = scope
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._inner
+        except _FAULTS as exc:
+            raise _fault(self._where, self._scope, exc) from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class WatcherTransport(httpx2.BaseTransport):
     def __init__(self) -> None:
-        self._inner = httpx2.HTTPTransport()
+        self._inner = hub_transport()  # no limits of its own: a source's scope sets them
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         scope = _scope.get()
@@ -95,12 +134,12 @@ class WatcherTransport(httpx2.BaseTransport):
         request.extensions["timeout"] = httpx2.Timeout(scope.timeout_s).as_dict()
         scope.on_request()
         where = f"{request.method} {redact_userinfo(str(request.url.copy_with(query=None)))}"
-        try:
-            response = self._inner.handle_request(request)
-        except httpx2.TimeoutException as exc:
-            raise SourceFault("timeout", f"{where}: no answer in {scope.timeout_s:g}s") from exc
-        except httpx2.TransportError as exc:
-            raise SourceFault("network", f"{where}: {type(exc).__name__}: {exc}") from exc
+        with limits(deadline_s=scope.timeout_s, max_bytes=scope.max_bytes):
+            try:
+                response = self._inner.handle_request(request)
+            except _FAULTS as exc:
+                raise _fault(where, scope, exc) from exc
+        response.stream = _FaultingBody(response.stream, where, scope)
         status = response.status_code
         if status in RETRYABLE_STATUS:
             try:
