@@ -4,7 +4,9 @@ De-duplication works on conditions, not messages: a trigger whose dedup key is a
 (triggered within ``dedup_window_s`` and not resolved) is suppressed, so a redelivered event
 or a condition reported every minute pages once. A resolve goes out only for an open
 condition, to the channels its trigger went to. The queue rows are written before the
-consumer commits, so an alert is never lost between the bus and the channel.
+consumer commits, so an alert is never lost between the bus and the channel. Kinds listed
+in ``alerts.grouping`` (dead letters by default) join a group instead (grouping.py), and the
+group's notifications are queued here when due.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from registry import db
+from registry.alerts import grouping
 from registry.alerts.model import Alert
 from uptake.registry_config import SEVERITY_ORDER, AlertSettings
 
@@ -58,9 +61,39 @@ def _close_incident(conn: Connection, key: str) -> bool:
     )
 
 
+def _queue(conn: Connection, alert: Alert, channels: list[str]) -> None:
+    for channel in channels:
+        conn.execute(
+            sa.insert(db.alert_deliveries).values(
+                channel=channel,
+                event_id=alert.event_id,
+                dedup_key=alert.dedup_key,
+                action=alert.action,
+                alert=alert.model_dump_json(),
+                status="pending",
+                attempts=0,
+                next_attempt_at=db.now(),
+                created_at=db.now(),
+            )
+        )
+
+
+def flush_groups(engine: Engine, cfg: AlertSettings) -> int:
+    """Queue the notifications that alert groups are due; return how many."""
+    return grouping.flush(engine, cfg, _queue, routes)
+
+
 def enqueue(engine: Engine, alert: Alert, cfg: AlertSettings) -> int:
     """Queue ``alert`` for its channels; return how many deliveries were queued."""
     t = db.alert_deliveries
+    rule = cfg.grouping.get(alert.kind)  # type: ignore[call-overload]
+    if rule is not None and alert.action == "trigger":
+        if not routes(alert, cfg):
+            return 0
+        with engine.begin() as conn:
+            grouping.add(conn, alert, rule, db.now())
+        # the flusher thread sends what falls due; with no wait, the first goes out at once
+        return flush_groups(engine, cfg) if rule.group_wait_s == 0 else 0
     with engine.begin() as conn:
         if alert.action == "trigger":
             channels = routes(alert, cfg)
@@ -78,18 +111,5 @@ def enqueue(engine: Engine, alert: Alert, cfg: AlertSettings) -> int:
         if not fresh or not channels:
             log.info("alert %s %s suppressed (duplicate)", alert.action, alert.dedup_key)
             return 0
-        for channel in channels:
-            conn.execute(
-                sa.insert(t).values(
-                    channel=channel,
-                    event_id=alert.event_id,
-                    dedup_key=alert.dedup_key,
-                    action=alert.action,
-                    alert=alert.model_dump_json(),
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=db.now(),
-                    created_at=db.now(),
-                )
-            )
+        _queue(conn, alert, channels)
     return len(channels)

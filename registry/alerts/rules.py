@@ -4,7 +4,9 @@ A condition that can clear has a stable key, and the event that clears it resolv
 same key: a failed release (``uptake/run_failed/<release id>``) is resolved when that release
 later registers a candidate; a pending approval is resolved when it is decided; a watcher
 ``alert.raised`` by its component + condition. One-off notices (promotion, rollback, a
-rejected candidate) carry the event id in their key.
+rejected candidate) carry the event id in their key. Dead letters keep one key per message;
+``alerts.grouping`` (grouping.py) folds them into one incident per consumer group, topic and
+error kind.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def alerts_for(event: Event, cfg: AlertSettings, mlflow_url: str | None = None) 
                 source=event.consumer_group,
                 details={
                     "origin": where,
+                    "topic": event.origin_topic,  # with the next two: the default grouping
                     "key": event.origin_key or "",
                     "consumer_group": event.consumer_group,
                     "error_kind": event.error_kind,

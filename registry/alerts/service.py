@@ -14,7 +14,8 @@ import threading
 from kafka.consumer.fetcher import ConsumerRecord
 
 from registry.alerts.dispatcher import ChannelDispatcher
-from registry.alerts.router import enqueue
+from registry.alerts.grouping import GroupFlusher
+from registry.alerts.router import enqueue, flush_groups
 from registry.alerts.rules import ACCEPTED, alerts_for
 from registry.db import make_engine
 from uptake.bus import EventConsumer, EventProducer
@@ -34,6 +35,9 @@ class AlerterService:
         self.dispatchers = {
             name: ChannelDispatcher(self.engine, name, self.cfg) for name in self.cfg.channels
         }
+        self.flusher = GroupFlusher(
+            self.engine, self.cfg, lambda: flush_groups(self.engine, self.cfg), self._wake
+        )
         self.queued = 0
         self._producer = producer
         self.consumer: EventConsumer | None = None
@@ -47,6 +51,10 @@ class AlerterService:
             if queued:
                 for dispatcher in self.dispatchers.values():
                     dispatcher.wake()
+
+    def _wake(self) -> None:
+        for dispatcher in self.dispatchers.values():
+            dispatcher.wake()
 
     def _consumer(self) -> EventConsumer:
         t = self.settings.kafka.topics
@@ -72,6 +80,7 @@ class AlerterService:
             )
         for dispatcher in self.dispatchers.values():
             dispatcher.start()
+        self.flusher.start()
         self.consumer = self._consumer()
         self._thread = self.supervisor.start("alerter consumer", self.consumer.run)
         return self
@@ -89,6 +98,7 @@ class AlerterService:
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
+        self.flusher.stop()
         for dispatcher in self.dispatchers.values():
             dispatcher.stop()
         self.engine.dispose()

@@ -106,6 +106,7 @@ def alert_settings(
             "backoff_s": 0.05,
             "backoff_max_s": 0.2,
             "max_attempts": 4,
+            "grouping": {"dead_letter": {"group_wait_s": 0}},  # grouped, sent at once
             **extra,
         }
     )
