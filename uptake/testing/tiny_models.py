@@ -15,13 +15,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from uptake.models.chat_templates import chatml, chatml_training
+from uptake.models.chat_templates import CHATML_TOKENS, chatml, chatml_training
 
 Arch = Literal["llama", "qwen2", "gpt2"]
 # ChatML with generation markers (for assistant-only loss), plain ChatML, or no template.
 TemplateKind = Literal["generation", "plain", "none"]
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *CHATML_TOKENS]
 
 DEFAULT_CORPUS = (
     "The client asks whether the filing deadline has passed.",
@@ -136,7 +136,7 @@ def build_tiny_model(
     special = SPECIAL_TOKENS[:1] if spec.bare_vocab else SPECIAL_TOKENS
     tokenizer = train_tokenizer(texts, spec.vocab_size, special)
     if not spec.bare_vocab:
-        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tokenizer.add_special_tokens({"additional_special_tokens": list(CHATML_TOKENS)})
     if spec.pad_equals_eos:
         tokenizer.pad_token = tokenizer.eos_token
     else:
