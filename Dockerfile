@@ -25,8 +25,16 @@ COPY registry ./registry
 COPY serving ./serving
 RUN pip install ".[postgres]"
 
+# MLflow's basic-auth app (compose runs `mlflow server --app-name basic-auth`): logged-in users
+# may read; writes need a grant or an admin (docs/security.md). Users live in their own store.
+RUN mkdir -p /etc/mlflow && printf '%s\n' '[mlflow]' \
+      'default_permission = READ' \
+      'database_uri = sqlite:////var/lib/mlflow/auth/basic_auth.db' \
+      'authorization_function = mlflow.server.auth:authenticate_request_basic_auth' \
+      > /etc/mlflow/basic_auth.ini
+
 RUN useradd --create-home --uid 10001 uptake \
-    && mkdir -p /var/lib/uptake /var/lib/mlflow/artifacts /var/cache/huggingface \
+    && mkdir -p /var/lib/uptake /var/lib/mlflow/artifacts /var/lib/mlflow/auth /var/cache/huggingface \
     && chown -R uptake /var/lib/uptake /var/lib/mlflow /var/cache/huggingface
 USER uptake
 

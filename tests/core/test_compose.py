@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import configparser
+import importlib.util
 import re
 from pathlib import Path
 
@@ -34,7 +36,13 @@ def _env(service: dict) -> dict[str, str]:
 
 
 def test_services_present(compose: dict) -> None:
-    assert set(compose["services"]) == {"kafka", "postgres", "mlflow", *APP_SERVICES}
+    assert set(compose["services"]) == {
+        "kafka",
+        "postgres",
+        "mlflow",
+        "mlflow-users",
+        *APP_SERVICES,
+    }
 
 
 def test_every_uptake_service_runs_a_command_the_cli_has(compose: dict) -> None:
@@ -152,3 +160,55 @@ def test_watcher_exposes_webhook_and_health(compose: dict) -> None:
     assert env["UPTAKE_WATCHER__HOST"] == "0.0.0.0"
     assert f"{env['UPTAKE_WATCHER__PORT']}:{env['UPTAKE_WATCHER__PORT']}" in watcher["ports"]
     assert "/healthz" in " ".join(watcher["healthcheck"]["test"])
+
+
+def _ini_in_image() -> configparser.ConfigParser:
+    """The basic-auth ini the Dockerfile writes (printf of one quoted line per ini line)."""
+    text = (ROOT / "Dockerfile").read_text()
+    block = re.search(r"printf '%s\\n' (.+?) > (\S+)", text, re.S)
+    assert block, "the Dockerfile writes no basic-auth ini"
+    lines = re.findall(r"'([^']*)'", block.group(1))
+    parser = configparser.ConfigParser()
+    parser.read_string("\n".join(lines))
+    parser.path = block.group(2)  # type: ignore[attr-defined]
+    return parser
+
+
+def test_mlflow_is_not_published_and_runs_basic_auth(compose: dict) -> None:
+    """Anyone who reached :5000 could approve or move champion: no host port, logins on."""
+    mlflow = compose["services"]["mlflow"]
+    assert "ports" not in mlflow
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert not str(port).split(":")[-1].startswith("5000"), f"{name} publishes {port}"
+    assert "--app-name=basic-auth" in mlflow["command"]
+    env = _env(mlflow)
+    ini = _ini_in_image()
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == ini.path  # type: ignore[attr-defined]
+    assert ini["mlflow"]["default_permission"] == "READ"
+    store = ini["mlflow"]["database_uri"]
+    assert store.startswith("sqlite:////var/lib/mlflow/auth/")
+    assert any(v.endswith(":/var/lib/mlflow/auth") for v in mlflow["volumes"])  # kept
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key].startswith("${") and ":?" in env[key], key  # required, from env
+    assert "/health" in " ".join(mlflow["healthcheck"]["test"])  # open under basic-auth
+
+
+def test_services_log_in_to_mlflow_with_credentials_from_env(compose: dict) -> None:
+    services = compose["services"]
+    users = services["mlflow-users"]
+    assert users["entrypoint"] == ["python", "-m", "uptake.stack.mlflow_auth"]
+    assert importlib.util.find_spec("uptake.stack.mlflow_auth") is not None
+    init = _env(users)
+    mlflow_env = _env(services["mlflow"])
+    assert init["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"]
+    assert init["MLFLOW_TRACKING_PASSWORD"] == mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert users["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    for name in APP_SERVICES:
+        env = _env(services[name])
+        assert env["MLFLOW_TRACKING_USERNAME"] == init["MLFLOW_SERVICE_USERNAME"], name
+        assert env["MLFLOW_TRACKING_PASSWORD"] == init["MLFLOW_SERVICE_PASSWORD"], name
+        assert re.fullmatch(r"\$\{\w+(:-\w+)?\}", env["MLFLOW_TRACKING_USERNAME"]), name
+        assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", env["MLFLOW_TRACKING_PASSWORD"]), name
+        depends = services[name]["depends_on"]["mlflow-users"]
+        assert depends["condition"] == "service_completed_successfully", name

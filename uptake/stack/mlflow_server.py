@@ -50,8 +50,12 @@ def mlflow_server(
     log_path: Path | None = None,
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
+    app_name: str | None = None,
 ) -> ManagedProcess:
-    """A ``mlflow server`` serving artifacts from ``state_dir/mlflow/artifacts``."""
+    """A ``mlflow server`` serving artifacts from ``state_dir/mlflow/artifacts``.
+
+    ``app_name="basic-auth"`` runs MLflow's own login (docs/security.md); its ini comes from
+    ``MLFLOW_AUTH_CONFIG_PATH`` in ``extra_env``."""
     root = state_dir / "mlflow"
     (root / "artifacts").mkdir(parents=True, exist_ok=True)
     uri = f"http://{host}:{port}"
@@ -78,6 +82,7 @@ def mlflow_server(
         backend_store_uri or default_backend_store(state_dir),
         "--artifacts-destination",
         str(root / "artifacts"),
+        *(["--app-name", app_name] if app_name else []),
     ]
     return ManagedProcess(
         "mlflow",
