@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from uptake.errors import InputError
 from uptake.service_runtime import on_stop_signals
@@ -57,8 +58,10 @@ def _run_stack(
         with console.status(f"starting {title}…"):
             stack.start(include)
         _print_started(stack, title)
-        dead = stack.wait()
-        console.print(f"[red]{dead.name} exited unexpectedly; see {dead.log_path}[/red]")
+        stack.supervise(
+            say=lambda line: console.print(line, style="yellow", markup=False, soft_wrap=True)
+        )
+        console.print("[red]every component was given up; stopping[/red]")
         raise typer.Exit(1)
     except KeyboardInterrupt:
         console.print("stopping…")
@@ -135,6 +138,15 @@ def _print_status(report: StatusReport) -> None:
         mark = "[green]healthy[/green]" if comp.healthy else "[red]down[/red]"
         health.add_row(comp.name, comp.address, mark, comp.detail)
     console.print(health)
+    if report.local_stack:
+        stack = Table(title=f"uptake up (pid {report.local_stack_pid})")
+        for col in ("component", "pid", "state", "restarts", "last exit"):
+            stack.add_column(col)
+        for name, rec in report.local_stack.items():
+            stack.add_row(
+                name, str(rec.pid or "-"), rec.state, str(rec.restarts), Text(rec.last_exit or "-")
+            )
+        console.print(stack)
     topics = Table(title="topics")
     for col in ("topic", "partitions", "messages", "end offsets"):
         topics.add_column(col)

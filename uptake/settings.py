@@ -25,6 +25,7 @@ from pydantic_settings import (
 from uptake.config_model import ConfigModel
 from uptake.errors import ConfigError, describe_validation_error
 from uptake.registry_config import AlertSettings, RegistrySettings
+from uptake.stack.restarts import StackSettings
 from uptake.watcher_config import Sources, WatcherSettings
 from uptake.webhooks import WebhookSecret
 
@@ -107,6 +108,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()  # on-call channels (secrets via *_env): alerts.md
     sources: Sources = Field(default_factory=list)  # hub/dir sources the watcher polls: watcher.md
     watcher: WatcherSettings = WatcherSettings()  # webhook receiver, state store, backoff
+    stack: StackSettings = StackSettings()  # `uptake up` restarts and crash loops: local-stack.md
 
     @field_validator("kafka_bootstrap")
     @classmethod

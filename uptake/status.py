@@ -10,6 +10,7 @@ from uptake.services import SERVICES, resolve
 from uptake.settings import Settings
 from uptake.stack.local import read_stack_info, resolved_endpoints
 from uptake.stack.probes import mlflow_healthy
+from uptake.stack.restarts import ComponentRecord
 
 
 class TopicStatus(BaseModel):
@@ -46,6 +47,8 @@ class StatusReport(BaseModel):
     mlflow: ComponentStatus
     topics: list[TopicStatus]
     local_stack_pid: int | None = None
+    # what `uptake up` runs: pid, state (running/restarting/failed), restarts, last exit
+    local_stack: dict[str, ComponentRecord] = {}
     sections: list[StatusSection] = []
 
     @property
@@ -120,5 +123,6 @@ def collect_status(settings: Settings, timeout_s: float = 5.0) -> StatusReport:
         ),
         topics=topics,
         local_stack_pid=info.pid if info else None,
+        local_stack=info.processes if info else {},
         sections=_sections(settings),
     )

@@ -3,6 +3,8 @@
 ``mlflow server`` alone spawns uvicorn workers, a job runner and several huey consumers;
 stopping only the parent pid would orphan them. Each managed process therefore gets a new
 session (process group) and is stopped by signalling the group, escalating to SIGKILL.
+Each start records the process's start time from /proc, so a pid written to ``stack.json``
+can later be told apart from an unrelated process that reused it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ class ManagedProcess:
         self.healthy = healthy or (lambda: self.running)
         self.address = address
         self._proc: subprocess.Popen[bytes] | None = None
+        self.started_ticks: int | None = None  # /proc start time of the current process
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def exit_reason(self) -> str:
+        """How the last process ended, with its last log line (a service's ``error: ...``)."""
+        code = self.returncode
+        how = "still running" if code is None else describe_exit(code)
+        last = last_log_line(self.log_path)
+        return f"{how}: {last}" if last else how
 
     @property
     def pid(self) -> int | None:
@@ -63,6 +77,7 @@ class ManagedProcess:
             raise DependencyError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from None
         finally:
             log.close()
+        self.started_ticks = start_ticks(self._proc.pid)
         return self
 
     def wait_healthy(self, timeout_s: float) -> None:
@@ -89,17 +104,84 @@ class ManagedProcess:
         """SIGTERM the whole process group, wait, then SIGKILL whatever is left."""
         if self._proc is None:
             return
-        pgid = self._proc.pid
+        proc = self._proc
+        terminate_group(proc.pid, grace_s, lambda: proc.poll() is None)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def terminate_group(
+    pgid: int, grace_s: float = 15.0, leader_running: Callable[[], bool] = lambda: False
+) -> None:
+    """SIGTERM process group ``pgid``, wait up to ``grace_s``, then SIGKILL what is left.
+
+    ``leader_running`` reports a leader that is our own child (alive until we reap it)."""
+    terminate_groups([pgid], grace_s, leader_running)
+
+
+def terminate_groups(
+    pgids: list[int], grace_s: float = 15.0, leader_running: Callable[[], bool] = lambda: False
+) -> None:
+    """``terminate_group`` for several groups at once: one grace period for all of them."""
+    for pgid in pgids:
         _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and (self.running or _group_alive(pgid)):
-            time.sleep(0.1)
-        if self.running or _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=5)
-        elif self._proc.returncode is None:
-            self._proc.wait()
+    deadline = time.monotonic() + grace_s
+
+    def left() -> list[int]:
+        return [g for g in pgids if _group_alive(g)] if not leader_running() else pgids
+
+    while time.monotonic() < deadline and left():
+        time.sleep(0.1)
+    for pgid in left():
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 1`` or ``killed by SIGKILL`` (Popen gives -N for a signal N)."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def last_log_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last non-empty line of a log file (bounded), or ``""``."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - max_bytes))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.split("\n") if line.strip()]
+    return " ".join(lines[-1].split())[:300] if lines else ""
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None
+    when it is gone. Same pid and same start time: the same process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live, non-zombie processes in process group ``pgid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -116,17 +198,7 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # Only zombies left? Those are reaped by their parent; don't wait on them forever.
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return bool(group_members(pgid))
 
 
 def free_port() -> int:

@@ -1,0 +1,90 @@
+"""When ``uptake up`` restarts a component that exited on its own, and when it gives up.
+
+Like compose's ``restart: unless-stopped``, but with a crash-loop limit: a component is
+restarted after a backoff that doubles with each recent exit, and given up once it exited
+``crash_loop_exits`` times within ``crash_loop_window_s`` — the rest of the stack stays up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from uptake.config_model import ConfigModel
+
+State = Literal["running", "restarting", "failed", "stopped"]
+
+
+class StackSettings(ConfigModel):
+    """``stack:`` in the config (env ``UPTAKE_STACK__*``): restarts in ``uptake up``."""
+
+    restart_backoff_initial_s: float = Field(1.0, gt=0, le=3600)
+    restart_backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    crash_loop_exits: int = Field(5, ge=1, le=1000)  # this many exits within the window...
+    crash_loop_window_s: float = Field(600.0, gt=0, le=86_400)  # ...and it is given up
+    stable_after_s: float = Field(60.0, gt=0, le=86_400)  # up this long: the alert resolves
+
+
+class ComponentRecord(BaseModel):
+    """One component as ``stack.json`` and ``uptake status`` show it."""
+
+    pid: int | None = None
+    started_ticks: int | None = None  # /proc start time: tells the pid from a reused one
+    state: State = "running"
+    restarts: int = 0
+    last_exit: str | None = None  # "killed by SIGKILL: <last log line>"
+
+
+class RestartTracker:
+    """The exits of one component and what to do about the latest."""
+
+    def __init__(self, cfg: StackSettings, clock=time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.exits: deque[float] = deque()
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self.state: State = "running"
+        self.restart_at: float | None = None
+        self.running_since: float | None = clock()
+        self.alert_open = False
+
+    def exited(self, reason: str) -> float | None:
+        """Record an exit; return the delay before the restart, or None: give up."""
+        now = self.clock()
+        self.exits.append(now)
+        while self.exits and now - self.exits[0] > self.cfg.crash_loop_window_s:
+            self.exits.popleft()
+        self.last_exit = reason
+        self.running_since = None
+        if len(self.exits) >= self.cfg.crash_loop_exits:
+            self.state, self.restart_at = "failed", None
+            return None
+        delay = min(
+            self.cfg.restart_backoff_initial_s * 2 ** (len(self.exits) - 1),
+            self.cfg.restart_backoff_max_s,
+        )
+        self.state, self.restart_at = "restarting", now + delay
+        return delay
+
+    def due(self) -> bool:
+        return (
+            self.state == "restarting"
+            and self.restart_at is not None
+            and (self.clock() >= self.restart_at)
+        )
+
+    def restarted(self) -> None:
+        self.restarts += 1
+        self.state, self.restart_at, self.running_since = "running", None, self.clock()
+
+    def stable(self) -> bool:
+        """Up for ``stable_after_s`` since its last restart (its alert can resolve)."""
+        return (
+            self.state == "running"
+            and self.running_since is not None
+            and self.clock() - self.running_since >= self.cfg.stable_after_s
+        )
