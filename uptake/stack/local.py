@@ -352,7 +352,7 @@ class LocalStack:
             self._alert(proc.name, "crash_loop", "error", f"uptake up: {line}", details)
         else:
             line = (
-                f"{proc.name} exited unexpectedly ({reason}); restarting in {delay:.0f}s; "
+                f"{proc.name} exited unexpectedly ({reason}); restarting in {delay:g}s; "
                 f"see {proc.log_path}"
             )
             say(line)

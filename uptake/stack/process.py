@@ -41,6 +41,7 @@ class ManagedProcess:
         self.address = address
         self._proc: subprocess.Popen[bytes] | None = None
         self.started_ticks: int | None = None  # /proc start time of the current process
+        self._log_offset = 0  # where the current process's output begins in its log
 
     @property
     def returncode(self) -> int | None:
@@ -50,7 +51,7 @@ class ManagedProcess:
         """How the last process ended, with its last log line (a service's ``error: ...``)."""
         code = self.returncode
         how = "still running" if code is None else describe_exit(code)
-        last = last_log_line(self.log_path)
+        last = last_log_line(self.log_path, since=self._log_offset)
         return f"{how}: {last}" if last else how
 
     @property
@@ -64,6 +65,7 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        self._log_offset = log.seek(0, os.SEEK_END)
         try:
             self._proc = subprocess.Popen(
                 self.argv,
@@ -146,11 +148,12 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def last_log_line(path: Path, max_bytes: int = 4096) -> str:
-    """The last non-empty line of a log file (bounded), or ``""``."""
+def last_log_line(path: Path, max_bytes: int = 4096, since: int = 0) -> str:
+    """The last non-empty line written to a log file after offset ``since`` (bounded), or
+    ``""`` (a restarted process appends to its predecessor's log)."""
     try:
         with path.open("rb") as fh:
-            fh.seek(max(0, fh.seek(0, os.SEEK_END) - max_bytes))
+            fh.seek(max(since, fh.seek(0, os.SEEK_END) - max_bytes))
             tail = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
