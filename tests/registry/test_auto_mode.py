@@ -22,6 +22,10 @@ from uptake.settings import Settings
 BEST = {"immigration": [3, 3, 3, 3, 1], "tax": [3, 3, 3, 3, 2]}  # 0.8 / 0.9
 
 
+def has_decisions(service: PromoterService, model: str, *versions: str) -> bool:
+    return all(service.ctx.store.decision(model, v, "gate") is not None for v in versions)
+
+
 def test_auto_mode_promotes_rejects_and_decides_once(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
@@ -42,9 +46,12 @@ def test_auto_mode_promotes_rejects_and_decides_once(
             producer.publish(v2)
             producer.publish(v2)
             wait_for(lambda: service.consumer.stats.processed >= 3, 60, "v2 handled twice")
+            wait_for(lambda: has_decisions(service, model_name, "2"), 60, "v2 decided")
             for event in (v3, v4):
                 producer.publish(event)
+            # a count alone is not enough: under load the group may redeliver (v1 again)
             wait_for(lambda: service.consumer.stats.processed >= 5, 60, "all events handled")
+            wait_for(lambda: has_decisions(service, model_name, "3", "4"), 60, "v3 and v4 decided")
     finally:
         service.stop()
 
