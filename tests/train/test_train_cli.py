@@ -15,6 +15,7 @@ from pipeline.train import TrainProgress, load_recipe, log_training, train, trai
 from pipeline.train.launch import accelerate_command, needs_launch
 from tests.train.helpers import make_remote_code_model, train_argv, write_recipe
 from uptake.cli import main
+from uptake.mlflow_contract import RECIPE_SHA_TAG
 
 
 def test_cli_train_end_to_end(tiny_models, tmp_path, capsys) -> None:
@@ -146,7 +147,7 @@ def test_mlflow_logging_of_a_training_run(tiny_models, tmp_path, monkeypatch) ->
         assert params["preflight.adapters"] == "chat_template,eos_token"
         assert params["preflight.adapter.chat_template"] == "added_generation_markers"
         assert params["hardware.device"] == "cpu"
-        assert tags["uptake.recipe_sha"] == recipe.sha256
+        assert tags[RECIPE_SHA_TAG] == recipe.sha256
         assert tags["uptake.preflight.adapters"] == "chat_template,eos_token"
         assert metrics["train.steps"] == 4 and metrics["train.tokens"] == result.tokens
         history = MlflowClient().get_metric_history(run_id, "sft.loss")
