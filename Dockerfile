@@ -23,7 +23,7 @@ COPY watcher ./watcher
 COPY pipeline ./pipeline
 COPY registry ./registry
 COPY serving ./serving
-RUN pip install ".[postgres]"
+RUN pip install ".[postgres,auth]"
 
 # MLflow's basic-auth app (compose runs `mlflow server --app-name basic-auth`): logged-in users
 # may read; writes need a grant or an admin (docs/security.md). Users live in their own store.

@@ -147,7 +147,7 @@ def test_secrets_are_references_not_literals(compose: dict) -> None:
 def test_dockerfile_installs_cpu_or_cuda_torch_first_and_runs_uptake() -> None:
     text = (ROOT / "Dockerfile").read_text()
     torch_at = text.index('pip install "torch==')
-    assert torch_at < text.index('pip install ".[postgres]"')
+    assert torch_at < text.index('pip install ".[postgres,auth]"')
     assert 'ENTRYPOINT ["uptake"]' in text
     assert "USER uptake" in text
     for package in ("uptake", "watcher", "pipeline", "registry", "serving"):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException, RestException
+from mlflow.exceptions import MlflowException
 from mlflow.server.auth.client import AuthServiceClient
 
 from uptake.stack.mlflow_auth import ensure_service_user
@@ -83,9 +83,12 @@ def test_registry_writes_need_the_service_account_from_env(
     with pytest.raises(MlflowException, match=UNAUTHENTICATED):
         client.set_registered_model_alias("uptake-legal", "champion", version.version)
 
-    # a person with default (READ) permission sees the model but cannot move champion
+    # a person with only the default READ sees the model but can neither move champion nor
+    # approve
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "approver")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "approver-password")
     assert client.get_registered_model("uptake-legal").name == "uptake-legal"
-    with pytest.raises(RestException, match=r"(?i)permission"):
+    with pytest.raises(MlflowException, match=r"(?i)403|permission"):
         client.set_registered_model_alias("uptake-legal", "champion", version.version)
+    with pytest.raises(MlflowException, match=r"(?i)403|permission"):
+        client.set_model_version_tag("uptake-legal", version.version, "approval", "approved")

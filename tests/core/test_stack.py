@@ -44,9 +44,10 @@ def test_up_starts_healthy_stack_and_sigint_leaves_no_orphans(tmp_path: Path) ->
     try:
         deadline = time.monotonic() + 240
         code, report = 1, {}
+        names = {"broker", "mlflow", *(s.name for s in SERVICES)}
         while time.monotonic() < deadline and proc.poll() is None:
             code, report = _status(home)  # finds the stack through <home>/stack.json
-            if code == 0:
+            if code == 0 and set(report["local_stack"]) == names:  # written as each starts
                 break
             time.sleep(2)
         assert code == 0, (tmp_path / "up.log").read_text()

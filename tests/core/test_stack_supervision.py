@@ -28,7 +28,8 @@ from uptake.services import SERVICES
 from uptake.settings import Settings
 from uptake.stack.local import StackInfo, clean_stale_stack, stack_file
 from uptake.stack.process import free_port, port_open, start_ticks
-from uptake.stack.restarts import ComponentRecord
+from uptake.stack.restarts import ComponentRecord, RestartTracker, StackSettings
+from uptake.stack.watchdog import Watchdog
 
 CRASH_LOOP_EXITS = 3
 
@@ -310,3 +311,52 @@ def test_stale_stack_json_of_a_live_up_or_of_unverifiable_pids_is_refused(tmp_pa
     finally:
         os.killpg(survivor.pid, signal.SIGKILL)
         survivor.wait()
+
+
+def test_the_watchdog_stops_guarded_groups_when_its_pipe_closes(tmp_path: Path) -> None:
+    """End of file on the pipe is what kill -9 of `uptake up` gives the watchdog."""
+    watchdog = Watchdog()
+    guarded, released = _group_with_a_child(tmp_path), _group_with_a_child(tmp_path)
+    try:
+        watchdog.guard(guarded.pid)
+        watchdog.guard(released.pid)
+        watchdog.release(released.pid)  # stopped by `uptake up` itself: not the watchdog's
+        watchdog.close()
+        assert _wait_gone(guarded.pid)
+        assert released.poll() is None
+    finally:
+        for proc in (guarded, released):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_restart_backoff_doubles_and_a_crash_loop_is_given_up() -> None:
+    now = [0.0]
+    cfg = StackSettings(
+        restart_backoff_initial_s=1,
+        restart_backoff_max_s=3,
+        crash_loop_exits=4,
+        crash_loop_window_s=100,
+        stable_after_s=10,
+    )
+    tracker = RestartTracker(cfg, clock=lambda: now[0])
+    delays = []
+    for _ in range(3):
+        delays.append(tracker.exited("exit code 1"))
+        assert tracker.state == "restarting" and not tracker.due()
+        now[0] += delays[-1]
+        assert tracker.due()
+        tracker.restarted()
+    assert delays == [1, 2, 3] and tracker.restarts == 3  # doubling, capped at the max
+    assert not tracker.stable()
+    now[0] += 10
+    assert tracker.stable()
+    now[0] += 100  # the earlier exits left the window: the backoff starts over
+    assert tracker.exited("killed by SIGKILL") == 1
+    tracker.restarted()
+    for _ in range(2):
+        assert tracker.exited("exit code 1") is not None
+        tracker.restarted()
+    assert tracker.exited("exit code 1") is None  # 4 within 100 s: given up
+    assert tracker.state == "failed" and tracker.last_exit == "exit code 1"
