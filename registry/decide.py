@@ -10,6 +10,10 @@ loses the alias race (``PromotionConflict``) is undone and decided again.
 
 A redelivered candidate finds its decision and only resumes what may be unfinished (an alias
 move interrupted by a crash, tags not yet mirrored).
+
+The event itself is not evidence (DESIGN.md "Trust"): it is acted on only for a managed
+registered model (``registry.managed``), and only when what it says agrees with MLflow
+(``evidence.verified_evidence``); otherwise it is dead-lettered with the reason.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from registry.enact import (
     mirror_decision,
     undo_promotion_decision,
 )
-from registry.evidence import Case, gather
+from registry.evidence import Case, Evidence, gather, verified_evidence
+from registry.managed import require_managed
 from uptake.events import CandidateRegistered
 from uptake.mlflow_contract import (
     APPROVAL_BY_TAG,
@@ -52,7 +57,7 @@ class Candidate:
     version: str
     release_id: str
     run_id: str | None = None
-    event: CandidateRegistered | None = None  # its numbers fill what the run lacks
+    event: CandidateRegistered | None = None  # checked against MLflow, never used as evidence
 
     @classmethod
     def of(cls, event: CandidateRegistered) -> Candidate:
@@ -61,38 +66,47 @@ class Candidate:
         )
 
 
-def _gather(ctx: Context, model: str, version: str, cand: Candidate | None = None) -> Case:
+def _gather(ctx: Context, model: str, version: str, candidate: Evidence | None = None) -> Case:
     cfg = ctx.gate(model)
-    fallback = cand.event if cand is not None else None
     return gather(
         ctx.registry,
         model,
         version,
         with_task_outcomes=cfg.significance is not None,
-        fallback=fallback,
+        candidate=candidate,
     )
 
 
 def handle_candidate(ctx: Context, event: CandidateRegistered) -> Decision | None:
-    """Decide on a registered candidate exactly once; return the (possibly earlier) decision."""
+    """Decide on a registered candidate exactly once; return the (possibly earlier) decision.
+
+    Raises ``UnmanagedModel`` / ``EventMismatch`` / ``UnknownVersion`` (permanent: the bus
+    dead-letters the event) when the event is not one uptake may act on.
+    """
+    require_managed(ctx.settings, event.registered_model)
     return decide_once(ctx, Candidate.of(event))
 
 
 def decide_once(ctx: Context, cand: Candidate) -> Decision | None:
     with ctx.locks.hold(cand.model):
+        logged = verified_evidence(ctx.registry, cand.event) if cand.event is not None else None
         existing = ctx.store.decision(cand.model, cand.version, "gate")
         if existing is not None and resume(ctx, cand.model, cand.version):
             log.info("%s v%s: decided before (duplicate)", cand.model, cand.version)
             ctx.flush()
             return existing
-        return decide_candidate(ctx, cand)
+        return decide_candidate(ctx, cand, logged)
 
 
-def decide_candidate(ctx: Context, cand: Candidate) -> Decision | None:
-    """Gather, judge, enact; a lost alias race means all three again."""
+def decide_candidate(
+    ctx: Context, cand: Candidate, logged: Evidence | None = None
+) -> Decision | None:
+    """Gather, judge, enact; a lost alias race means all three again. ``logged``: the
+    candidate's evidence just read from MLflow (used for the first round only)."""
     model, version = cand.model, cand.version
     for _ in range(MAX_RACES):
-        case = _gather(ctx, model, version, cand)
+        case = _gather(ctx, model, version, logged)
+        logged = None  # a lost race reads everything again
         if case.champion is not None and case.champion.version == version:
             log.info("%s v%s is already the champion; nothing to decide", model, version)
             return None

@@ -6,16 +6,25 @@ model's scores logged with the candidate, and — only when the gate tests signi
 per-task results of the candidate and its comparator. ``gather`` returns them as one
 ``Case``; the gate (step 2) judges it without touching MLflow. The names read are those of
 ``uptake.mlflow_contract``, which the evaluation engine writes.
+
+MLflow is the only source (DESIGN.md "Trust"): a ``candidate.registered`` event carries
+numbers too, but anyone who can write the topic can forge them, so they are never used to
+decide. ``event_differences`` compares them with MLflow; an event that disagrees is
+dead-lettered with the differences (``EventMismatch``), and a run that lacks its metrics is
+rejected by the gate (``candidate_scored``), never filled in from the event.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
+from mlflow.entities.model_registry import ModelVersion
 from pydantic import BaseModel, ConfigDict
 
 from registry.mlflow_registry import Registry
+from uptake.errors import PermanentError
 from uptake.events import CandidateRegistered
 from uptake.mlflow_contract import (
     ALL_PASS_RATE,
@@ -137,9 +146,12 @@ def parse_results_jsonl(text: str) -> list[TaskOutcome]:
     return out
 
 
-def version_evidence(reg: Registry, model: str, version: str) -> Evidence:
-    """Scores of ``model``/``version`` from its run; the version's own uptake.* tags win."""
-    mv = reg.version(model, version)
+def version_evidence(
+    reg: Registry, model: str, version: str, mv: ModelVersion | None = None
+) -> Evidence:
+    """Scores of ``model``/``version`` from its run; the version's own uptake.* tags win.
+    ``mv``: the version, when already read."""
+    mv = mv if mv is not None else reg.version(model, version)
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
     if mv.run_id:
@@ -163,14 +175,13 @@ def gather(
     version: str,
     *,
     with_task_outcomes: bool,
-    fallback: CandidateRegistered | None = None,
+    candidate: Evidence | None = None,
 ) -> Case:
     """Read the case for ``model``/``version``: it, the champion of now and (when the gate
-    tests significance) per-task outcomes. ``fallback``: the event's own numbers fill what
-    the run does not have (MLflow wins)."""
-    candidate = version_evidence(reg, model, version)
-    if fallback is not None:
-        candidate = _fill(candidate, fallback)
+    tests significance) per-task outcomes. ``candidate``: its evidence, when just read from
+    MLflow to check the event against it (not read twice)."""
+    if candidate is None:
+        candidate = version_evidence(reg, model, version)
     champion_version = reg.champion(model)
     champion = version_evidence(reg, model, champion_version) if champion_version else None
     outcomes: TaskOutcomes | str | None = None
@@ -179,18 +190,62 @@ def gather(
     return Case(candidate=candidate, champion=champion, task_outcomes=outcomes)
 
 
-def _fill(candidate: Evidence, event: CandidateRegistered) -> Evidence:
-    given = {
-        "suite_sha": event.suite_sha or None,
-        "all_pass_rate": event.all_pass_rate,
-        "criterion_pass_rate": event.criterion_pass_rate,
-        "base_all_pass_rate": event.base_all_pass_rate,
-        "base_criterion_pass_rate": event.base_criterion_pass_rate,
-        "release_id": event.release_id,
-        "run_id": event.run_id,
-    }
-    missing = {k: v for k, v in given.items() if getattr(candidate, k) is None and v is not None}
-    return candidate.model_copy(update=missing) if missing else candidate
+class EventMismatch(PermanentError):
+    """A ``candidate.registered`` says something MLflow does not: dead-lettered, not decided."""
+
+
+class UnknownVersion(PermanentError):
+    """A ``candidate.registered`` names a version that MLflow does not have."""
+
+
+def _same(given: object, logged: object) -> bool:
+    if isinstance(given, float) and isinstance(logged, float):
+        return math.isclose(given, logged, rel_tol=0.0, abs_tol=1e-9)
+    return given == logged
+
+
+def event_differences(event: CandidateRegistered, logged: Evidence) -> list[str]:
+    """Each field where the event disagrees with MLflow, as ``field: event X, MLflow Y``.
+
+    The run id and release id identify the candidate: MLflow must have them and agree. A
+    metric or suite sha is compared where MLflow has one; where it has none the gate rejects
+    the candidate (the event's number is not evidence).
+    """
+    out: list[str] = []
+    for name, given, mine, required in (
+        ("run_id", event.run_id, logged.run_id, True),
+        ("release_id", event.release_id, logged.release_id, True),
+        ("suite_sha", event.suite_sha or None, logged.suite_sha, False),
+        ("all_pass_rate", event.all_pass_rate, logged.all_pass_rate, False),
+        ("criterion_pass_rate", event.criterion_pass_rate, logged.criterion_pass_rate, False),
+        ("base_all_pass_rate", event.base_all_pass_rate, logged.base_all_pass_rate, False),
+        (
+            "base_criterion_pass_rate",
+            event.base_criterion_pass_rate,
+            logged.base_criterion_pass_rate,
+            False,
+        ),
+    ):
+        if given is None or (mine is None and not required) or _same(given, mine):
+            continue
+        out.append(f"{name}: event {given!r}, MLflow {mine!r}")
+    return out
+
+
+def verified_evidence(reg: Registry, event: CandidateRegistered) -> Evidence:
+    """The candidate's evidence from MLflow, after checking that ``event`` agrees with it."""
+    model, version = event.registered_model, str(event.version)
+    mv = reg.find_version(model, version)
+    if mv is None:
+        raise UnknownVersion(f"candidate.registered for {model} v{version}: no such version")
+    logged = version_evidence(reg, model, version, mv)
+    diffs = event_differences(event, logged)
+    if diffs:
+        raise EventMismatch(
+            f"candidate.registered for {model} v{version} disagrees with MLflow: "
+            + "; ".join(diffs)
+        )
+    return logged
 
 
 def _paired_outcomes(reg: Registry, run_id: str, champion: Evidence | None) -> TaskOutcomes | str:

@@ -22,6 +22,7 @@ from registry import audit
 from registry.context import Context
 from registry.decide import Candidate, decide_once, handle_approval, resume
 from registry.enact import record_change
+from registry.managed import managed_models
 from uptake.mlflow_contract import (
     APPROVAL_TAG,
     APPROVAL_VERDICTS,
@@ -33,10 +34,10 @@ from uptake.mlflow_contract import (
 log = logging.getLogger(__name__)
 
 
-def managed_models(ctx: Context) -> list[str]:
-    names = {ctx.settings.mlflow.registered_model, *ctx.settings.registry.models}
-    names.update(ctx.store.known_models())
-    return sorted(names)
+def reconciled_models(ctx: Context) -> list[str]:
+    """The managed models (``registry.managed``) and every model decided on before (its
+    pending approvals and interrupted promotions are still finished)."""
+    return sorted({*managed_models(ctx.settings), *ctx.store.known_models()})
 
 
 def reconcile_model(ctx: Context, model: str) -> int:
@@ -85,7 +86,7 @@ def adopt_undecided(ctx: Context, model: str, versions: list[ModelVersion]) -> i
     """Decide versions the worker registered whose ``candidate.registered`` never arrived
     (or ended in the DLQ while MLflow was down): MLflow is the system of record."""
     after = ctx.settings.registry.adopt_after_s
-    if after is None:
+    if after is None or model not in managed_models(ctx.settings):
         return 0
     adopted = 0
     now_ms = time.time() * 1000
@@ -153,7 +154,7 @@ def sync_mirror(ctx: Context, model: str) -> None:
 
 def reconcile_once(ctx: Context) -> int:
     decided = 0
-    for model in managed_models(ctx):
+    for model in reconciled_models(ctx):
         try:
             decided += reconcile_model(ctx, model)
         except Exception as exc:

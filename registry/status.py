@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from registry.managed import managed_models
 from registry.mlflow_registry import Registry
 from uptake.mlflow_contract import APPROVAL_PENDING, APPROVAL_TAG, DECISION_TAG
 from uptake.mlflow_contract import CHALLENGER_ALIAS as CHALLENGER
@@ -23,7 +24,7 @@ def registry_status(settings: Settings, timeout_s: float = 3.0) -> StatusSection
         section.error = f"MLflow not reachable at {tracking}"
         return section
     registry = Registry(tracking)
-    models = sorted({settings.mlflow.registered_model, *settings.registry.models})
+    models = sorted(managed_models(settings))
     data = {}
     for model in models:
         aliases = registry.aliases(model)

@@ -16,12 +16,14 @@ from uptake.settings import Settings
 def configure(
     settings: Settings,
     *,
+    model: str | None = None,
     mode: str = "auto",
     gate: dict[str, Any] | None = None,
     webhook: dict[str, Any] | None = None,
     **registry: Any,
 ) -> Settings:
-    """``settings`` with a registry section for this test (webhook receiver off by default)."""
+    """``settings`` with a registry section for this test (webhook receiver off by default);
+    ``model``: the registered model it manages (uptake decides on managed models only)."""
     hook = WebhookReceiverConfig(
         **{"enabled": False, "name": f"uptake-test-{uuid.uuid4().hex[:8]}", **(webhook or {})}
     )
@@ -35,7 +37,10 @@ def configure(
     kafka = settings.kafka.model_copy(
         update={"max_poll_interval_ms": 10_000, "session_timeout_ms": 10_000}
     )
-    return settings.model_copy(update={"registry": section, "kafka": kafka})
+    update: dict[str, Any] = {"registry": section, "kafka": kafka}
+    if model is not None:
+        update["mlflow"] = settings.mlflow.model_copy(update={"registered_model": model})
+    return settings.model_copy(update=update)
 
 
 @pytest.fixture

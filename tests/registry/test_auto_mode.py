@@ -29,7 +29,7 @@ def has_decisions(service: PromoterService, model: str, *versions: str) -> bool:
 def test_auto_mode_promotes_rejects_and_decides_once(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="auto")
+    s = configure(mlflow_settings, model=model_name, mode="auto")
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     service = PromoterService(s, alerts=False).start()
@@ -107,7 +107,9 @@ def test_significance_is_tested_on_the_per_task_results_logged_in_mlflow(
 ) -> None:
     """The McNemar check pairs tasks from the runs' ``eval/results.jsonl`` artifacts: against
     the base (``baseline_results.jsonl``) without a champion, against the champion's after."""
-    s = configure(mlflow_settings, mode="auto", gate={"significance": {"test": "mcnemar"}})
+    s = configure(
+        mlflow_settings, model=model_name, mode="auto", gate={"significance": {"test": "mcnemar"}}
+    )
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     strong = {"immigration": [3, 3, 3, 3, 0], "tax": [3, 3, 3, 3, 0]}  # 6 more all-pass tasks

@@ -60,7 +60,7 @@ def test_webhook_approval_promotes_within_seconds_and_rejection_does_not(
 ) -> None:
     with Endpoint() as slack:
         monkeypatch.setenv("TEST_SLACK_URL", slack.url)
-        s = configure(mlflow_settings, mode="manual", webhook={"enabled": True})
+        s = configure(mlflow_settings, model=model_name, mode="manual", webhook={"enabled": True})
         s = s.model_copy(
             update={
                 "mlflow": s.mlflow.model_copy(update={"registered_model": model_name}),
@@ -121,7 +121,8 @@ def test_webhook_approval_promotes_within_seconds_and_rejection_does_not(
 def test_reconcile_promotes_without_webhooks_and_rechecks_the_champion(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="manual", reconcile_interval_s=0.5)  # no webhooks
+    # no webhooks
+    s = configure(mlflow_settings, model=model_name, mode="manual", reconcile_interval_s=0.5)
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     service = PromoterService(s, alerts=False).start()
@@ -169,7 +170,9 @@ def test_forged_webhook_is_ignored_and_replays_refused(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
     # the receiver runs, but MLflow has no webhook for it: only our own requests reach it
-    s = configure(mlflow_settings, mode="manual", webhook={"enabled": True, "manage": False})
+    s = configure(
+        mlflow_settings, model=model_name, mode="manual", webhook={"enabled": True, "manage": False}
+    )
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     service = PromoterService(s, alerts=False).start()

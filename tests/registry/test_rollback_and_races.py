@@ -45,15 +45,13 @@ def cli_env(s: Settings) -> dict[str, str]:
         "UPTAKE_KAFKA__TOPICS__DECISIONS": t.decisions,
         "UPTAKE_KAFKA__TOPICS__DLQ": t.dlq,
         "UPTAKE_REGISTRY__CONSUMER_GROUP": s.registry.consumer_group,
+        "UPTAKE_MLFLOW__REGISTERED_MODEL": s.mlflow.registered_model,
     }
 
 
 def tracking(mlflow_settings: Settings, model_name: str, **registry: object) -> Settings:
     """Auto-mode settings whose tracked model (what reconcile looks at) is this test's."""
-    s = configure(mlflow_settings, mode="auto", **registry)
-    return s.model_copy(
-        update={"mlflow": s.mlflow.model_copy(update={"registered_model": model_name})}
-    )
+    return configure(mlflow_settings, model=model_name, mode="auto", **registry)
 
 
 @contextmanager
@@ -75,7 +73,7 @@ def killed_at(target: object, method: str) -> Iterator[None]:
 def test_rollback_restores_previous_champion_and_audits(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="auto")
+    s = configure(mlflow_settings, model=model_name, mode="auto")
     ensure_topics(s)
     env = cli_env(s)
     with EventProducer(s) as producer:
@@ -136,7 +134,7 @@ def test_rollback_restores_previous_champion_and_audits(
 def test_two_promoters_decide_once_and_the_alias_is_compare_and_set(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="auto")
+    s = configure(mlflow_settings, model=model_name, mode="auto")
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     with EventProducer(s) as producer:
@@ -212,7 +210,7 @@ def test_reconcile_decides_a_version_whose_event_never_came(
 def test_a_redelivered_candidate_repairs_tags_but_keeps_a_verdict_set_meanwhile(
     mlflow_settings: Settings, worker: Worker, model_name: str
 ) -> None:
-    s = configure(mlflow_settings, mode="manual")
+    s = configure(mlflow_settings, model=model_name, mode="manual")
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
     event = worker.register(model_name, GOOD)
