@@ -71,13 +71,15 @@ outbox = sa.Table(
     sa.Column("created_at", EpochSeconds, nullable=False),
 )
 
-# Per-model lease: compare-and-set on this row serialises promoters sharing the store.
+# Per-model lease: compare-and-set on this row serialises promoters sharing the store;
+# ``generation`` grows by one with every acquisition (the fencing token, locks.py).
 leases = sa.Table(
     "model_leases",
     metadata,
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("holder", sa.String(256)),
     sa.Column("expires_at", EpochSeconds, nullable=False, default=0.0),
+    sa.Column("generation", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
 # MLflow webhook delivery ids already accepted (replay protection).
@@ -118,7 +120,9 @@ alert_incidents = sa.Table(
 )
 
 
-SCHEMA_VERSION = 1  # 0: before uptake.db (outbox without status, attempts, last_error)
+# 0: before uptake.db (outbox without status, attempts, last_error); 1: leases without
+# a generation
+SCHEMA_VERSION = 2
 
 
 def now() -> float:
@@ -143,6 +147,15 @@ def _outbox_status(conn: Connection) -> None:
         conn.execute(sa.text(statement))
 
 
+def _lease_generation(conn: Connection) -> None:
+    """Version 1 -> 2: the lease row gets its fencing token."""
+    if "model_leases" not in sa.inspect(conn).get_table_names():
+        return
+    conn.execute(
+        sa.text("ALTER TABLE model_leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+    )
+
+
 def make_engine(settings: Settings) -> Engine:
     """Engine for ``registry.state_url`` (default SQLite under the state dir); tables ready."""
     engine = state_db.make_engine(settings.registry.state_url or default_state_url(settings))
@@ -152,7 +165,7 @@ def make_engine(settings: Settings) -> Engine:
             metadata,
             store="registry",
             version=SCHEMA_VERSION,
-            migrations={1: _outbox_status},
+            migrations={1: _outbox_status, 2: _lease_generation},
         )
     except BaseException:
         engine.dispose()

@@ -9,8 +9,12 @@ rollbacks all end there. The move is a compare-and-set on the alias: the caller 
 champion its decision was based on; if MLflow shows another one, nothing moves and
 ``PromotionConflict`` tells the caller to decide again. After the move the alias is re-read,
 which catches a promoter that does not share our state store and moved it at the same moment
-(the lease in locks.py serialises promoters that do share one). Then, in one transaction: the
-history entry, the candidate's final state and the events (outbox); then the MLflow mirror.
+(the lease in locks.py serialises promoters that do share one). Right before and right after
+the alias write the lease is fenced (``ModelLocks.fence``): a holder whose lease lapsed or was
+taken over writes nothing, and one that lost it during the write stops before recording
+anything, so the next holder resumes or undoes the promotion against what it finds. Then,
+in one transaction: the history entry, the candidate's final state and the events (outbox);
+then the MLflow mirror.
 """
 
 from __future__ import annotations
@@ -170,6 +174,7 @@ def promote(
         )
     else:
         previous = current
+        ctx.locks.fence(model)  # a holder whose lease lapsed writes nothing, not even tags
         reg.set_version_tags(
             model,
             version,
@@ -180,7 +185,9 @@ def promote(
                 PROMOTION_REASON_TAG: reason,
             },
         )
+        ctx.locks.fence(model)  # and once more right before the write that matters
         reg.set_alias(model, CHAMPION_ALIAS, version)
+        ctx.locks.fence(model)  # lost while writing: leave it `promoting` for the next holder
         now_champion = reg.champion(model)
         if now_champion != version:
             raise PromotionConflict(

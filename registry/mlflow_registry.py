@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from uptake.mlflow_contract import CHAMPION_ALIAS, TAG_VALUE_MAX
+from uptake.registry_config import RegistrySettings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,23 @@ def _missing(exc: MlflowException) -> bool:
 def tag_value(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     return text if len(text) <= TAG_VALUE_MAX else text[: TAG_VALUE_MAX - 1] + "…"
+
+
+def bound_mlflow_requests(cfg: RegistrySettings) -> dict[str, str]:
+    """Bound every MLflow HTTP request of this process: its timeout, retries and backoff.
+
+    MLflow reads these environment variables at each request; its defaults (7 retries,
+    backoff factor 2, 120 s timeout) let one call retry for minutes while a decision holds
+    a model's lease. Set from ``registry.mlflow_*`` when the promoter (or a CLI command that
+    decides) starts; returns what was set.
+    """
+    bounds = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(cfg.mlflow_timeout_s),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.mlflow_max_retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(cfg.mlflow_backoff_factor),
+    }
+    os.environ.update(bounds)
+    return bounds
 
 
 class Registry:

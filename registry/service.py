@@ -23,12 +23,13 @@ from registry.context import Context
 from registry.db import make_engine
 from registry.decide import handle_candidate
 from registry.locks import ModelLocks
-from registry.mlflow_registry import Registry
+from registry.managed import require_managed
+from registry.mlflow_registry import Registry, bound_mlflow_requests
 from registry.outbox import Outbox
 from registry.reconcile import ApprovalWorker, reconcile_once
 from registry.store import StateStore
 from registry.webhook_receiver import DeliveryLog, ReceiverServer, ReceiverStats, make_app
-from uptake.bus import EventConsumer, EventProducer, ensure_topics
+from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
 from uptake.errors import DependencyError
 from uptake.events import CandidateRegistered, Event
 from uptake.service_runtime import Supervisor, resolved_settings
@@ -58,6 +59,7 @@ def webhook_secret(settings: Settings) -> str:
 
 
 def make_context(settings: Settings, producer: EventProducer | None) -> Context:
+    bound_mlflow_requests(settings.registry)
     engine = make_engine(settings)
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     r = settings.registry
@@ -99,9 +101,16 @@ class PromoterService:
 
     # -- pieces ------------------------------------------------------------------------------
 
-    def _handle(self, event: Event, _record: object) -> None:
+    def _handle(self, event: Event, _record: object) -> ThreadJob:
+        """Decide on a worker thread: waiting for a lease and for MLflow can outlast
+        ``max_poll_interval_ms``, so the consumer keeps polling (partitions paused) and
+        commits after the decision. An unmanaged model is refused here, at once."""
         assert isinstance(event, CandidateRegistered)
-        handle_candidate(self.ctx, event)
+        require_managed(self.settings, event.registered_model)
+        return ThreadJob(
+            lambda: handle_candidate(self.ctx, event),
+            name=f"decide-{event.registered_model}-v{event.version}",
+        )
 
     def _make_consumer(self) -> EventConsumer:
         return EventConsumer(
@@ -111,7 +120,7 @@ class PromoterService:
             self._handle,
             accept=[CandidateRegistered],
             producer=self.producer,
-            max_poll_records=1,  # a decision takes ~1 s of MLflow calls: poll between each
+            max_poll_records=1,  # one decision at a time, each on a thread (``_handle``)
         )
 
     def _start_receiver(self) -> None:

@@ -79,8 +79,12 @@ class RegistrySettings(ConfigModel):
     adopt_after_s: float | None = Field(600.0, ge=0)
     state_url: str | None = None  # default: sqlite:///<home>/registry/registry.db
     consumer_group: str = "uptake-promoter"
-    lease_s: float = Field(60.0, gt=0)  # how long a promoter may hold a model's lock
+    lease_s: float = Field(60.0, gt=0)  # a lease not renewed (heartbeat: lease_s/3) expires
     lock_timeout_s: float = Field(120.0, gt=0)
+    # bounds on each MLflow request of the promoter (MLflow's own default retries ~4 min)
+    mlflow_timeout_s: int = Field(20, ge=1, le=600)
+    mlflow_max_retries: int = Field(2, ge=0, le=10)
+    mlflow_backoff_factor: int = Field(1, ge=0, le=120)
     webhook: WebhookReceiverConfig = WebhookReceiverConfig()
 
     def gate_for(self, model: str) -> GateConfig:

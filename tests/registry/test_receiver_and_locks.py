@@ -13,12 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from registry import db
 from registry.db import make_engine
-from registry.locks import LockTimeout, ModelLocks
+from registry.locks import LeaseLost, LockTimeout, ModelLocks
 from registry.webhook_receiver import MAX_BODY_BYTES, DeliveryLog, ReceiverServer, make_app
 from tests.conftest import POSTGRES_URL_ENV, _drop_postgres_database, _postgres_database
+from uptake import db as state_db
 from uptake.mlflow_contract import (
     APPROVAL_APPROVED,
     APPROVAL_PENDING,
@@ -201,3 +204,54 @@ def test_threads_of_one_promoter_are_serialised(engine) -> None:
     for t in threads:
         t.join()
     assert peak == 1
+
+
+def test_a_held_lease_is_renewed_until_released(engine) -> None:
+    """A decision slowed by MLflow outlasts ``lease_s``: the heartbeat keeps the lease."""
+    a = ModelLocks(engine, "promoter-a", lease_s=0.6, timeout_s=1)
+    b = ModelLocks(engine, "promoter-b", lease_s=30, timeout_s=0.2)
+    with a.hold("m") as lease:
+        for _ in range(8):  # 2 s: more than three lease lengths
+            time.sleep(0.25)
+            assert b.try_acquire("m") is None
+        assert a.fence("m") == lease.generation
+    assert b.try_acquire("m") == lease.generation + 1
+
+
+def test_a_lapsed_holder_is_fenced_off_and_cannot_release_the_new_lease(engine) -> None:
+    stalled = ModelLocks(engine, "stalled", lease_s=0.4, timeout_s=1, heartbeat_s=3600)
+    other = ModelLocks(engine, "other", lease_s=30, timeout_s=5)
+    with stalled.hold("m") as old:
+        assert stalled.fence("m") == old.generation
+        with other.hold("m") as new:  # waits until the stalled holder's lease lapses
+            assert new.generation == old.generation + 1
+            with pytest.raises(LeaseLost, match=f"generation {old.generation} lost"):
+                stalled.fence("m")
+            assert other.fence("m") == new.generation
+        with pytest.raises(LeaseLost):
+            stalled.fence("m")  # released by its new holder: still not ours
+    with pytest.raises(LeaseLost, match="not held"):
+        stalled.fence("m")
+    assert other.try_acquire("m") == old.generation + 2
+
+
+def test_a_version_1_state_store_gets_lease_generations(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    old = state_db.make_engine(db.default_state_url(settings))
+    with old.begin() as conn:
+        for statement in (
+            "CREATE TABLE model_leases (model VARCHAR(256) PRIMARY KEY, holder VARCHAR(256), "
+            "expires_at FLOAT NOT NULL)",
+            "INSERT INTO model_leases VALUES ('m', NULL, 0)",
+            "CREATE TABLE uptake_schema (store VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL)",
+            "INSERT INTO uptake_schema VALUES ('registry', 1)",
+        ):
+            conn.execute(sa.text(statement))
+    old.dispose()
+    migrated = make_engine(settings)
+    try:
+        with migrated.connect() as conn:
+            assert conn.execute(sa.select(db.leases.c.generation)).scalar_one() == 0
+        assert ModelLocks(migrated, "p", lease_s=30, timeout_s=1).try_acquire("m") == 1
+    finally:
+        migrated.dispose()

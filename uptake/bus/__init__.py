@@ -1,6 +1,6 @@
 """The Kafka bus: topics, an idempotent event producer, and a consumer with DLQ and long jobs."""
 
-from uptake.bus.consumer import EventConsumer, Handled, LongJob
+from uptake.bus.consumer import EventConsumer, Handled, LongJob, ThreadJob
 from uptake.bus.jobs import JobOutcome
 from uptake.bus.producer import EventProducer
 from uptake.bus.topics import ensure_topics, topic_for
@@ -11,6 +11,7 @@ __all__ = [
     "Handled",
     "JobOutcome",
     "LongJob",
+    "ThreadJob",
     "ensure_topics",
     "topic_for",
 ]

@@ -6,6 +6,11 @@ keeps failing, goes to the DLQ with its origin and the error, and the consumer m
 No message ends the loop: a decode failure is always an ``EventDecodeError``, a handler
 failure of any kind (``Exception``) is retried, or dead-lettered at once when it says it is
 permanent, and a DLQ entry is bounded so that it can always be written (``dead_letters``).
+
+Work that outlasts ``max_poll_interval_ms`` never runs on the polling thread: a handler returns
+a ``LongJob`` (a child process: training) or a ``ThreadJob`` (a worker thread: I/O-bound work
+such as a promotion decision waiting on MLflow); the consumer pauses its partitions, keeps
+polling so that it stays in the group, and commits only after the job's effect is done.
 """
 
 from __future__ import annotations
@@ -31,7 +36,28 @@ from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Handled = LongJob | None
+THREAD_STOP_GRACE_S = 30.0
+PAUSED_POLL_MS = 100  # while a thread job runs: how soon its end is noticed
+
+
+@dataclass(frozen=True)
+class ThreadJob:
+    """What a handler returns to have slow, I/O-bound work done on a worker thread.
+
+    ``target`` runs on its own thread while the consumer keeps polling with its partitions
+    paused; the offset is committed after it returns. It reports a failure by raising, like a
+    handler (retried, or dead-lettered at once when permanent). A thread cannot be killed:
+    bound the work itself (timeouts on its I/O). On shutdown the consumer waits up to
+    ``stop_grace_s`` for it and leaves the message uncommitted (redelivered, so the work must
+    be idempotent).
+    """
+
+    target: Callable[[], object]
+    name: str = "job"
+    stop_grace_s: float = THREAD_STOP_GRACE_S
+
+
+Handled = LongJob | ThreadJob | None
 Handler = Callable[[Event, ConsumerRecord], Handled]
 
 
@@ -79,9 +105,9 @@ class _PauseNewAssignments(ConsumerRebalanceListener):
 class EventConsumer:
     """Consume ``topics`` as ``group_id`` and call ``handler`` for each accepted event.
 
-    The handler returns None when it is done, or a ``LongJob`` to run in a child process;
-    then the consumer pauses its partitions and keeps polling (so it stays in the group)
-    until the job ends, and commits only afterwards.
+    The handler returns None when it is done, or a ``LongJob`` to run in a child process or
+    a ``ThreadJob`` to run on a thread; then the consumer pauses its partitions and keeps
+    polling (so it stays in the group) until the job ends, and commits only afterwards.
     """
 
     def __init__(
@@ -229,7 +255,10 @@ class EventConsumer:
                 if outcome is None:
                     return None
                 self.stats.long_jobs += 1
-                result = self._run_long_job(outcome)
+                if isinstance(outcome, ThreadJob):
+                    result = self._run_thread_job(outcome)
+                else:
+                    result = self._run_long_job(outcome)
                 if result.ok:
                     return None
                 kind, reason, retryable = "job_failed", result.message or "", result.retryable
@@ -282,9 +311,40 @@ class EventConsumer:
             log.error("long job %s: %s", job.name, child.outcome.message)
         return child.outcome
 
-    def _poll_while_paused(self) -> None:
+    def _run_thread_job(self, job: ThreadJob) -> JobOutcome:
+        """Run ``job`` on a thread while polling with paused partitions; return how it ended."""
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                job.target()
+            except BaseException as exc:  # reported to the retry loop, like a handler's
+                failure.append(exc)
+
+        paused = list(self.kafka.assignment())
+        self.job_running = True
+        self.kafka.pause(*paused)
+        thread = threading.Thread(target=work, name=f"uptake-job-{job.name}", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                if self.stopping:
+                    thread.join(job.stop_grace_s)  # a thread cannot be stopped: let it finish
+                    raise _Interrupted()
+                self._poll_while_paused(min(PAUSED_POLL_MS, self.settings.kafka.poll_timeout_ms))
+        finally:
+            self.job_running = False
+            self.kafka.resume(*self.kafka.assignment())
+        if not failure:
+            return JobOutcome(ok=True)
+        exc = failure[0]
+        return JobOutcome(
+            ok=False, reason="error", message=describe_exception(exc), retryable=is_retryable(exc)
+        )
+
+    def _poll_while_paused(self, timeout_ms: int | None = None) -> None:
         """Keep the group membership alive; anything fetched anyway is rewound, not lost."""
-        stray = self.kafka.poll(timeout_ms=self.settings.kafka.poll_timeout_ms)
+        stray = self.kafka.poll(timeout_ms=timeout_ms or self.settings.kafka.poll_timeout_ms)
         for tp, records in stray.items():
             if records:
                 self.kafka.seek(tp, records[0].offset)
