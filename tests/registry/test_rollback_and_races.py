@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,6 +13,7 @@ import pytest
 from registry import audit
 from registry.decide import handle_candidate
 from registry.enact import PromotionConflict, promote
+from registry.locks import LeaseLost
 from registry.mlflow_registry import Registry
 from registry.reconcile import OUTSIDE, reconcile_once
 from registry.rollback import rollback
@@ -310,3 +312,47 @@ def test_champion_moves_outside_uptake_are_recorded_and_announced(
         ("1", "2", "rollback"),
         ("2", "1", "rollback"),
     ]
+
+
+def test_a_holder_whose_lease_lapsed_cannot_move_the_alias(
+    mlflow_settings: Settings, worker: Worker, model_name: str
+) -> None:
+    """Fencing: a promoter that stalled past its lease (a frozen process, a store it could not
+    reach) while another took the model over writes nothing when it wakes up."""
+    s = configure(mlflow_settings, model=model_name, mode="auto", lease_s=1.0)
+    ensure_topics(s)
+    reg = Registry(s.tracking_uri)
+    with EventProducer(s) as producer:
+        stalled, other = make_context(s, producer), make_context(s, producer)
+        assert handle_candidate(stalled, worker.register(model_name, GOOD))
+        worker.register(model_name, BETTER)
+        worker.register(model_name, BEST)
+        stalled.locks.heartbeat_s = 3600.0  # it stops renewing, as a frozen process would
+        with stalled.locks.hold(model_name):
+            started = time.monotonic()
+            with other.locks.hold(model_name):  # taken over once the stalled lease lapsed
+                assert time.monotonic() - started < 5
+                with pytest.raises(LeaseLost, match="lost"):
+                    promote(
+                        stalled,
+                        model_name,
+                        "3",
+                        expected_champion="1",
+                        reason="promotion",
+                        decided_by="gate",
+                        detail="decided before stalling",
+                    )
+                assert reg.champion(model_name) == "1"
+                assert PREVIOUS_CHAMPION_TAG not in reg.version(model_name, "3").tags
+                promote(
+                    other,
+                    model_name,
+                    "2",
+                    expected_champion="1",
+                    reason="promotion",
+                    decided_by="gate",
+                    detail="the new holder",
+                )
+    assert reg.champion(model_name) == "2"
+    history = audit.read(other.store.engine, model_name)
+    assert [(h.version, h.previous_version) for h in history] == [("1", None), ("2", "1")]
