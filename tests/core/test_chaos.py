@@ -11,7 +11,8 @@ schema versions, valid JSON of the wrong shape, tombstones, binary keys. Then:
   itself) is skipped with its reason in the promoter's log (their owners, the pipeline
   worker and serving, are not part of the local stack);
 - valid events sent after the storm are handled: a ``champion.changed`` reaches on-call as a
-  ``promoted`` alert, and the promoter's group commits past a ``candidate.registered``;
+  ``promoted`` alert, and a ``candidate.registered`` for a model uptake does not manage is
+  refused at once and dead-lettered with that reason;
 - on-call gets one notification per dead-letter group (consumer group, topic, error kind),
   a handful in all, while the state store counted every dead letter into its group;
 - no consumer was evicted for a slow poll loop (no duplicates, no poll-timeout warning).
@@ -79,7 +80,7 @@ def _j(data: Any) -> bytes:
 # Each maker gives one bad value; the 2 MB one is rare (the broker keeps it in memory).
 MAKERS: list[Callable[[random.Random], bytes | None]] = [
     lambda r: b"[" * 100_000,
-    lambda r: b'{"a":' * 50_000,
+    lambda r: b'{"a":' * 20_000,
     lambda r: (
         b'{"type": "candidate.registered", "schema_version": 1, "version": ' + b"9" * 5_000 + b"}"
     ),
@@ -95,7 +96,7 @@ MAKERS: list[Callable[[random.Random], bytes | None]] = [
     lambda r: _j(_event_like(r, surprise="extra field")),
     lambda r: _j(_event_like(r, registered_model="\ud800")),  # a lone surrogate
     lambda r: b'{"type": "candidate.registered", "version": "\xff\xfe"}',  # not UTF-8
-    lambda r: b"\x00" * r.randint(1, 200_000),
+    lambda r: b"\x00" * r.randint(1, 20_000),
     lambda r: None,  # a tombstone
 ]
 
@@ -105,8 +106,10 @@ def _bad_messages(rng: random.Random) -> list[tuple[str, int, bytes | None, byte
     out = []
     for topic, n in TOPICS.items():
         for i in range(n):
-            if i < 2:
+            if i == 0:  # one per topic: kafka-python checksums in pure Python
                 value: bytes | None = os.urandom(2 * 1024 * 1024)
+            elif i == 1:  # control bytes: 6 bytes each once JSON-escaped in the letter
+                value = bytes(range(1, 32)) * 6_500
             else:
                 value = MAKERS[i % len(MAKERS)](rng)
             key = rng.choice([None, b"k", os.urandom(16), b"K" * 5_000])
@@ -233,7 +236,6 @@ def test_a_thousand_bad_messages_leave_the_stack_up_and_on_call_paged_a_few_time
             "UPTAKE_KAFKA__EMBEDDED_PORT": str(free_port()),
             "UPTAKE_MLFLOW__PORT": str(free_port()),
             "UPTAKE_CONFIG": str(config),
-            "UPTAKE_KAFKA__MAX_RETRIES": "1",  # the valid candidate's MLflow lookups fail fast
         }
         up_log = tmp_path / "up.log"
         with up_log.open("w") as out:
@@ -389,8 +391,14 @@ def _run_chaos(
     assert "Consumer poll timeout has expired" not in text
     assert "partition no longer assigned" not in text
     assert "Traceback" not in text
+    # the valid candidate names a model uptake does not manage: refused at once, with why
+    refused = [d for d in ours if (d.origin_topic, d.origin_offset) == ("uptake.runs", cand_at)]
+    refused = [d for d in refused if d.origin_partition == cand_p]
+    assert len(refused) == 1 and refused[0].attempts == 1
+    assert "not managed by uptake" in refused[0].error
     print(
-        f"chaos: sent {len(sent)} in {produced_s:.1f}s; DLQ letters {len(dlq.letters)} "
+        f"chaos: the valid candidate: {refused[0].error}; "
+        f"sent {len(sent)} in {produced_s:.1f}s; DLQ letters {len(dlq.letters)} "
         f"(max {dlq.max_size} bytes); skipped {len(others)}; groups {dict(groups)}; "
         f"deliveries {len(deliveries)}; up after {up_at - started:.0f}s; "
         f"storm handled in {time.monotonic() - up_at:.0f}s; report healthy={report['healthy']}"
