@@ -36,7 +36,7 @@ from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
 
-THREAD_STOP_GRACE_S = 30.0
+THREAD_STOP_GRACE_S = 20.0  # within the 30 s a service gives its consumer thread to stop
 PAUSED_POLL_MS = 100  # while a thread job runs: how soon its end is noticed
 
 
