@@ -43,7 +43,12 @@ class _Section(ConfigModel):
 
 def _resolve_data_path(value: Any, info: ValidationInfo) -> Path:
     """Data paths are relative to the recipe file and must exist when the recipe is loaded."""
-    path = Path(value).expanduser()
+    if not isinstance(value, str | Path):
+        raise ValueError(f"must be a path (text), got {type(value).__name__}")
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:  # "~nobody/x": no such user's home
+        raise ValueError(f"cannot expand {value!r}: {exc}") from None
     if not path.is_absolute():
         path = Path((info.context or {}).get("base_dir") or Path.cwd()) / path
     if not path.is_file():
@@ -217,6 +222,10 @@ def parse_recipe(text: str, source: Path | None = None) -> Recipe:
     where = f" {source}" if source else ""
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise RecipeError(f"invalid recipe{where}: YAML nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer over Python's digit limit
+        raise RecipeError(f"invalid recipe{where}: {str(exc)[:200]}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
