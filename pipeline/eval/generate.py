@@ -24,10 +24,12 @@ import httpx
 from pydantic import BaseModel
 
 from uptake.errors import DependencyError, InputError
+from uptake.http_limits import ResponseTooLarge, limited_client
 from uptake.models import chatml, load_model_and_tokenizer
 from uptake.models.chat_templates import CHATML_STOP_TEXTS
 
 SMALL_MODEL_PARAMS = 20_000_000  # below this, CPU generation uses one torch thread by default
+MAX_RESPONSE_BYTES = 8 << 20  # an endpoint's answer larger than this is a failure, not memory
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
 
@@ -239,7 +241,10 @@ class OpenAIBackend:
     """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (serving, vLLM, a closed API).
 
     ``batch_size`` requests are in flight at once; temperature 0 and a fixed seed ask the
-    server for deterministic output (whether it honours that is up to the server).
+    server for deterministic output (whether it honours that is up to the server). Each call
+    ends within ``timeout_s`` as a whole (a server that drips its answer cannot hold the
+    evaluation; a timeout is retried) and reads at most ``MAX_RESPONSE_BYTES`` (an oversize
+    answer fails at once, without a retry).
     """
 
     name = "openai"
@@ -257,7 +262,9 @@ class OpenAIBackend:
     ) -> None:
         self.base_url = _api_base(base_url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, timeout=timeout_s)
+        self._client = limited_client(
+            deadline_s=timeout_s, max_bytes=MAX_RESPONSE_BYTES, headers=headers, timeout=timeout_s
+        )
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.seed = seed
@@ -268,6 +275,8 @@ class OpenAIBackend:
             resp = self._client.get(f"{self.base_url}/models")
             resp.raise_for_status()
             return str(resp.json()["data"][0]["id"])
+        except ResponseTooLarge as exc:
+            raise DependencyError(f"model endpoint {self.base_url}: {exc}") from None
         except httpx.TransportError as exc:
             raise DependencyError(f"cannot reach model endpoint {self.base_url}: {exc}") from None
         except (httpx.HTTPStatusError, ValueError, KeyError, IndexError, TypeError):
@@ -287,6 +296,8 @@ class OpenAIBackend:
         for attempt in range(self.max_retries + 1):
             try:
                 resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
+            except ResponseTooLarge as exc:  # the same request would get the same answer
+                raise DependencyError(f"model endpoint {self.base_url} failed: {exc}") from None
             except httpx.TransportError as exc:
                 last = f"cannot reach {self.base_url}: {exc}"
             else:
