@@ -32,7 +32,7 @@ from registry.webhook_receiver import DeliveryLog, ReceiverServer, ReceiverStats
 from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
 from uptake.errors import DependencyError
 from uptake.events import CandidateRegistered, Event
-from uptake.service_runtime import Supervisor, resolved_settings
+from uptake.service_runtime import Supervisor, resolved_settings, stop_consumer
 from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -173,13 +173,8 @@ class PromoterService:
     def stop(self) -> None:
         log.info("stopping the promoter")
         self.supervisor.stop()
-        if self.consumer is not None:
-            self.consumer.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        if self.consumer is not None:
-            self.consumer.close()
-            self.consumer = None
+        stop_consumer(self.consumer, self._thread)
+        self.consumer = None
         self.worker.stop()
         if self.alerter is not None:
             self.alerter.stop()

@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from uptake.errors import UptakeError
 from uptake.settings import Settings
@@ -65,6 +66,14 @@ def one_line(text: str) -> str:
     """``text`` on one line, bounded: it goes to a log line and an exit message."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= MAX_REASON_CHARS else flat[: MAX_REASON_CHARS - 1] + "…"
+
+
+class EventConsumerLike(Protocol):
+    """What ``stop_consumer`` needs of a consumer (``uptake.bus.EventConsumer``)."""
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Supervisor:
@@ -143,3 +152,16 @@ class Supervisor:
             self._changed.clear()
         if (reason := self.failure) is not None:
             raise ServiceFailed(reason)
+
+
+def stop_consumer(
+    consumer: EventConsumerLike | None, thread: threading.Thread | None, join_s: float = 30.0
+) -> None:
+    """Stop a service's consumer loop, wait for its thread, then close it: closing first would
+    pull the sockets from under a record still being handled."""
+    if consumer is not None:
+        consumer.stop()
+    if thread is not None:
+        thread.join(timeout=join_s)
+    if consumer is not None:
+        consumer.close()

@@ -20,7 +20,7 @@ from registry.alerts.rules import ACCEPTED, alerts_for
 from registry.db import make_engine
 from uptake.bus import EventConsumer, EventProducer
 from uptake.events import Event
-from uptake.service_runtime import Supervisor
+from uptake.service_runtime import Supervisor, stop_consumer
 from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,13 +91,8 @@ class AlerterService:
 
     def stop(self) -> None:
         self.supervisor.stop()  # the consumer ending from here on is the shutdown
-        if self.consumer is not None:
-            self.consumer.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        if self.consumer is not None:
-            self.consumer.close()
-            self.consumer = None
+        stop_consumer(self.consumer, self._thread)
+        self.consumer = None
         self.flusher.stop()
         for dispatcher in self.dispatchers.values():
             dispatcher.stop()
