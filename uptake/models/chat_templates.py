@@ -7,13 +7,25 @@
   installs it when a model has no template or a ChatML one without markers.
 
 A new template is one more file in ``templates/`` and one name in ``TemplateName``.
+
+``render_bounded`` renders a release's own template (untrusted) in a child process with a time,
+memory and output bound; preflight and evaluation render through it.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from uptake.errors import InputError
+from uptake.models.template_child import HOSTILE_EXIT, TOO_LARGE_EXIT
 
 TemplateName = Literal["chatml", "chatml_training"]
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
@@ -33,3 +45,84 @@ def chatml() -> str:
 
 def chatml_training() -> str:
     return chat_template("chatml_training")
+
+
+RENDER_TIMEOUT_S = 10.0  # wall time for one bounded render, child start (~2 s) included
+RENDER_TIMEOUT_PER_CONVERSATION_S = 0.005
+MAX_RENDER_CHARS = 1_000_000  # one prompt; far above any model's context
+MAX_RENDER_TOTAL_CHARS = 64_000_000
+RENDER_MEMORY_BYTES = 2 << 30
+
+
+class TemplateRenderError(InputError):
+    """A chat template broke a bound (time, memory, output size): the model is refused."""
+
+
+class Rendered(BaseModel):
+    """One conversation's prompt text, or why the template rejected it."""
+
+    text: str | None = None
+    error: str | None = None
+
+
+def render_bounded(
+    template: str,
+    conversations: list[list[dict[str, Any]]],
+    *,
+    add_generation_prompt: bool | Sequence[bool],
+    variables: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+    max_chars: int = MAX_RENDER_CHARS,
+) -> list[Rendered]:
+    """Render ``template`` for each conversation in a child process with bounded time, memory
+    (``RENDER_MEMORY_BYTES``) and output (``max_chars`` each).
+
+    A chat template comes with a release and is untrusted code: jinja2's sandbox stops it
+    from touching Python, but not from looping for hours or building gigabytes of text, and a
+    thread cannot be stopped, so the render runs where it can be killed. ``variables`` are the
+    tokenizer's special tokens (``bos_token``...), as ``apply_chat_template`` passes them;
+    ``add_generation_prompt`` is one flag for all conversations or one per conversation.
+    Raises ``TemplateRenderError`` when a bound is broken.
+    """
+    if timeout_s is None:
+        timeout_s = RENDER_TIMEOUT_S + RENDER_TIMEOUT_PER_CONVERSATION_S * len(conversations)
+    request = {
+        "template": template,
+        "conversations": conversations,
+        "add_generation_prompt": (
+            [add_generation_prompt] * len(conversations)
+            if isinstance(add_generation_prompt, bool)
+            else list(add_generation_prompt)
+        ),
+        "variables": variables or {},
+        "max_chars": max_chars,
+        "max_total_chars": MAX_RENDER_TOTAL_CHARS,
+        "memory_bytes": RENDER_MEMORY_BYTES,
+        "cpu_s": int(timeout_s) + 1,
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "uptake.models.template_child"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise TemplateRenderError(
+            f"the chat template did not render within {timeout_s:g} s"
+        ) from None
+    if done.returncode == TOO_LARGE_EXIT:
+        raise TemplateRenderError(
+            f"the chat template rendered more than {max_chars:,} characters for one prompt"
+        )
+    last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:300]
+    if done.returncode == HOSTILE_EXIT:
+        raise TemplateRenderError(
+            f"the chat template broke the sandbox's bounds ({RENDER_MEMORY_BYTES >> 20} MiB of "
+            f"memory, ranges of 100,000): {last}"
+        )
+    if done.returncode != 0:
+        raise TemplateRenderError(f"the chat template could not be rendered: {last}")
+    return [Rendered.model_validate(r) for r in json.loads(done.stdout)]

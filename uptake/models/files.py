@@ -63,24 +63,68 @@ def weight_files(model_dir: Path) -> WeightFiles:
     )
 
 
-def safetensors_params(model_dir: Path, names: list[str]) -> int | None:
-    """Parameter count from safetensors headers, without loading any tensor."""
-    total = 0
+MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is refused
+_MAX_COUNT = 2**63  # safetensors sizes are u64: no real tensor has more elements
+
+
+class MalformedWeights(InputError):
+    """A safetensors file whose header is not one: the model is refused with this reason."""
+
+
+def safetensors_header_params(path: Path) -> int:
+    """Parameter count from one safetensors header (8-byte length + JSON), without the weights.
+
+    The file comes with a release: its declared header length is capped at
+    ``MAX_HEADER_BYTES`` before anything is read, and a header that is not a JSON object of
+    tensors with integer shapes raises ``MalformedWeights`` saying why.
+    """
     try:
-        for name in names:
-            with (model_dir / name).open("rb") as fh:
-                (size,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(size))
-            for key, meta in header.items():
-                if key == "__metadata__":
-                    continue
-                n = 1
-                for dim in meta["shape"]:
-                    n *= dim
-                total += n
-    except (OSError, ValueError, KeyError, struct.error):
-        return None
+        with path.open("rb") as fh:
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise MalformedWeights(f"{path.name}: shorter than a safetensors header")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > MAX_HEADER_BYTES:
+                raise MalformedWeights(
+                    f"{path.name}: header of {length:,} bytes declared "
+                    f"(at most {MAX_HEADER_BYTES:,})"
+                )
+            raw = fh.read(length)
+    except OSError as exc:
+        raise MalformedWeights(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) < length:
+        raise MalformedWeights(f"{path.name}: header truncated ({len(raw)} of {length} bytes)")
+    try:
+        header = json.loads(raw)
+    except RecursionError:
+        raise MalformedWeights(f"{path.name}: header nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int-string limit
+        raise MalformedWeights(f"{path.name}: header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise MalformedWeights(f"{path.name}: header is not a JSON object")
+    total = 0
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        if not isinstance(shape, list):
+            raise MalformedWeights(f"{path.name}: tensor {name[:100]!r} has no shape list")
+        count = 1
+        for dim in shape:
+            if type(dim) is not int or not 0 <= dim < _MAX_COUNT:
+                raise MalformedWeights(
+                    f"{path.name}: tensor {name[:100]!r} has dimension {str(dim)[:40]!r}"
+                )
+            count *= dim
+        total += count
+        if count >= _MAX_COUNT or total >= _MAX_COUNT:
+            raise MalformedWeights(f"{path.name}: more than 2^63 parameters declared")
     return total
+
+
+def safetensors_params(model_dir: Path, names: list[str]) -> int:
+    """Parameter count of all the named shards; ``MalformedWeights`` names the first bad one."""
+    return sum(safetensors_header_params(model_dir / name) for name in names)
 
 
 def check_model_dir(path: Path) -> WeightFiles:

@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.train.preflight.report import Adapter, PreflightReport, Prepared, Refusal
 from pipeline.train.recipe import Recipe
 from uptake.models import causal_lm_class, decide_remote_code, weight_files
-from uptake.models.files import safetensors_params
+from uptake.models.files import MalformedWeights, safetensors_params
 
 CONTEXT_ATTRS = (
     "max_position_embeddings",
@@ -43,7 +43,7 @@ def check_remote_code(
 
 
 def check_weights(model_dir: Path, report: PreflightReport) -> None:
-    """Safetensors only; pickle files next to them are ignored (noted)."""
+    """Safetensors only, with headers that are headers; pickle files next to them are ignored."""
     weights = weight_files(model_dir)
     if weights.problem is not None:
         report.refusals.append(Refusal(check="weights_format", reason=weights.problem))
@@ -52,7 +52,10 @@ def check_weights(model_dir: Path, report: PreflightReport) -> None:
         report.notes.append(
             f"ignoring pickle weight files {weights.pickles}; loading safetensors only"
         )
-    report.num_parameters = safetensors_params(model_dir, weights.safetensors)
+    try:
+        report.num_parameters = safetensors_params(model_dir, weights.safetensors)
+    except MalformedWeights as exc:  # from a release: refused, never a crash
+        report.refusals.append(Refusal(check="weights_format", reason=str(exc)))
 
 
 def load_architecture(prepared: Prepared, model_dir: Path) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.train.preflight.report import Adapter, PreflightReport, Prepared, Refusal
 from pipeline.train.recipe import Recipe
 from uptake.models import CHATML_TOKENS, chatml_training
+from uptake.models.chat_templates import TemplateRenderError, render_bounded
 from uptake.models.files import read_json
 
 PAD_CANDIDATES = (
@@ -38,6 +39,44 @@ _PROBE = [
     {"role": "assistant", "content": "second answer"},
 ]
 _SENTINEL = "UPTAKE-SENTINEL-7f3a"
+_TRL_PROBE = [  # what TRL's stop-token check renders
+    {"role": "user", "content": "dummy"},
+    {"role": "assistant", "content": "dummy"},
+    {"role": "user", "content": "dummy"},
+]
+
+
+def _own_template(tok: Any) -> str | None:
+    template = tok.chat_template
+    if isinstance(template, dict):
+        template = template.get("default")
+    return template or None
+
+
+def _template_is_bounded(tok: Any, report: PreflightReport) -> bool:
+    """Render the model's own template, bounded, on every conversation preflight renders.
+
+    The template comes with the release: one that loops for minutes or builds gigabytes of text
+    would hang or exhaust this process when rendered in it, so it is first rendered in a child
+    with a time, memory and output bound (``render_bounded``) and refused if it breaks one.
+    Afterwards the in-process renders see the same conversations.
+    """
+    template = _own_template(tok)
+    if template is None:
+        return True
+    sentinel = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": _SENTINEL}]
+    conversations = [_PROBE, _PROBE[:3], sentinel, _TRL_PROBE]
+    try:
+        render_bounded(
+            template,
+            conversations,
+            add_generation_prompt=[False, True, False, False],
+            variables=dict(tok.special_tokens_map),
+        )
+    except TemplateRenderError as exc:
+        report.refusals.append(Refusal(check="chat_template", reason=str(exc)))
+        return False
+    return True
 
 
 def _render(tok: Any, template: str | None, messages: list[dict], gen_prompt: bool) -> str | None:
@@ -222,6 +261,8 @@ def adapt_tokenizer(prepared: Prepared, model_dir: Path, recipe: Recipe) -> bool
         )
         return False
     prepared.tokenizer = tok
+    if not _template_is_bounded(tok, report):
+        return False
     _adapt_chat_template(tok, report, recipe.stages.sft.assistant_only_loss)
     _adapt_eos(tok, report)
     report.eos_token = tok.eos_token

@@ -1,0 +1,72 @@
+"""The child process of ``render_bounded``: renders chat templates read from stdin as JSON.
+
+Run as ``python -m uptake.models.template_child``; it limits its own memory and CPU time before
+the template runs, and the parent kills it at its wall-time limit. It renders with
+transformers' own ``render_jinja_template`` (a jinja2 ``ImmutableSandboxedEnvironment``), so the
+text is the one ``apply_chat_template`` gives. Each conversation is rendered alone: one that the
+template rejects gets its error, the others their text. A text over ``max_chars`` (or all of
+them over ``max_total_chars``) ends the child with exit code 3, and a template that runs out of
+memory or trips the sandbox (a range over its ``MAX_RANGE``, an unsafe attribute) with exit
+code 4: such a template is refused whatever it was given.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+TOO_LARGE_EXIT = 3
+HOSTILE_EXIT = 4
+
+
+def _render_one(request: dict[str, Any], conversation: list[dict[str, Any]], gen: bool) -> str:
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template(
+        conversations=[conversation],
+        chat_template=request["template"],
+        add_generation_prompt=gen,
+        **request["variables"],
+    )
+    return rendered[0]
+
+
+def _limit(memory_bytes: int, cpu_s: int) -> None:
+    """Bound this process before the template runs (the parent also kills it at its timeout)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    _limit(request["memory_bytes"], request["cpu_s"])
+    results: list[dict[str, str]] = []
+    total = 0
+    for conversation, gen in zip(
+        request["conversations"], request["add_generation_prompt"], strict=True
+    ):
+        try:
+            text = _render_one(request, conversation, gen)
+        except (MemoryError, OverflowError) as exc:
+            sys.stderr.write(f"{type(exc).__name__}: {str(exc)[:300]}\n")
+            return HOSTILE_EXIT
+        except Exception as exc:  # a template may raise on anything (raise_exception, bad keys)
+            if type(exc).__name__ == "SecurityError":  # jinja2.sandbox refused an operation
+                sys.stderr.write(f"SecurityError: {str(exc)[:300]}\n")
+                return HOSTILE_EXIT
+            results.append({"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            continue
+        total += len(text)
+        if len(text) > request["max_chars"] or total > request["max_total_chars"]:
+            sys.stderr.write(f"rendered {max(len(text), total):,} characters\n")
+            return TOO_LARGE_EXIT
+        results.append({"text": text})
+    sys.stdout.write(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
