@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from uptake.errors import DependencyError, InputError
 from uptake.http_limits import ResponseTooLarge, limited_client
 from uptake.models import chatml, load_model_and_tokenizer
-from uptake.models.chat_templates import CHATML_STOP_TEXTS
+from uptake.models.chat_templates import CHATML_STOP_TEXTS, render_bounded
 
 SMALL_MODEL_PARAMS = 20_000_000  # below this, CPU generation uses one torch thread by default
 MAX_RESPONSE_BYTES = 8 << 20  # an endpoint's answer larger than this is a failure, not memory
@@ -40,9 +40,16 @@ class GenRequest(BaseModel):
 
 
 class Generation(BaseModel):
+    """One completion. ``generation_truncated``: the prompt left fewer positions than the task's
+    ``max_new_tokens``, so it got only what remained; ``context_exceeded``: the prompt alone
+    fills the model's context, nothing was generated and the task fails."""
+
     text: str
     n_tokens: int
     finish_reason: Literal["stop", "length"]
+    generation_truncated: bool = False
+    context_exceeded: bool = False
+    prompt_tokens: int | None = None
 
 
 class Backend(Protocol):
@@ -121,10 +128,37 @@ class TransformersBackend:
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """The prompt text: the model's chat template, or the documented fallback (ChatML)."""
-        template = chatml() if self.uses_fallback_template else None
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        return self.render_all([messages])[0]
+
+    def render_all(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+        """Prompt texts for many conversations at once.
+
+        The fallback (uptake's ChatML) renders here; a model's own template comes with the
+        release and renders in one bounded child for all prompts (``render_bounded``): a
+        template that loops or floods refuses the model instead of hanging the evaluation.
+        """
+        if self.uses_fallback_template:
+            return [
+                self.tokenizer.apply_chat_template(
+                    m, chat_template=chatml(), tokenize=False, add_generation_prompt=True
+                )
+                for m in conversations
+            ]
+        template = self.tokenizer.chat_template
+        if isinstance(template, dict):
+            template = template.get("default") or next(iter(template.values()))
+        rendered = render_bounded(
+            str(template),
+            [list(m) for m in conversations],
+            add_generation_prompt=True,
+            variables=dict(self.tokenizer.special_tokens_map),
         )
+        for i, r in enumerate(rendered):
+            if r.text is None:
+                raise InputError(
+                    f"the chat template of {self.model_name} fails on prompt #{i}: {r.error}"
+                )
+        return [str(r.text) for r in rendered]
 
     def generate(
         self, requests: Sequence[GenRequest], batch_size: int = 16, progress: Progress | None = None
@@ -152,46 +186,54 @@ class TransformersBackend:
     def _generate(
         self, requests: Sequence[GenRequest], batch_size: int, progress: Progress | None
     ) -> list[Generation]:
-        prompts = [self.render(r.messages) for r in requests]
+        prompts = self.render_all([r.messages for r in requests])
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        self._check_lengths(requests, encoded)
+        limits = [
+            self._room(r.max_new_tokens, len(ids)) for r, ids in zip(requests, encoded, strict=True)
+        ]
+        results: list[Generation | None] = [None] * len(requests)
+        for i, limit in enumerate(limits):
+            if limit == 0:  # the prompt alone fills the context: this task fails, not the run
+                results[i] = Generation(
+                    text="",
+                    n_tokens=0,
+                    finish_reason="length",
+                    context_exceeded=True,
+                    prompt_tokens=len(encoded[i]),
+                )
+        if progress is not None and limits.count(0):
+            progress(limits.count(0))
         # Same max_new_tokens per batch, similar lengths together: less padding, same results.
         order = sorted(
-            range(len(requests)), key=lambda i: (requests[i].max_new_tokens, len(encoded[i]))
+            (i for i in range(len(requests)) if limits[i] > 0),
+            key=lambda i: (limits[i], len(encoded[i])),
         )
-        results: list[Generation | None] = [None] * len(requests)
         start = 0
         while start < len(order):
-            limit = requests[order[start]].max_new_tokens
+            limit = limits[order[start]]
             batch = [order[start]]
             while (
                 len(batch) < batch_size
                 and start + len(batch) < len(order)
-                and requests[order[start + len(batch)]].max_new_tokens == limit
+                and limits[order[start + len(batch)]] == limit
             ):
                 batch.append(order[start + len(batch)])
             for index, gen in zip(
                 batch, self._generate_batch([encoded[i] for i in batch], limit), strict=True
             ):
+                gen.prompt_tokens = len(encoded[index])
+                gen.generation_truncated = limit < requests[index].max_new_tokens
                 results[index] = gen
             start += len(batch)
             if progress is not None:
                 progress(len(batch))
         return [r for r in results if r is not None]
 
-    def _check_lengths(self, requests: Sequence[GenRequest], encoded: list[list[int]]) -> None:
+    def _room(self, max_new_tokens: int, prompt_tokens: int) -> int:
+        """New tokens a prompt may get: its ``max_new_tokens``, or what the context leaves."""
         if not self.max_positions:
-            return
-        too_long = [
-            f"#{i} ({len(ids)}+{r.max_new_tokens} tokens)"
-            for i, (r, ids) in enumerate(zip(requests, encoded, strict=True))
-            if len(ids) + r.max_new_tokens > self.max_positions
-        ]
-        if too_long:
-            raise InputError(
-                f"{len(too_long)} prompt(s) exceed the model's {self.max_positions} positions with "
-                f"max_new_tokens added: {', '.join(too_long[:5])}"
-            )
+            return max_new_tokens
+        return max(0, min(max_new_tokens, self.max_positions - prompt_tokens))
 
     def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[Generation]:
         import torch

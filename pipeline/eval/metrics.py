@@ -71,6 +71,9 @@ class Metrics(BaseModel):
     confidence: float
     bootstrap_samples: int
     seed: int
+    # Tasks scored without their full generation (docs/evaluation.md, "Long prompts"):
+    tasks_context_exceeded: int = 0  # the prompt filled the context: every criterion failed
+    tasks_generation_truncated: int = 0  # generated only up to the end of the context
 
 
 def score_bins(scores: Iterable[float]) -> list[int]:
@@ -156,6 +159,12 @@ def compute_metrics(
             ),
         )
     return Metrics(
+        tasks_context_exceeded=sum(
+            getattr(o, "failure", None) == "context_exceeded" for o in outcomes
+        ),
+        tasks_generation_truncated=sum(
+            bool(getattr(o, "generation_truncated", False)) for o in outcomes
+        ),
         all_pass_rate=all_pass,
         criterion_pass_rate=criterion,
         n_tasks=len(outcomes),

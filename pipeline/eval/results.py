@@ -46,6 +46,8 @@ class TaskResult(BaseModel):
     criteria: list[CriterionResult]
     n_tokens: int = Field(0, ge=0, le=MAX_COUNT)
     finish_reason: Literal["stop", "length"] = "stop"
+    generation_truncated: bool = False  # the context left less than max_new_tokens
+    failure: Literal["context_exceeded"] | None = None  # failed all criteria without generating
 
     @property
     def n_passed(self) -> int:

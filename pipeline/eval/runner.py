@@ -35,9 +35,18 @@ def require_judge(suite: Suite, judge: JudgeSettings | None) -> None:
 
 
 def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
+    """Grade one answer. A prompt that filled the model's context got no answer: it fails
+    every criterion with reason ``context_exceeded`` (the judge is not asked), so every model
+    on a suite is scored on the same tasks."""
     results = []
     for criterion in task.criteria:
-        if isinstance(criterion.check, JudgeCheck):
+        if gen.context_exceeded:
+            passed = False
+            reason = (
+                f"context_exceeded: the prompt ({gen.prompt_tokens} tokens) fills the model's "
+                "context, nothing was generated"
+            )
+        elif isinstance(criterion.check, JudgeCheck):
             if judge is None:
                 raise InputError(f"task {task.id!r} needs a judge")
             verdict = judge.grade(task, criterion, gen.text)
@@ -62,6 +71,8 @@ def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
         criteria=results,
         n_tokens=gen.n_tokens,
         finish_reason=gen.finish_reason,
+        generation_truncated=gen.generation_truncated,
+        failure="context_exceeded" if gen.context_exceeded else None,
     )
 
 
