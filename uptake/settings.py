@@ -164,12 +164,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid config {path}{where}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"invalid config {path}: YAML nested too deeply") from None
+    except ValueError as exc:  # an integer over Python's digit limit, a date like 2001-02-30
+        raise ConfigError(f"invalid config {path}: {str(exc).splitlines()[0][:200]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"invalid config {path}: top level must be a mapping, got {type(data).__name__}"
         )
+    for key in data:  # pydantic-settings lower-cases each top-level key: text only
+        if not isinstance(key, str):
+            raise ConfigError(f"invalid config {path}: {key!r}: top-level keys must be text")
     for secret in SECRET_FIELDS:
         node: Any = data
         for key in secret:  # any letter case: pydantic-settings matches keys case-insensitively
@@ -180,7 +187,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"invalid config {path}: {name}: secrets are read from the environment only ({env})"
             )
-    for i, source in enumerate(data.get("sources") or []):  # watcher sources: a list
+    sources = data.get("sources")
+    for i, source in enumerate(sources if isinstance(sources, list) else []):  # watcher sources
         if isinstance(source, dict) and "token" in source:
             raise ConfigError(
                 f"invalid config {path}: sources.{i}.token: secrets are read from the environment "

@@ -53,14 +53,21 @@ class VerifiedDelivery(BaseModel):
     timestamp: int
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8 that cannot fail: a secret from an env var with a non-UTF-8 byte arrives as a
+    lone surrogate (``os.environ`` decodes with surrogateescape), and ``str.encode()`` of it
+    would raise on every request instead of refusing it."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
 def sign_mlflow(secret: str, delivery_id: str, timestamp: str, body: str) -> str:
     """The signature MLflow would send for this delivery (used by tests and tools)."""
-    content = f"{delivery_id}.{timestamp}.{body}".encode()
-    digest = hmac.new(secret.encode(), content, hashlib.sha256).digest()
+    content = _utf8(f"{delivery_id}.{timestamp}.{body}")
+    digest = hmac.new(_utf8(secret), content, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
@@ -94,7 +101,7 @@ def verify_mlflow_signature(
     except UnicodeDecodeError:
         raise WebhookRejected("body is not UTF-8") from None
     expected = sign_mlflow(secret, delivery_id, timestamp, text)
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
+    if not hmac.compare_digest(expected.encode(), _utf8(signature)):
         raise WebhookRejected("bad MLflow signature")
     return VerifiedDelivery(delivery_id=delivery_id, timestamp=int(timestamp))
 
@@ -105,5 +112,5 @@ def verify_shared_secret(
     """Constant-time check of a shared-secret header (Hugging Face Hub webhooks)."""
     _require_secret(secret)
     given = _lower(headers).get(header.lower(), "")
-    if not hmac.compare_digest(given.encode(), secret.encode()):
+    if not hmac.compare_digest(_utf8(given), _utf8(secret)):
         raise WebhookRejected(f"bad or missing {header}")
