@@ -51,6 +51,10 @@ CRITERION_PASS_RATE: Final = "criterion_pass_rate"
 MEAN_SCORE: Final = "mean_score"
 N_TASKS: Final = "n_tasks"
 N_CRITERIA: Final = "n_criteria"
+# tasks whose prompt filled the model's context (failed every criterion without generating)
+TASKS_CONTEXT_EXCEEDED: Final = "tasks_context_exceeded"
+# tasks that generated only up to the end of the context (fewer than max_new_tokens)
+TASKS_GENERATION_TRUNCATED: Final = "tasks_generation_truncated"
 BASELINE_PREFIX: Final = "baseline."  # the base model's metrics, same names after the prefix
 DELTA_PREFIX: Final = "delta."  # candidate minus base, from the paired comparison
 MCNEMAR_P: Final = "mcnemar_p"

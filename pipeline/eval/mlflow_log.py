@@ -33,6 +33,8 @@ from uptake.mlflow_contract import (
     RESULTS_FILE,
     RESULTS_TABLE_ARTIFACT,
     SUITE_SHA_TAG,
+    TASKS_CONTEXT_EXCEEDED,
+    TASKS_GENERATION_TRUNCATED,
     area_metric,
 )
 
@@ -48,6 +50,8 @@ def _rate_metrics(metrics: Metrics, prefix: str = "") -> dict[str, float]:
         f"{prefix}{MEAN_SCORE}": metrics.mean_score,
         f"{prefix}{N_TASKS}": float(metrics.n_tasks),
         f"{prefix}{N_CRITERIA}": float(metrics.n_criteria),
+        f"{prefix}{TASKS_CONTEXT_EXCEEDED}": float(metrics.tasks_context_exceeded),
+        f"{prefix}{TASKS_GENERATION_TRUNCATED}": float(metrics.tasks_generation_truncated),
     }
     for area, a in metrics.per_area.items():
         if a.all_pass_rate is None or a.criterion_pass_rate is None:
@@ -99,6 +103,8 @@ def results_table(result: EvalResult) -> dict[str, list[Any]]:
         "n_passed": [],
         "n_criteria": [],
         "failed_criteria": [],
+        "failure": [],
+        "generation_truncated": [],
         "prompt": [],
         "response": [],
     }
@@ -112,6 +118,8 @@ def results_table(result: EvalResult) -> dict[str, list[Any]]:
         table["failed_criteria"].append(
             "; ".join(f"{c.id}: {c.reason}" for c in t.criteria if not c.passed)
         )
+        table["failure"].append(t.failure or "")
+        table["generation_truncated"].append(t.generation_truncated)
         table["prompt"].append(t.messages[-1]["content"] if t.messages else "")
         table["response"].append(t.response)
     return table

@@ -175,6 +175,13 @@ def render_markdown(
         f"- {m.n_tasks} tasks, {m.n_criteria} criteria; {conf} intervals from "
         f"{m.bootstrap_samples} task-level bootstrap resamples (seed {m.seed})",
     ]
+    if m.tasks_context_exceeded or m.tasks_generation_truncated:
+        lines.append(
+            f"- context: {m.tasks_context_exceeded} task(s) did not fit the model's context "
+            f"(`context_exceeded`, scored as failing every criterion); "
+            f"{m.tasks_generation_truncated} generated only up to its end "
+            f"(`generation_truncated`)"
+        )
     if result.generation.seconds > 0:
         g = result.generation
         lines.append(

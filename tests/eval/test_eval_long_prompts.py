@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.eval import load_suite, run_eval
+from pipeline.eval.mlflow_log import eval_metrics, results_table
+from pipeline.eval.report import render_markdown
 from tests.eval.helpers import task, train_corpus, write_suite
+from uptake.mlflow_contract import TASKS_CONTEXT_EXCEEDED, TASKS_GENERATION_TRUNCATED
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 
@@ -30,3 +33,13 @@ def test_long_prompts_fail_or_truncate_their_task_not_the_run(tmp_path: Path) ->
     assert result.metrics.n_tasks == 3  # scored on every task of the suite
     assert result.metrics.tasks_context_exceeded == 1
     assert result.metrics.tasks_generation_truncated == 1
+
+    # what log_to_mlflow logs (metrics, per-task table) and the report say the same
+    logged = eval_metrics(result, baseline=result)
+    assert logged[TASKS_CONTEXT_EXCEEDED] == 1 and logged[TASKS_GENERATION_TRUNCATED] == 1
+    assert logged[f"baseline.{TASKS_CONTEXT_EXCEEDED}"] == 1
+    table = results_table(result)
+    assert table["failure"][table["task_id"].index("over")] == "context_exceeded"
+    assert table["generation_truncated"][table["task_id"].index("near")] is True
+    report = render_markdown(result, images=False)
+    assert "1 task(s) did not fit the model's context (`context_exceeded`" in report
