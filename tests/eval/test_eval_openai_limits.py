@@ -35,8 +35,9 @@ def test_an_oversize_answer_fails_without_a_retry() -> None:
         with pytest.raises(DependencyError, match=r"larger than|too large|bytes"):
             backend.generate([REQUEST], batch_size=1)
         backend.close()
+    # No bound on server.sent: loopback receive buffers autotune up to tcp_rmem's max (32 MiB
+    # here), so the kernel may take the whole body although the client stops reading at 8 MiB.
     assert server.requests == 1
-    assert server.sent < 12 << 20  # reading stopped near the 8 MiB cap
 
 
 def test_an_oversize_model_list_is_a_dependency_error() -> None:
