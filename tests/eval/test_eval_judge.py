@@ -255,4 +255,6 @@ def test_a_judge_that_floods_its_answer_is_refused() -> None:
     ):
         judge.grade(TASK, CRITERION, "resp")
     assert f"limit {MAX_RESPONSE_BYTES} bytes" in str(info.value)
-    assert server.requests == 1 and server.sent < 10 << 20  # not retried, not read to the end
+    # not retried; no bound on server.sent: loopback receive buffers (tcp_rmem up to 32 MiB)
+    # may take much of the body although the judge stops reading at the cap
+    assert server.requests == 1
