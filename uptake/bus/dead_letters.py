@@ -28,7 +28,8 @@ TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 def bounded_text(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters and made writable as UTF-8 (lone surrogates are
-    written as ``\\udXXX`` escapes: they would make the letter itself unencodable)."""
+    written as backslash escapes such as ``\\ud800``: they would make the letter itself
+    unencodable)."""
     if len(text) > limit:
         text = f"{text[:limit]}… ({len(text) - limit} more chars)"
     return text.encode("utf-8", errors="backslashreplace").decode("utf-8")

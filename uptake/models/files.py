@@ -76,22 +76,28 @@ def safetensors_header_params(path: Path) -> int:
 
     The file comes with a release: its declared header length is capped at
     ``MAX_HEADER_BYTES`` before anything is read, and a header that is not a JSON object of
-    tensors with integer shapes raises ``MalformedWeights`` saying why.
+    tensors with integer shapes raises ``MalformedWeights`` saying why; so does a file that
+    cannot be read.
     """
     try:
-        with path.open("rb") as fh:
-            prefix = fh.read(8)
-            if len(prefix) < 8:
-                raise MalformedWeights(f"{path.name}: shorter than a safetensors header")
-            (length,) = struct.unpack("<Q", prefix)
-            if length > MAX_HEADER_BYTES:
-                raise MalformedWeights(
-                    f"{path.name}: header of {length:,} bytes declared "
-                    f"(at most {MAX_HEADER_BYTES:,})"
-                )
-            raw = fh.read(length)
+        return read_safetensors_header_params(path)
     except OSError as exc:
         raise MalformedWeights(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
+
+
+def read_safetensors_header_params(path: Path) -> int:
+    """``safetensors_header_params`` that lets ``OSError`` through, for callers (the watcher)
+    that retry a file they cannot read now instead of refusing it."""
+    with path.open("rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise MalformedWeights(f"{path.name}: shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_HEADER_BYTES:
+            raise MalformedWeights(
+                f"{path.name}: header of {length:,} bytes declared (at most {MAX_HEADER_BYTES:,})"
+            )
+        raw = fh.read(length)
     if len(raw) < length:
         raise MalformedWeights(f"{path.name}: header truncated ({len(raw)} of {length} bytes)")
     try:

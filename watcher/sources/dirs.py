@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from uptake.models.files import MalformedWeights, read_safetensors_header_params
 from uptake.watcher_config import DirSourceConfig
 from watcher.faults import SourceFault
 from watcher.snapshot import RepoSnapshot
@@ -44,9 +44,7 @@ log = logging.getLogger(__name__)
 
 IN_PROGRESS_SUFFIXES = (".incomplete", ".part", ".tmp", ".lock")
 _CHUNK = 1 << 20
-MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is refused
 MAX_METADATA_BYTES = 16 << 20  # config.json / README.md read in full: bounded
-_MAX_COUNT = 2**63  # safetensors sizes are u64: no real tensor has more elements
 # libyaml refuses deep nesting at once; the pure-Python loader takes seconds to overflow
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -172,43 +170,17 @@ def _json(data: bytes, what: str) -> Any:
 
 
 def safetensors_parameters(path: Path) -> int:
-    """Parameter count from a safetensors header (8-byte length + JSON), without the weights.
+    """Parameter count from a safetensors header, without the weights (the one reader in
+    ``uptake.models.files``).
 
     Raises ``MalformedModel`` for a header that is not one (truncated, over
-    ``MAX_HEADER_BYTES``, not a JSON object of tensors with integer shapes); ``OSError`` when
-    the file cannot be read.
+    ``uptake.models.files.MAX_HEADER_BYTES``, not a JSON object of tensors with integer
+    shapes); ``OSError`` when the file cannot be read.
     """
-    with path.open("rb") as fh:
-        prefix = fh.read(8)
-        if len(prefix) < 8:
-            raise MalformedModel(f"{path.name}: shorter than a safetensors header")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES:
-            raise MalformedModel(f"{path.name}: header of {length:,} bytes declared")
-        raw = fh.read(length)
-    if len(raw) < length:
-        raise MalformedModel(f"{path.name}: header truncated ({len(raw)} of {length} bytes)")
-    header = _json(raw, f"{path.name} header")
-    if not isinstance(header, dict):
-        raise MalformedModel(f"{path.name}: header is not a JSON object")
-    total = 0
-    for name, tensor in header.items():
-        if name == "__metadata__":
-            continue
-        shape = tensor.get("shape") if isinstance(tensor, dict) else None
-        if not isinstance(shape, list):
-            raise MalformedModel(f"{path.name}: tensor {name[:100]!r} has no shape list")
-        count = 1
-        for dim in shape:
-            if type(dim) is not int or not 0 <= dim < _MAX_COUNT:
-                raise MalformedModel(
-                    f"{path.name}: tensor {name[:100]!r} has dimension {str(dim)[:40]!r}"
-                )
-            count *= dim
-        total += count
-        if count >= _MAX_COUNT or total >= _MAX_COUNT:
-            raise MalformedModel(f"{path.name}: more than 2^63 parameters declared")
-    return total
+    try:
+        return read_safetensors_header_params(path)
+    except MalformedWeights as exc:
+        raise MalformedModel(str(exc)) from None
 
 
 def read_config(path: Path) -> ModelConfig:
