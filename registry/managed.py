@@ -3,7 +3,7 @@
 Anyone who can write ``uptake.runs`` can name any registered model in a
 ``candidate.registered``; the promoter acts only on the models configured here (DESIGN.md
 "Trust"), so an event for another model is dead-lettered, never decided. Configured tracks
-(the worker's ``tracks:``) join this set when they exist: this function is the one place.
+(``tracks:``) each add their registered model: this function is the one place.
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ class UnmanagedModel(PermanentError):
 
 
 def managed_models(settings: Settings) -> frozenset[str]:
-    """``mlflow.registered_model`` and every model named under ``registry.models``."""
-    return frozenset({settings.mlflow.registered_model, *settings.registry.models})
+    """``mlflow.registered_model``, every model under ``registry.models`` and every track's."""
+    return frozenset(
+        {
+            settings.mlflow.registered_model,
+            *settings.registry.models,
+            *(t.registered_model for t in settings.tracks),
+        }
+    )
 
 
 def require_managed(settings: Settings, model: str) -> None:
@@ -27,5 +33,6 @@ def require_managed(settings: Settings, model: str) -> None:
     if model not in managed:
         raise UnmanagedModel(
             f"registered model {model!r} is not managed by uptake "
-            f"(managed: {', '.join(sorted(managed))}; add it under registry.models)"
+            f"(managed: {', '.join(sorted(managed))}; "
+            "add a track for it or name it under registry.models)"
         )

@@ -120,17 +120,21 @@ class RunStarted(RunEvent):
     base_revision: str
     worker: str
     attempt: int = Field(1, ge=1)
+    track: str | None = None
 
 
 class RunStage(RunEvent):
     """Progress of a long job (training step, evaluation progress)."""
 
     type: Literal["run.stage"] = "run.stage"
-    stage: Literal["preflight", "train", "evaluate", "register"]
+    # the worker's stages (mlflow_contract.WORKER_STAGES), in the order they run
+    stage: Literal["fetch", "preflight", "holdout", "baseline", "train", "evaluate", "register"]
+    track: str | None = None  # the adoption track the job belongs to
     step: int | None = None
     total_steps: int | None = None
     loss: float | None = None
     tokens_per_s: float | None = None
+    eta_s: float | None = Field(None, ge=0)
     message: str | None = None
 
 
@@ -139,6 +143,8 @@ class RunFailed(RunEvent):
     stage: str
     reason: str
     retryable: bool = False
+    track: str | None = None
+    run_url: str | None = None  # the MLflow run's page, for the alerter's message
 
 
 class CandidateRegistered(RunEvent):

@@ -23,6 +23,32 @@ SUITE_SHA_TAG: Final = "uptake.suite_sha"
 TRACK_TAG: Final = "uptake.track"
 UPTAKE_TAG_PREFIX: Final = "uptake."  # a version's own uptake.* tags override its run's
 
+# -- the adoption timeline (run tags, ISO-8601 UTC; written by the worker, read by the report) --
+# release created on the hub -> detected by the watcher -> each worker stage's start and end.
+# The decision's time is PROMOTED_AT_TAG / the decision tags; serving writes SERVED_AT_TAG.
+RELEASE_CREATED_AT_TAG: Final = "uptake.release_created_at"
+DETECTED_AT_TAG: Final = "uptake.detected_at"
+STAGE_TIME_PREFIX: Final = "uptake.stage."  # uptake.stage.<stage>.started_at / .ended_at
+STAGE_STARTED_SUFFIX: Final = ".started_at"
+STAGE_ENDED_SUFFIX: Final = ".ended_at"
+# worker stages, in order (also the ``stage`` of run.stage / run.failed events)
+WORKER_STAGES: Final = (
+    "fetch",
+    "preflight",
+    "holdout",
+    "baseline",
+    "train",
+    "evaluate",
+    "register",
+)
+
+
+def stage_time_tag(stage: str, edge: Literal["started", "ended"]) -> str:
+    """``uptake.stage.train.started_at``: when a worker stage started or ended."""
+    suffix = STAGE_STARTED_SUFFIX if edge == "started" else STAGE_ENDED_SUFFIX
+    return f"{STAGE_TIME_PREFIX}{stage}{suffix}"
+
+
 # -- model version tags (written by the registry, read by people, the UI and serving) ----------
 APPROVAL_TAG: Final = "approval"
 APPROVAL_PENDING: Final = "pending"  # set by the registry while a person has to decide
@@ -39,6 +65,8 @@ PROMOTED_AT_TAG: Final = "uptake.promoted_at"
 PROMOTION_REASON_TAG: Final = "uptake.promotion_reason"
 PREVIOUS_CHAMPION_TAG: Final = "uptake.previous_champion"
 NO_CHAMPION: Final = "none"  # value of PREVIOUS_CHAMPION_TAG when there was no champion
+# first time a serving replica answered with this version (ISO-8601 UTC; written by serving)
+SERVED_AT_TAG: Final = "uptake.served_at"
 
 # -- registered model tags and aliases ---------------------------------------------------------
 CHAMPION_ALIAS: Final = "champion"  # the version serving answers with

@@ -26,6 +26,7 @@ from uptake.config_model import ConfigModel
 from uptake.errors import ConfigError, describe_validation_error
 from uptake.registry_config import AlertSettings, RegistrySettings
 from uptake.stack.restarts import StackSettings
+from uptake.tracks import Track, check_unique, resolve_track_paths
 from uptake.watcher_config import Sources, WatcherSettings
 from uptake.webhooks import WebhookSecret
 
@@ -109,6 +110,8 @@ class Settings(BaseSettings):
     sources: Sources = Field(default_factory=list)  # hub/dir sources the watcher polls: watcher.md
     watcher: WatcherSettings = WatcherSettings()  # webhook receiver, state store, backoff
     stack: StackSettings = StackSettings()  # `uptake up` restarts and crash loops: local-stack.md
+    # adoption tracks (data, recipe, suite, registered model each): docs/configuration.md
+    tracks: list[Track] = Field(default_factory=list)
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -120,6 +123,13 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
         return value
+
+    @field_validator("tracks")
+    @classmethod
+    def _tracks(cls, tracks: list[Track]) -> list[Track]:
+        config = _CONFIG_FILE.get("path")
+        base = config.resolve().parent if config is not None else Path.cwd()
+        return resolve_track_paths(check_unique(tracks), base)
 
     @property
     def embedded_broker(self) -> bool:
