@@ -83,6 +83,18 @@ N_CRITERIA: Final = "n_criteria"
 TASKS_CONTEXT_EXCEEDED: Final = "tasks_context_exceeded"
 # tasks that generated only up to the end of the context (fewer than max_new_tokens)
 TASKS_GENERATION_TRUNCATED: Final = "tasks_generation_truncated"
+# cost beside quality (docs/evaluation.md "Cost"): tokens summed over the suite's tasks, the
+# generation wall time, and — when a price was given — the cost of one task in price units
+TOKENS_IN: Final = "tokens_in"  # prompt tokens
+TOKENS_OUT: Final = "tokens_out"  # generated tokens
+GENERATION_SECONDS: Final = "generation_seconds"  # wall time of generating every answer
+COST_PER_TASK: Final = "cost_per_task"
+PRICE_IN_PER_MTOK: Final = "price_in_per_mtok"  # the prices the cost was computed from
+PRICE_OUT_PER_MTOK: Final = "price_out_per_mtok"
+GPU_HOUR_PRICE: Final = "gpu_hour_price"
+EVAL_MODEL_TAG: Final = "uptake.eval.model"  # which model a run scored (label in the report)
+EVAL_BACKEND_TAG: Final = "uptake.eval.backend"  # transformers / openai
+BASELINE_EVAL_MODEL_TAG: Final = "uptake.eval.baseline_model"
 BASELINE_PREFIX: Final = "baseline."  # the base model's metrics, same names after the prefix
 DELTA_PREFIX: Final = "delta."  # candidate minus base, from the paired comparison
 MCNEMAR_P: Final = "mcnemar_p"
