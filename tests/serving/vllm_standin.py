@@ -1,0 +1,168 @@
+"""A loopback stand-in for vLLM's OpenAI-compatible server, for the vLLM engine's tests.
+
+It takes vLLM's command line (``--model``, ``--served-model-name``, ``--host``, ``--port``;
+other vLLM flags are accepted and logged) and speaks the subset the engine uses, in vLLM's
+shapes: ``GET /health`` (empty 200), ``GET /v1/models``, ``POST /v1/chat/completions``
+(non-streaming, and SSE chunks with a final ``choices: []`` usage chunk when
+``stream_options.include_usage`` is set, then ``data: [DONE]``). Every answer says which
+served name produced it, so a test can see which version answered.
+
+Behaviour flags (placed before the engine's own arguments in the engine's ``command``):
+``--startup-delay S`` before serving, ``--fail-start`` (log an error, exit 1 before healthy),
+``--hang`` (never healthy), ``--latency S`` per request, ``--spawn-child`` (a grandchild in
+the same process group, as vLLM's engine-core processes are), ``--ignore-sigterm``.
+
+Run: ``python tests/serving/vllm_standin.py [flags] --model DIR --served-model-name NAME
+--port PORT``.
+"""
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+SHUTDOWN_NOTE = "stand-in: shutting down"
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--served-model-name", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--startup-delay", type=float, default=0.0)
+    parser.add_argument("--fail-start", action="store_true")
+    parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--spawn-child", action="store_true")
+    parser.add_argument("--ignore-sigterm", action="store_true")
+    return parser.parse_known_args(argv)
+
+
+def build_app(args: argparse.Namespace, others: list[str]):  # -> FastAPI
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+    app = FastAPI()
+    name = args.served_model_name
+    state = {"requests": 0, "in_flight": 0}
+
+    def error(status: int, message: str) -> JSONResponse:
+        body = {"error": {"message": message, "type": "BadRequestError", "code": status}}
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        card = {"id": name, "object": "model", "owned_by": "vllm", "root": args.model}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/standin/state")
+    async def standin_state() -> dict:
+        return {**state, "served_model_name": name, "model": args.model, "other_args": others}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        if body.get("model") != name:
+            return error(404, f"The model `{body.get('model')}` does not exist.")
+        messages = body.get("messages") or []
+        if not messages:
+            return error(400, "messages must not be empty")
+        prompt = str(messages[-1].get("content", ""))
+        if prompt == "too long":
+            return error(400, "This model's maximum context length is 8 tokens.")
+        words = [f"{name}", "answered:", *prompt.split()][: int(body.get("max_tokens", 16))]
+        finish = "length" if len(words) < len(prompt.split()) + 2 else "stop"
+        usage = {
+            "prompt_tokens": len(prompt.split()),
+            "completion_tokens": len(words),
+            "total_tokens": len(prompt.split()) + len(words),
+        }
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        state["requests"] += 1
+        if not body.get("stream"):
+            state["in_flight"] += 1
+            try:
+                await asyncio.sleep(args.latency)
+            finally:
+                state["in_flight"] -= 1
+            message = {"role": "assistant", "content": " ".join(words)}
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": name,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
+
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(choices: list, **extra) -> str:
+            data = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": choices,
+                **extra,
+            }
+            return f"data: {json.dumps(data)}\n\n"
+
+        async def events():
+            state["in_flight"] += 1
+            try:
+                yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
+                for i, word in enumerate(words):
+                    await asyncio.sleep(args.latency / max(len(words), 1))
+                    text = word if i == 0 else f" {word}"
+                    yield chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+                yield chunk([{"index": 0, "delta": {}, "finish_reason": finish}])
+                if include_usage:
+                    yield chunk([], usage=usage)
+                yield "data: [DONE]\n\n"
+            finally:
+                state["in_flight"] -= 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def main(argv: list[str]) -> int:
+    args, others = parse(argv)
+    print(f"stand-in for {args.served_model_name}: model={args.model} other={others}", flush=True)
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.spawn_child:  # stays in our process group, like vLLM's engine core
+        # its command line names the served model, so a test can find it by that name
+        sleeper = "import time; time.sleep(600)"
+        subprocess.Popen([sys.executable, "-c", sleeper, "stand-in-child", args.served_model_name])
+    time.sleep(args.startup_delay)
+    if args.fail_start:
+        print("ValueError: stand-in failed to start: not enough GPU memory", flush=True)
+        return 1
+    if args.hang:
+        while True:
+            time.sleep(3600)
+
+    import uvicorn
+
+    uvicorn.run(build_app(args, others), host=args.host, port=args.port, log_level="warning")
+    print(SHUTDOWN_NOTE, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
