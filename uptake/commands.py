@@ -1,4 +1,4 @@
-"""Core CLI commands: ``up``, ``broker``, ``mlflow`` and ``status``."""
+"""Core CLI commands: ``up``, ``broker``, ``mlflow``, ``status`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from uptake.demo.cli import register as register_demo
 from uptake.errors import InputError
 from uptake.service_runtime import on_stop_signals
 from uptake.settings import Settings, load_settings
@@ -174,3 +175,4 @@ def register(app: typer.Typer) -> None:
     app.command()(broker)
     app.command()(mlflow)
     app.command()(status)
+    register_demo(app)
