@@ -121,7 +121,10 @@ class EventConsumer:
         producer: EventProducer | None = None,
         max_poll_records: int = 50,
         dead_letter_undecodable: bool = True,
+        group_instance_id: str | None = None,
     ) -> None:
+        """``group_instance_id``: static membership (KIP-345): a member that restarts under
+        the same id takes its partitions back without a rebalance (the pipeline worker)."""
         self.settings = settings
         self.group_id = group_id
         self.topics = topics
@@ -139,6 +142,7 @@ class EventConsumer:
         self.kafka = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id,
+            group_instance_id=group_instance_id,
             client_id=f"{k.client_id}-{group_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
