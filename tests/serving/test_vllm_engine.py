@@ -32,7 +32,7 @@ from serving.vllm import (
     VllmStartError,
 )
 from uptake.errors import InputError
-from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
+from uptake.models import chatml
 
 STANDIN = Path(__file__).with_name("vllm_standin.py")
 T = TypeVar("T")
@@ -42,12 +42,25 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def write_checkpoint(path: Path, *, template: bool = True) -> Path:
+    """A Llama-shaped directory the engine's checks accept (config, safetensors weights,
+    tokenizer config). The stand-in never reads the weights, so they are one small tensor and
+    no torch import is paid for them; the chat template is the one uptake ships."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path.mkdir(parents=True)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8}
+    (path / "config.json").write_text(json.dumps(config))
+    save_file({"lm_head.weight": np.zeros((4, 8), dtype=np.float32)}, path / "model.safetensors")
+    tokenizer = {"eos_token": "<|im_end|>", **({"chat_template": chatml()} if template else {})}
+    (path / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    return path
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real tiny checkpoint (safetensors, ChatML template): the engine checks it first."""
-    return build_tiny_model(
-        tmp_path_factory.mktemp("vllm") / "tiny", TinyModelSpec(chat_template="plain")
-    )
+    return write_checkpoint(tmp_path_factory.mktemp("vllm") / "tiny")
 
 
 @pytest.fixture
@@ -314,7 +327,7 @@ def test_remote_code_is_refused_unless_allow_listed(tmp_path: Path, model_dir: P
 
 
 def test_model_without_template_gets_chatml_and_its_stop_texts(tmp_path: Path, name: str):
-    bare = build_tiny_model(tmp_path / "bare", TinyModelSpec(chat_template="none"))
+    bare = write_checkpoint(tmp_path / "bare", template=False)
 
     async def scenario() -> dict:
         engine = engine_for(tmp_path)
@@ -337,3 +350,41 @@ def test_config_refuses_flags_uptake_owns():
         with pytest.raises(ValidationError, match="set by uptake"):
             VllmConfig(extra_args=[flag])
     assert VllmConfig().argv()[1:] == ["-m", "vllm.entrypoints.openai.api_server"]
+
+
+HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from serving.vllm import VllmConfig, VllmEngine
+
+async def main():
+    cfg = VllmConfig(command=[sys.executable, sys.argv[1], "--spawn-child"], health_interval_s=0.1)
+    engine = VllmEngine(cfg, Path(sys.argv[2]))
+    await engine.load(sys.argv[3], "1", Path(sys.argv[4]))
+    print("READY", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def test_servers_do_not_outlive_a_killed_engine(tmp_path: Path, model_dir: Path, name: str):
+    """kill -9 of the process that runs the engine: its watchdog stops the vLLM servers."""
+    import subprocess
+
+    argv = [sys.executable, "-c", HOLDER, str(STANDIN), str(tmp_path), name, str(model_dir)]
+    holder = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, cwd=Path(__file__).parents[2], text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "READY"
+        servers = set(processes_named(name)) - {holder.pid}
+        assert len(servers) == 2  # the server and its child, in a session of their own
+        holder.kill()
+        holder.wait(5)
+        assert wait_gone(name, timeout_s=15) == []
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(5)
