@@ -1,0 +1,384 @@
+"""Render a ``VersionReport`` as one self-contained HTML page and as its Markdown twin.
+
+The HTML embeds its plots as base64 PNG data URIs and its styles inline: the file can be
+mailed, attached to a ticket or opened offline, and it loads nothing from anywhere. The
+Markdown twin links the same PNG files written next to it. Every text that came from MLflow is
+escaped (HTML) or has its pipes and line breaks neutralised (Markdown table cells).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from datetime import datetime
+
+from registry.report.model import Row, TimelinePoint, VersionReport
+from registry.report.plots import AREA_PLOT, COST_PLOT, SCORE_PLOT
+
+DASH = "—"
+TABLE_HEADER = (
+    "version",
+    "release",
+    "base all-pass",
+    "base criterion",
+    "post-trained all-pass",
+    "post-trained criterion",
+    "decision",
+    "release → serving",
+)
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;
+color:#1f2328;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
+.meta{color:#57606a;font-size:.85rem}img{max-width:100%;height:auto}
+.note{color:#9a6700}
+"""
+
+
+def pct(value: float | None) -> str:
+    return DASH if value is None else f"{100 * value:.1f}%"
+
+
+def pts(value: float | None) -> str:
+    return DASH if value is None else f"{100 * value:+.1f} pts"
+
+
+def duration(seconds: float | None) -> str:
+    """``2m 05s``, ``1h 03m``; "—" when unknown."""
+    if seconds is None:
+        return DASH
+    sign, s = ("-", -seconds) if seconds < 0 else ("", seconds)
+    if s < 60:
+        return f"{sign}{s:.1f}s"
+    minutes, sec = divmod(round(s), 60)
+    if minutes < 60:
+        return f"{sign}{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{sign}{hours}h {minutes:02d}m"
+
+
+def when(at: datetime | None) -> str:
+    return DASH if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def number(value: float | None, fmt: str = ".4g") -> str:
+    return DASH if value is None else format(value, fmt)
+
+
+def row_cells(row: Row) -> list[str]:
+    return [
+        f"v{row.version}",
+        row.release,
+        pct(row.base_all_pass),
+        pct(row.base_criterion),
+        pct(row.post_all_pass),
+        pct(row.post_criterion),
+        row.decision or DASH,
+        duration(row.release_to_serving_s),
+    ]
+
+
+def timeline_cells(points: Sequence[TimelinePoint]) -> list[list[str]]:
+    """step | started | ended | took | since release created."""
+    origin = next((p.at for p in points if p.at is not None), None)
+    out = []
+    for p in points:
+        took = (p.ended - p.at).total_seconds() if p.at and p.ended else None
+        since = (p.at - origin).total_seconds() if p.at and origin else None
+        out.append([p.label, when(p.at), when(p.ended), duration(took), duration(since)])
+    return out
+
+
+def _checks(report: VersionReport) -> list[list[str]]:
+    return [
+        [
+            c.name,
+            "pass" if c.passed else "fail",
+            number(c.value),
+            number(c.threshold),
+            c.detail or DASH,
+        ]
+        for c in report.checks
+    ]
+
+
+def _paired(report: VersionReport) -> list[list[str]]:
+    p = report.paired
+    return [
+        [
+            "all-pass rate difference",
+            pts(p.all_pass_diff),
+            f"[{pts(p.all_pass_low)}, {pts(p.all_pass_high)}]",
+        ],
+        [
+            "criterion pass rate difference",
+            pts(p.criterion_diff),
+            f"[{pts(p.criterion_low)}, {pts(p.criterion_high)}]",
+        ],
+        ["McNemar exact p (all-pass)", number(p.mcnemar_p), DASH],
+    ]
+
+
+def _areas(report: VersionReport) -> list[list[str]]:
+    return [
+        [
+            a.area,
+            pct(a.base),
+            f"[{pct(a.base_low)}, {pct(a.base_high)}]",
+            pct(a.post),
+            f"[{pct(a.post_low)}, {pct(a.post_high)}]",
+        ]
+        for a in report.areas
+    ]
+
+
+def _costs(report: VersionReport) -> list[list[str]]:
+    rows = []
+    for p in sorted(
+        report.cost_points, key=lambda p: (p.cost_per_task is None, p.cost_per_task or 0.0)
+    ):
+        rows.append(
+            [
+                p.label + (" (this version)" if p.this_version else ""),
+                p.kind,
+                pct(p.all_pass),
+                pct(p.criterion),
+                number(p.cost_per_task, ".4g"),
+                number(p.tokens_in_per_task, ".1f"),
+                number(p.tokens_out_per_task, ".1f"),
+                number(p.seconds_per_task, ".3g"),
+            ]
+        )
+    return rows
+
+
+COST_HEADER = (
+    "model",
+    "kind",
+    "all-pass",
+    "criterion",
+    "cost per task",
+    "tokens in / task",
+    "tokens out / task",
+    "gen. s / task",
+)
+SECTIONS = (
+    ("Per-task score distribution", SCORE_PLOT, "score distribution, base vs post-trained"),
+    ("Per practice area", AREA_PLOT, "all-pass rate per practice area with 95% intervals"),
+    ("Quality against cost", COST_PLOT, "quality–cost chart"),
+)
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+
+def _h(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
+    head = "".join(f"<th>{_h(c)}</th>" for c in header)
+    body = []
+    for row in rows:
+        cells = []
+        for cell in row:
+            cls = {"pass": ' class="pass"', "fail": ' class="fail"'}.get(cell, "")
+            if not cls and cell[:1] in "+-0123456789[" and cell != DASH:
+                cls = ' class="num"'
+            cells.append(f"<td{cls}>{_h(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    rows_html = "".join(body)
+    return (
+        f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>'
+    )
+
+
+def _img(png: bytes, alt: str, name: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    src = f"data:image/png;base64,{data}"
+    return f'<img class="plot" data-plot="{_h(name)}" alt="{_h(alt)}" src="{src}">'
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_h(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def _plot_section(title: str, name: str, alt: str, images: dict[str, bytes], html_out: bool) -> str:
+    if name in images:
+        return _img(images[name], alt, name) if html_out else f"![{alt}]({name})"
+    missing = f"({alt}: no data logged for it — see the notes)"
+    return f'<p class="note">{_h(missing)}</p>' if html_out else f"_{missing}_"
+
+
+def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
+    r = report
+    title = f"{r.registered_model} v{r.version} — adoption report"
+    parts = [
+        f"<h1>{_h(title)}</h1>",
+        f'<p class="meta">release {_h(r.release_id)} · base model {_h(r.base_model or DASH)} · '
+        f"suite {_h((r.suite_sha or DASH)[:12])} · MLflow run {_h(r.run_id)}</p>",
+        "<h2>Adoption</h2>",
+        _html_table(TABLE_HEADER, [row_cells(r.row)], "adoption"),
+    ]
+    title_s, name, alt = SECTIONS[0]
+    parts += [f"<h2>{_h(title_s)}</h2>", _plot_section(title_s, name, alt, images, True)]
+    title_s, name, alt = SECTIONS[1]
+    parts += [
+        f"<h2>{_h(title_s)}</h2>",
+        _plot_section(title_s, name, alt, images, True),
+        _html_table(
+            (
+                "practice area",
+                "base all-pass",
+                "base 95% CI",
+                "post-trained all-pass",
+                "post-trained 95% CI",
+            ),
+            _areas(r),
+            "areas",
+        ),
+        "<h2>Promotion gate</h2>",
+        f"<p>decision: <strong>{_h(r.row.decision or DASH)}</strong> — "
+        f"{_h(r.decision_reason or DASH)}</p>",
+        _html_table(("check", "result", "value", "threshold", "detail"), _checks(r), "checks")
+        if r.checks
+        else '<p class="note">no gate decision recorded for this version yet</p>',
+        "<h2>Paired test (post-trained minus base, same tasks)</h2>",
+        _html_table(("measure", "value", "95% CI"), _paired(r), "paired"),
+        "<h2>Timeline</h2>",
+        _html_table(
+            ("step", "started", "ended", "took", "since release created"),
+            timeline_cells(r.timeline),
+            "timeline",
+        ),
+    ]
+    title_s, name, alt = SECTIONS[2]
+    parts += [
+        f"<h2>{_h(title_s)}</h2>",
+        _plot_section(title_s, name, alt, images, True),
+        _html_table(COST_HEADER, _costs(r), "costs"),
+    ]
+    if r.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in r.notes) + "</ul>")
+    return _page(title, "\n".join(parts))
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: VersionReport, images: dict[str, bytes]) -> str:
+    r = report
+    out = [
+        f"# {r.registered_model} v{r.version} — adoption report",
+        "",
+        f"release `{r.release_id}` · base model `{r.base_model or DASH}` · suite "
+        f"`{(r.suite_sha or DASH)[:12]}` · MLflow run `{r.run_id}`",
+        "",
+        "## Adoption",
+        "",
+        md_table(TABLE_HEADER, [row_cells(r.row)]),
+    ]
+    for i, (title, name, alt) in enumerate(SECTIONS[:2]):
+        out += ["", f"## {title}", "", _plot_section(title, name, alt, images, False)]
+        if i == 1:
+            out += [
+                "",
+                md_table(
+                    (
+                        "practice area",
+                        "base all-pass",
+                        "base 95% CI",
+                        "post-trained all-pass",
+                        "post-trained 95% CI",
+                    ),
+                    _areas(r),
+                ),
+            ]
+    out += [
+        "",
+        "## Promotion gate",
+        "",
+        f"decision: **{r.row.decision or DASH}** — {_cell(r.decision_reason or DASH)}",
+        "",
+    ]
+    out.append(
+        md_table(("check", "result", "value", "threshold", "detail"), _checks(r))
+        if r.checks
+        else "_no gate decision recorded for this version yet_"
+    )
+    out += [
+        "",
+        "## Paired test (post-trained minus base, same tasks)",
+        "",
+        md_table(("measure", "value", "95% CI"), _paired(r)),
+    ]
+    out += [
+        "",
+        "## Timeline",
+        "",
+        md_table(
+            ("step", "started", "ended", "took", "since release created"),
+            timeline_cells(r.timeline),
+        ),
+    ]
+    title, name, alt = SECTIONS[2]
+    out += [
+        "",
+        f"## {title}",
+        "",
+        _plot_section(title, name, alt, images, False),
+        "",
+        md_table(COST_HEADER, _costs(r)),
+    ]
+    if r.notes:
+        out += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in r.notes]
+    return "\n".join(out) + "\n"
+
+
+# -- the multi-release summary ---------------------------------------------------------------
+
+
+def summary_markdown(model: str, rows: Sequence[Row], skipped: Sequence[str] = ()) -> str:
+    """The adoption table for several versions (what ``uptake demo`` prints at the end)."""
+    out = [f"# {model} — adoptions", "", md_table(TABLE_HEADER, [row_cells(r) for r in rows])]
+    if skipped:
+        out += ["", "Not reported:", ""] + [f"- {_cell(s)}" for s in skipped]
+    return "\n".join(out) + "\n"
+
+
+def summary_html(
+    model: str,
+    rows: Sequence[Row],
+    skipped: Sequence[str] = (),
+    links: dict[str, str] | None = None,
+) -> str:
+    links = links or {}
+    table = _html_table(TABLE_HEADER, [row_cells(r) for r in rows], "adoption")
+    for version, href in links.items():  # link each version cell to its own page
+        table = table.replace(
+            f"<td>v{_h(version)}</td>", f'<td><a href="{_h(href)}">v{_h(version)}</a></td>', 1
+        )
+    body = [f"<h1>{_h(model)} — adoptions</h1>", table]
+    if skipped:
+        body.append(
+            "<h2>Not reported</h2><ul>" + "".join(f"<li>{_h(s)}</li>" for s in skipped) + "</ul>"
+        )
+    return _page(f"{model} — adoptions", "\n".join(body))
