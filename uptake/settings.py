@@ -25,6 +25,7 @@ from pydantic_settings import (
 from uptake.config_model import ConfigModel
 from uptake.errors import ConfigError, describe_validation_error
 from uptake.registry_config import AlertSettings, RegistrySettings
+from uptake.serving_config import ServingSettings
 from uptake.stack.restarts import StackSettings
 from uptake.tracks import Track, check_unique, resolve_track_paths
 from uptake.watcher_config import Sources, WatcherSettings
@@ -112,6 +113,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()  # `uptake up` restarts and crash loops: local-stack.md
     # adoption tracks (data, recipe, suite, registered model each): docs/configuration.md
     tracks: list[Track] = Field(default_factory=list)
+    serving: ServingSettings = ServingSettings()  # `uptake serve`, hot swap: docs/serving.md
 
     @field_validator("kafka_bootstrap")
     @classmethod

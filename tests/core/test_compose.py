@@ -212,3 +212,13 @@ def test_services_log_in_to_mlflow_with_credentials_from_env(compose: dict) -> N
         assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", env["MLFLOW_TRACKING_PASSWORD"]), name
         depends = services[name]["depends_on"]["mlflow-users"]
         assert depends["condition"] == "service_completed_successfully", name
+
+
+def test_serving_publishes_the_api_and_answers_health(compose: dict) -> None:
+    serving = compose["services"]["serving"]
+    assert serving["command"] == ["serve"]
+    env = _env(serving)
+    assert env["UPTAKE_SERVING__HOST"] == "0.0.0.0"
+    port = env["UPTAKE_SERVING__PORT"]
+    assert f"{port}:{port}" in [str(p).split()[0].strip('"') for p in serving["ports"]]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(serving["healthcheck"]["test"])
