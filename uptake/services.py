@@ -32,6 +32,9 @@ class ServiceSpec(BaseModel):
     probe: str | None = Field(None, pattern=f"^{_MODULE}:[A-Za-z_][A-Za-z0-9_]*$")
     # "module:function" ``f(settings) -> StatusSection``: its part of ``uptake status``
     status: str | None = Field(None, pattern=f"^{_MODULE}:[A-Za-z_][A-Za-z0-9_]*$")
+    # "module:function" ``f(settings) -> str | None``: why ``uptake up`` leaves it out (None:
+    # it runs). None: always runs.
+    enabled: str | None = Field(None, pattern=f"^{_MODULE}:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -54,6 +57,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
         command=("serve",),
         probe="serving.health:stack_probe",
     ),
+    ServiceSpec(
+        name="worker",
+        cli_module="pipeline.worker.cli",
+        command=("worker",),
+        status="pipeline.worker.status:worker_status",
+        enabled="pipeline.worker.service:no_tracks_reason",
+    ),
 )
 
 # Modules that add commands but run no service of their own (the core and the one-shot tools).
@@ -61,6 +71,7 @@ TOOL_MODULES: tuple[str, ...] = (
     "uptake.commands",
     "pipeline.eval.cli",
     "pipeline.train.cli",
+    "registry.report.cli",
 )
 
 
