@@ -30,6 +30,7 @@ from uptake.stack.restarts import StackSettings
 from uptake.tracks import Track, check_unique, resolve_track_paths
 from uptake.watcher_config import Sources, WatcherSettings
 from uptake.webhooks import WebhookSecret
+from uptake.worker_config import WorkerSettings
 
 SECRET_FIELDS = {
     ("judge", "api_key"),
@@ -114,6 +115,7 @@ class Settings(BaseSettings):
     # adoption tracks (data, recipe, suite, registered model each): docs/configuration.md
     tracks: list[Track] = Field(default_factory=list)
     serving: ServingSettings = ServingSettings()  # `uptake serve`, hot swap: docs/serving.md
+    worker: WorkerSettings = WorkerSettings()  # job stages, leases, retries, device: worker.md
 
     @field_validator("kafka_bootstrap")
     @classmethod

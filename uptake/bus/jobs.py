@@ -65,6 +65,8 @@ class JobOutcome(BaseModel):
     message: str | None = None
     retryable: bool = True
     truncated: bool = False  # ``message`` was cut to MESSAGE_CHARS
+    # where the job was when it failed: the exception's own ``stage`` (a worker stage, say)
+    stage: str | None = None
 
 
 def _bounded(message: str) -> tuple[str, bool]:
@@ -82,6 +84,7 @@ def _failure_of(exc: BaseException) -> JobOutcome:
         message=message,
         retryable=is_retryable(exc),
         truncated=truncated,
+        stage=stage if isinstance(stage := getattr(exc, "stage", None), str) else None,
     )
 
 

@@ -1,0 +1,17 @@
+"""Pipeline worker: every detected release becomes a trained, evaluated, registered candidate.
+
+The job engine (docs/worker.md):
+
+- ``job_spec.JobSpec`` / ``spec_for(settings, release, track, worker=...)`` — one job's input,
+  picklable for the spawned child; ``job_key(spec)`` — (release id, track, recipe sha,
+  suite sha), the idempotency key;
+- ``job.run_job(spec) -> JobOutcome`` — runs the stages inside the child ``LongJob`` starts;
+  raises ``failures.JobFailed`` (``retryable``, ``stage``) or ``lease.LeaseLost``;
+- ``events.failure_event(spec, stage, reason, retryable=...)`` — the ``run.failed`` a service
+  publishes for a child that died without reporting;
+- ``register.register_candidate`` — idempotent registration (the registry's tests use it).
+
+The Kafka service around it (consumer group, fan-out to tracks, CLI, status) is in
+``service.py``, ``cli.py``, ``status.py`` and ``live.py``. Heavy libraries are imported inside
+functions, so importing this package stays fast.
+"""

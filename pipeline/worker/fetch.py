@@ -1,0 +1,152 @@
+"""Stage ``fetch``: bring a release's files under the state dir, once per revision.
+
+Hub releases come through ``huggingface_hub.snapshot_download`` with an allow-list of file
+patterns: safetensors, JSON configs, tokenizer files, chat templates, vocab/merges text and
+sentencepiece models; never pickled weights (``*.bin``, ``*.pt``, ``*.pkl``); the model's own
+Python only when its repo is on the remote-code allow-list (preflight decides the rest). The
+token comes from the source's ``token_env`` variable. Directory releases are copied and their
+content hash compared with the revision the watcher published: a drop that changed since it
+was detected is refused (a new revision will be detected). A link that leaves the folder is
+refused either way.
+
+The copy lands in ``<state>/models/<repo>/<revision>``; it is written to ``….partial`` and
+renamed once complete, so a killed fetch resumes and a finished one is reused. A lock file
+keeps two tracks (or two jobs) of one revision from fetching it at the same time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline.worker.job_spec import safe_name
+from uptake.errors import PermanentError
+from uptake.events import ReleaseDetected
+from uptake.models.remote_code import is_allowlisted
+
+ALLOW_PATTERNS = [
+    "*.safetensors",
+    "*.json",
+    "*.jinja",
+    "*.txt",
+    "*.model",
+    "*.tiktoken",
+    "tokenizer*",
+    "README.md",
+]
+NEVER = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.h5", "*.msgpack", "*.npz")
+COMPLETE_MARK = ".uptake-fetched"
+_CHUNK = 1 << 20
+
+
+class FetchRefused(PermanentError):
+    """The release's files cannot be used as they are (a link out, a changed drop)."""
+
+
+def model_dir_for(state_dir: Path, release: ReleaseDetected) -> Path:
+    return state_dir / "models" / safe_name(release.repo_id) / safe_name(release.revision)
+
+
+def visible_files(folder: Path) -> tuple[str, ...]:
+    """Repo-relative posix paths of the regular files not under a dot-name (as the dir
+    source lists them); raises FetchRefused for a link that leaves ``folder``."""
+    real = Path(os.path.realpath(folder))
+    files = []
+    for item in sorted(folder.rglob("*")):
+        rel = item.relative_to(folder)
+        if item.is_symlink() and not Path(os.path.realpath(item)).is_relative_to(real):
+            raise FetchRefused(f"{rel.as_posix()} links outside the model folder; not read")
+        if item.is_file() and not any(part.startswith(".") for part in rel.parts):
+            files.append(rel.as_posix())
+    return tuple(files)
+
+
+def content_hash(folder: Path, files: Iterable[str]) -> str:
+    """SHA-256 over each file's name and bytes: the ``dir`` source's revision (the same
+    algorithm as the watcher's; tests/worker checks they agree)."""
+    outer = hashlib.sha256()
+    for rel in files:
+        inner = hashlib.sha256()
+        with (folder / rel).open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                inner.update(chunk)
+        outer.update(f"{rel}\0{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()
+
+
+def _copy_dir(release: ReleaseDetected, partial: Path) -> None:
+    source = Path(release.endpoint or "")
+    if not release.endpoint or not source.is_dir():
+        raise FileNotFoundError(f"release folder {release.endpoint!r} is not readable")
+    if source.is_symlink():
+        raise FetchRefused(f"{source} is a link; not read")
+    files = visible_files(source)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for rel in files:
+        target = partial / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / rel, target)  # a link inside the folder becomes its bytes
+    got = content_hash(partial, files)
+    if got != release.revision:
+        raise FetchRefused(
+            f"{source} changed since it was detected (content hash {got[:12]}, release "
+            f"{release.revision[:12]}); its new revision is a new release"
+        )
+
+
+def _download_hub(
+    release: ReleaseDetected, partial: Path, token_env: str | None, allowlist: list[str]
+) -> None:
+    from huggingface_hub import snapshot_download
+
+    token = os.environ.get(token_env) if token_env else None
+    patterns = list(ALLOW_PATTERNS)
+    if is_allowlisted(allowlist, release.repo_id, partial):
+        patterns.append("*.py")  # allow-listed remote code: preflight decides whether it runs
+    snapshot_download(
+        release.repo_id,
+        revision=release.revision,
+        local_dir=partial,
+        allow_patterns=patterns,
+        ignore_patterns=list(NEVER),
+        endpoint=release.endpoint,
+        token=token or False,
+        max_workers=4,
+    )
+    visible_files(partial)  # a link leaving the folder is refused
+
+
+def fetch_release(
+    release: ReleaseDetected,
+    state_dir: Path,
+    *,
+    token_env: str | None = None,
+    allowlist: list[str] | None = None,
+    lock_timeout_s: float = 6 * 3600.0,
+) -> tuple[Path, bool]:
+    """The release's model folder (fetched now or earlier) and whether it was fetched now."""
+    from filelock import FileLock
+
+    final = model_dir_for(state_dir, release)
+    if (final / COMPLETE_MARK).is_file():
+        return final, False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock", timeout=lock_timeout_s):
+        if (final / COMPLETE_MARK).is_file():  # another track fetched it while we waited
+            return final, False
+        partial = final.with_name(final.name + ".partial")
+        if release.endpoint is not None and Path(release.endpoint).is_absolute():
+            _copy_dir(release, partial)
+        else:
+            _download_hub(release, partial, token_env, allowlist or [])
+        shutil.rmtree(partial / ".cache", ignore_errors=True)  # the hub client's bookkeeping
+        (partial / COMPLETE_MARK).write_text(release.release_id + "\n", encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    return final, True

@@ -1,0 +1,107 @@
+"""The one MLflow run of a job: found by its key, created once, tagged stage by stage.
+
+Before any work the worker looks its key up (``find_runs``): the run says whether the job is
+done (a registered version), under way elsewhere (a live lease) or to be resumed. Two workers
+that create a run for one key at the same moment settle on the oldest (``canonical_run``); the
+other run is deleted, so the key keeps one run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.worker.job_spec import JobKey, JobSpec
+from pipeline.worker.tags import JOB_KEY_TAG
+from uptake.mlflow_contract import (
+    BASE_MODEL_TAG,
+    BASE_REVISION_TAG,
+    DETECTED_AT_TAG,
+    RECIPE_SHA_TAG,
+    RELEASE_CREATED_AT_TAG,
+    RELEASE_ID_TAG,
+    SUITE_SHA_TAG,
+    TAG_VALUE_MAX,
+    TRACK_TAG,
+    stage_time_tag,
+)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created when missing (by us or a concurrent worker)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def find_runs(client: Any, exp_id: str, key: JobKey) -> list[Any]:
+    """Every live run of ``key``, oldest first."""
+    from mlflow.entities import ViewType
+
+    runs = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{JOB_KEY_TAG}` = '{key.digest}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=100,
+    )
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def run_tags(spec: JobSpec, key: JobKey) -> dict[str, str]:
+    """The tags a job's run carries from its start (DESIGN.md plus track and timeline)."""
+    release = spec.release
+    tags = {
+        JOB_KEY_TAG: key.digest,
+        RELEASE_ID_TAG: release.release_id,
+        BASE_MODEL_TAG: release.repo_id,
+        BASE_REVISION_TAG: release.revision,
+        RECIPE_SHA_TAG: key.recipe_sha,
+        SUITE_SHA_TAG: key.suite_sha,
+        TRACK_TAG: spec.track.name,
+        DETECTED_AT_TAG: release.occurred_at.isoformat(timespec="milliseconds"),
+        "mlflow.runName": f"{spec.track.name}:{release.repo_id}@{release.revision[:12]}",
+    }
+    if release.created_at is not None:
+        tags[RELEASE_CREATED_AT_TAG] = release.created_at.isoformat(timespec="milliseconds")
+    return {k: v[:TAG_VALUE_MAX] for k, v in tags.items()}
+
+
+def canonical_run(client: Any, spec: JobSpec, key: JobKey) -> Any:
+    """The run of ``key``: the oldest live one, else a new one (a racing duplicate is deleted)."""
+    exp_id = experiment_id(client, spec.experiment)
+    found = find_runs(client, exp_id, key)
+    if found:
+        return found[0]
+    from mlflow.entities import RunTag
+
+    created = client.create_run(exp_id)
+    client.log_batch(
+        created.info.run_id, tags=[RunTag(k, v) for k, v in run_tags(spec, key).items()]
+    )
+    found = find_runs(client, exp_id, key)
+    winner = found[0] if found else created
+    if winner.info.run_id != created.info.run_id:
+        client.delete_run(created.info.run_id)  # another worker created the key's run first
+    return client.get_run(winner.info.run_id)
+
+
+def mark_stage(client: Any, run_id: str, stage: str, edge: str) -> None:
+    client.set_tag(run_id, stage_time_tag(stage, edge), now_iso())  # type: ignore[arg-type]
+
+
+def run_url(tracking_uri: str, exp_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI (for the alerter's message)."""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"

@@ -1,0 +1,126 @@
+"""The work of each stage, apart from the bookkeeping around it (``job.py``).
+
+Each function is safe to run again after a crash or for a second track: fetch and the
+baseline are cached by what determines them, training resumes from its run directory, the
+candidate's evaluation is kept next to it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.eval import EvalResult, Suite, load_results, run_eval, save_results
+from pipeline.eval.holdout import check_holdout
+from pipeline.train.recipe import Recipe
+from pipeline.worker.failures import JobFailed
+from pipeline.worker.job_spec import JobSpec, safe_name
+from uptake.settings import JudgeSettings
+
+EvalProgress = Callable[[str, int, int], None]
+
+
+def judge_settings(spec: JobSpec) -> JudgeSettings | None:
+    """The judge of the suite's judge criteria; its key is read from the child's env."""
+    if not (spec.judge_base_url and spec.judge_model):
+        return None
+    return JudgeSettings(
+        base_url=spec.judge_base_url,
+        model=spec.judge_model,
+        api_key=os.environ.get("UPTAKE_JUDGE__API_KEY") or None,
+    )
+
+
+def evaluate(spec: JobSpec, model_dir: Path, suite: Suite, progress: EvalProgress) -> EvalResult:
+    return run_eval(
+        model_dir,
+        suite,
+        batch_size=spec.eval_batch_size,
+        max_new_tokens=spec.eval_max_new_tokens,
+        judge=judge_settings(spec),
+        device="cpu" if spec.device == "cpu" else "auto",
+        judge_cache_dir=spec.state_dir / "judge-cache",
+        progress=progress,
+        allowlist=spec.allowlist,
+        repo_id=spec.release.repo_id,
+    )
+
+
+def baseline_path(spec: JobSpec, suite: Suite) -> Path:
+    r = spec.release
+    return (
+        spec.state_dir
+        / "baselines"
+        / safe_name(r.repo_id)
+        / safe_name(r.revision)
+        / f"{suite.sha256}.jsonl"
+    )
+
+
+def cached_baseline(
+    spec: JobSpec, model_dir: Path, suite: Suite, progress: EvalProgress
+) -> tuple[EvalResult, bool]:
+    """The base model's evaluation on ``suite`` (computed now or read back) and whether it
+    was computed now. Keyed by base revision + suite sha; a lock makes two tracks share it."""
+    from filelock import FileLock
+
+    path = baseline_path(spec, suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=spec.stage_timeout_s):
+        if path.is_file():
+            return load_results(path), False
+        result = evaluate(spec, model_dir, suite, progress)
+        tmp = path.with_suffix(".partial")
+        save_results(result, tmp)
+        tmp.replace(path)
+        return result, True
+
+
+def holdout(recipe: Recipe, suite: Suite) -> None:
+    """Refuse (permanently) a suite whose task ids or prompts are in the SFT training data."""
+    try:
+        check_holdout(recipe.stages.sft.data, suite)
+    except Exception as exc:
+        raise JobFailed("holdout", str(exc), retryable=False) from None
+
+
+def halved_batch(recipe: Recipe) -> tuple[Recipe, str]:
+    """The recipe with every stage's per-device batch halved and accumulation doubled (the
+    same effective batch), and a note of the change for the run's tag."""
+    stages = recipe.stages
+    updates: dict[str, Any] = {}
+    notes = []
+    for name in ("sft", "dpo"):
+        stage = getattr(stages, name)
+        if stage is None:
+            continue
+        batch = max(1, stage.batch_size // 2)
+        accum = stage.gradient_accumulation_steps * (stage.batch_size // batch)
+        updates[name] = stage.model_copy(
+            update={"batch_size": batch, "gradient_accumulation_steps": accum}
+        )
+        notes.append(
+            f"{name}: batch {stage.batch_size}x{stage.gradient_accumulation_steps} -> "
+            f"{batch}x{accum}"
+        )
+    return recipe.model_copy(update={"stages": stages.model_copy(update=updates)}), "; ".join(notes)
+
+
+class Rate:
+    """ETA from progress: the time this session took per unit of work, times what is left."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, int] | None = None
+
+    def eta(self, done: int, total: int) -> float | None:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = (now, done)
+            return None
+        t0, d0 = self._start
+        if done <= d0 or now <= t0:
+            return None
+        return max(0.0, (total - done) * (now - t0) / (done - d0))
