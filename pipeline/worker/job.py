@@ -41,6 +41,8 @@ from pipeline.worker.runs import canonical_run, mark_stage, run_url
 from pipeline.worker.stages import Rate, cached_baseline, evaluate, halved_batch, holdout
 from pipeline.worker.tags import (
     ATTEMPT_TAG,
+    BASELINE_CACHED_TAG,
+    FETCH_CACHED_TAG,
     FAILURE_RETRYABLE_TAG,
     FAILURE_TAG,
     OOM_RETRY_TAG,
@@ -231,12 +233,13 @@ class Job:
         self.work_dir = work = spec.state_dir / "jobs" / self.key.digest[:32]
         work.mkdir(parents=True, exist_ok=True)
 
-        model_dir, _ = self.run_stage(
+        model_dir, fetched = self.run_stage(
             "fetch",
             lambda: fetch_release(
                 spec.release, spec.state_dir, token_env=spec.token_env, allowlist=spec.allowlist
             ),
         )
+        client.set_tag(rid, FETCH_CACHED_TAG, str(not fetched).lower())
         profile = "cpu" if spec.device == "cpu" else None
         recipe = load_recipe(spec.track.recipe).resolve(profile)  # type: ignore[arg-type]
         suite = load_suite(spec.track.suite)
@@ -250,10 +253,11 @@ class Job:
 
         self.run_stage("preflight", check)
         self.run_stage("holdout", lambda: holdout(recipe, suite))
-        baseline, _ = self.run_stage(
+        baseline, computed = self.run_stage(
             "baseline",
             lambda: cached_baseline(spec, model_dir, suite, self._eval_progress("baseline")),
         )
+        client.set_tag(rid, BASELINE_CACHED_TAG, str(not computed).lower())
         trained_dir = self.run_stage("train", lambda: self._train(model_dir, recipe, work))
 
         def score() -> dict[str, float]:

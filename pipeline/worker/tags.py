@@ -20,3 +20,5 @@ FAILURE_RETRYABLE_TAG: Final = "uptake.failure.retryable"
 REGISTERED_MODEL_TAG: Final = "uptake.registered_model"
 REGISTERED_VERSION_TAG: Final = "uptake.registered_version"  # set once registered
 OOM_RETRY_TAG: Final = "uptake.oom_retry"  # "batch 8x1 -> 4x2" after a CUDA out-of-memory
+FETCH_CACHED_TAG: Final = "uptake.fetch.cached"  # "true": the files were already there
+BASELINE_CACHED_TAG: Final = "uptake.baseline.cached"  # "true": another job computed it
