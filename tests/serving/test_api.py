@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +177,107 @@ def test_metrics_count_requests_and_versions(client: httpx.Client, names: dict[s
     assert f'uptake_serving_swaps_total{{model="{served}"}} 1.0' in text
     assert "uptake_serving_request_seconds_bucket" in text
     assert f'uptake_serving_tokens_total{{kind="completion",model="{served}"}}' in text
+
+
+def test_the_official_openai_client_works_unchanged(
+    server: ServingService, client: httpx.Client, names: dict[str, str]
+) -> None:
+    from openai import OpenAI
+
+    api = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    assert names["served"] in [m.id for m in api.models.list().data]
+    done = api.chat.completions.create(
+        model=names["served"], messages=PROMPT, max_tokens=8, temperature=0
+    )
+    text = done.choices[0].message.content
+    assert text == chat(client, names["served"]).json()["choices"][0]["message"]["content"]
+    assert done.usage is not None and done.usage.completion_tokens > 0
+    raw = api.chat.completions.with_raw_response.create(
+        model=names["served"], messages=PROMPT, max_tokens=8, temperature=0
+    )
+    assert raw.headers[HEADER] == f"{names['served']}/1"
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in api.chat.completions.create(
+            model=names["served"], messages=PROMPT, max_tokens=8, temperature=0, stream=True
+        )
+        if c.choices
+    ]
+    assert "".join(pieces) == text and len([p for p in pieces if p]) > 1
+    from openai import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        api.chat.completions.create(model="no-such-model", messages=PROMPT)
+
+
+SUITE = [
+    {
+        "id": f"t{i}",
+        "practice_area": area,
+        "messages": [{"role": "user", "content": question}],
+        "max_new_tokens": 10,
+        "criteria": [
+            {"id": "c1", "description": "has an e", "check": {"type": "contains", "value": "e"}},
+            {"id": "c2", "description": "has an o", "check": {"type": "regex", "pattern": "o"}},
+        ],
+    }
+    for i, (area, question) in enumerate(
+        [
+            ("tax", "Is the notice late?"),
+            ("tax", "Which statute governs the deadline?"),
+            ("immigration", "Can the employer file the petition?"),
+            ("immigration", "What must the memo summarise?"),
+        ]
+    )
+]
+
+
+def _eval(model: str, suite: Path, out: Path, *extra: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uptake.cli",
+            "eval",
+            "--model",
+            model,
+            "--suite",
+            str(suite),
+            "--json",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--bootstrap",
+            "100",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_uptake_eval_scores_the_served_champion_as_its_directory(
+    server: ServingService,
+    client: httpx.Client,
+    names: dict[str, str],
+    models_dir: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("".join(json.dumps(t) + "\n" for t in SUITE))
+    served = _eval(f"{server.url}/v1", suite, tmp_path / "served", "--api-model", names["served"])
+    local = _eval(str(models_dir["a"]), suite, tmp_path / "local")
+
+    def answers(out: Path) -> dict[str, str]:
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        return {r["task_id"]: r["response"] for r in rows if "task_id" in r}
+
+    assert answers(tmp_path / "served") == answers(tmp_path / "local")
+    for key in ("all_pass_rate", "criterion_pass_rate", "mean_score", "per_area"):
+        assert served[key] == local[key], key
+    assert 0 < served["criterion_pass_rate"] < 1  # type: ignore[operator]  # not a trivial suite
