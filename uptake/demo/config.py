@@ -139,6 +139,7 @@ def write_demo_config(paths: DemoPaths, size: DemoSize) -> Path:
             }
         ],
         "registry": {"gate": {"mode": "auto"}, "reconcile_interval_s": 10},
+        "serving": {"port": free_port()},  # not the default 8000: never collide with `up`
     }
     paths.config.write_text(
         "# Written by `uptake demo`: a dir source, the legal track, the gate in auto mode.\n"

@@ -30,12 +30,12 @@ class DemoRelease(BaseModel):
 RELEASES: tuple[DemoRelease, ...] = (
     DemoRelease(
         name="tiny-llama",
-        description="Llama, ChatML template with generation markers",
+        description="Llama, ChatML template",
         spec=TinyModelSpec(arch="llama", hidden_size=128, num_layers=2, seed=1),
     ),
     DemoRelease(
         name="tiny-qwen2",
-        description="Qwen2, no chat template, pad == EOS",
+        description="Qwen2, no template, pad=EOS",
         spec=TinyModelSpec(
             arch="qwen2",
             hidden_size=160,
@@ -61,6 +61,9 @@ def corpus(train_jsonl: Path) -> Iterator[str]:
 
 def build(release: DemoRelease, staging: Path, train_jsonl: Path) -> Path:
     """Build ``release`` under ``staging``; return its folder (not yet released)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the live view owns the terminal
     out = staging / release.name
     if out.exists():
         shutil.rmtree(out)
@@ -80,8 +83,7 @@ def publish(built: Path, releases: Path, organisation: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.rmtree(target)
-    now = None  # the release's "created" time (the dir source reads the files' mtimes)
-    for file in built.iterdir():
-        os.utime(file, now)
+    for file in built.iterdir():  # "created" now: the dir source reads the files' mtimes
+        os.utime(file)
     os.replace(built, target)
     return target

@@ -165,6 +165,7 @@ class Flow:
                         return
                     self._adopt(i, row, follower, mlflow, live)
                 self._refresh(live, follower, "both releases handled")
+            self.console.print()
         finally:
             follower.stop()
         self._finish(mlflow)
