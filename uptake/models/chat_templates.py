@@ -47,7 +47,11 @@ def chatml_training() -> str:
     return chat_template("chatml_training")
 
 
-RENDER_TIMEOUT_S = 10.0  # wall time for one bounded render, child start (~2 s) included
+# Wall time for one bounded render, the child's start included: ~2 s on an idle machine, over
+# 10 s on a loaded 2-core one (`uptake demo`'s valid template was refused there at 10 s). A
+# looping template is stopped by the CPU bound too, which a busy machine does not eat into.
+RENDER_TIMEOUT_S = 20.0
+RENDER_CPU_S = 10.0  # CPU seconds of one render (RLIMIT_CPU in the child)
 RENDER_TIMEOUT_PER_CONVERSATION_S = 0.005
 MAX_RENDER_CHARS = 1_000_000  # one prompt; far above any model's context
 MAX_RENDER_TOTAL_CHARS = 64_000_000
@@ -84,8 +88,9 @@ def render_bounded(
     ``add_generation_prompt`` is one flag for all conversations or one per conversation.
     Raises ``TemplateRenderError`` when a bound is broken.
     """
+    extra_s = RENDER_TIMEOUT_PER_CONVERSATION_S * len(conversations)
     if timeout_s is None:
-        timeout_s = RENDER_TIMEOUT_S + RENDER_TIMEOUT_PER_CONVERSATION_S * len(conversations)
+        timeout_s = RENDER_TIMEOUT_S + extra_s
     request = {
         "template": template,
         "conversations": conversations,
@@ -98,7 +103,7 @@ def render_bounded(
         "max_chars": max_chars,
         "max_total_chars": MAX_RENDER_TOTAL_CHARS,
         "memory_bytes": RENDER_MEMORY_BYTES,
-        "cpu_s": int(timeout_s) + 1,
+        "cpu_s": int(min(timeout_s, RENDER_CPU_S + extra_s)) + 1,
     }
     try:
         done = subprocess.run(
