@@ -42,6 +42,7 @@ def test_services_present(compose: dict) -> None:
         "mlflow",
         "mlflow-users",
         *APP_SERVICES,
+        "serving-vllm",  # profile vllm (GPU serving), checked on its own below
     }
 
 
@@ -222,3 +223,30 @@ def test_serving_publishes_the_api_and_answers_health(compose: dict) -> None:
     port = env["UPTAKE_SERVING__PORT"]
     assert f"{port}:{port}" in [str(p).split()[0].strip('"') for p in serving["ports"]]
     assert f"127.0.0.1:{port}/healthz" in " ".join(serving["healthcheck"]["test"])
+
+
+def test_vllm_profile_serves_with_the_vllm_engine_on_a_gpu(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"]["serving-vllm"]
+    assert service["profiles"] == ["vllm"]  # not part of a plain `docker compose up`
+    assert service["command"] == ["serve", "--engine", "vllm"]
+    assert cli_command(service["command"]) is not None
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert any(str(p).endswith(":8000") for p in service["ports"])
+    assert "/healthz" in " ".join(service["healthcheck"]["test"])
+    inline = service["build"]["dockerfile_inline"]
+    assert "FROM $${VLLM_IMAGE}" in inline  # $$: compose must not interpolate it away
+    for package in ("uptake", "watcher", "pipeline", "registry", "serving"):
+        assert f"COPY {package} ./{package}" in inline
+    assert 'ENTRYPOINT ["/opt/uptake/bin/uptake"]' in inline and "USER uptake" in inline
+    for key, value in _env(service).items():  # compose's ${VAR:-default} as its default
+        if key.startswith("UPTAKE_") and key != "UPTAKE_CONFIG":
+            plain = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+            monkeypatch.setenv(key, "secret-from-env" if plain.startswith("${") else plain)
+    settings = load_settings(_mounted_config(service))
+    assert settings.serving.engine == "vllm"
+    assert settings.serving.vllm.argv() == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert settings.serving.vllm.extra_args == ["--gpu-memory-utilization", "0.45"]
+    assert settings.serving.host == "0.0.0.0"

@@ -31,31 +31,14 @@ from serving.vllm import (
     VllmEngine,
     VllmStartError,
 )
+from tests.serving.vllm_standin import STANDIN, processes_named, wait_gone, write_checkpoint
 from uptake.errors import InputError
-from uptake.models import chatml
 
-STANDIN = Path(__file__).with_name("vllm_standin.py")
 T = TypeVar("T")
 
 
 def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-def write_checkpoint(path: Path, *, template: bool = True) -> Path:
-    """A Llama-shaped directory the engine's checks accept (config, safetensors weights,
-    tokenizer config). The stand-in never reads the weights, so they are one small tensor and
-    no torch import is paid for them; the chat template is the one uptake ships."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    path.mkdir(parents=True)
-    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8}
-    (path / "config.json").write_text(json.dumps(config))
-    save_file({"lm_head.weight": np.zeros((4, 8), dtype=np.float32)}, path / "model.safetensors")
-    tokenizer = {"eos_token": "<|im_end|>", **({"chat_template": chatml()} if template else {})}
-    (path / "tokenizer_config.json").write_text(json.dumps(tokenizer))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -66,29 +49,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def name() -> str:
     return f"legal-{uuid.uuid4().hex[:8]}"
-
-
-def processes_named(marker: str) -> list[int]:
-    """Live, non-zombie processes whose command line contains ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def wait_gone(marker: str, timeout_s: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while (left := processes_named(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def engine_for(tmp_path: Path, *flags: str, **config) -> VllmEngine:

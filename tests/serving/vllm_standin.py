@@ -19,11 +19,13 @@ Run: ``python tests/serving/vllm_standin.py [flags] --model DIR --served-model-n
 import argparse
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 SHUTDOWN_NOTE = "stand-in: shutting down"
 
@@ -162,6 +164,52 @@ def main(argv: list[str]) -> int:
     uvicorn.run(build_app(args, others), host=args.host, port=args.port, log_level="warning")
     print(SHUTDOWN_NOTE, flush=True)
     return 0
+
+
+# --- helpers for the tests that start it ------------------------------------------------------
+
+STANDIN = Path(__file__).resolve()
+
+
+def write_checkpoint(path: Path, *, template: bool = True) -> Path:
+    """A Llama-shaped directory the engine's checks accept (config, safetensors weights,
+    tokenizer config). The stand-in never reads the weights, so they are one small tensor and
+    no torch import is paid for them; the chat template is the one uptake ships."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from uptake.models import chatml
+
+    path.mkdir(parents=True)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8}
+    (path / "config.json").write_text(json.dumps(config))
+    save_file({"lm_head.weight": np.zeros((4, 8), dtype=np.float32)}, path / "model.safetensors")
+    tokenizer = {"eos_token": "<|im_end|>", **({"chat_template": chatml()} if template else {})}
+    (path / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    return path
+
+
+def processes_named(marker: str) -> list[int]:
+    """Live, non-zombie processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_gone(marker: str, timeout_s: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while (left := processes_named(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 if __name__ == "__main__":
