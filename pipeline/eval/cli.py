@@ -6,14 +6,19 @@ so scripts and CI can pipe it. Expected failures raise InputError (one line, exi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from uptake.errors import InputError
+from uptake.errors import DependencyError, InputError, describe_validation_error
+
+EVAL_EXPERIMENT = "uptake-eval"  # where `uptake eval --mlflow` logs (external models too)
 
 
 def _progress_hook(console: Any) -> tuple[Any, Any]:
@@ -150,11 +155,36 @@ def eval_command(
             "--repo-id", help="Hub repo the model came from (matched against the allow-list)."
         ),
     ] = None,
+    price_in: Annotated[
+        float | None,
+        typer.Option("--price-in", min=0, help="Price per million prompt tokens (cost per task)."),
+    ] = None,
+    price_out: Annotated[
+        float | None,
+        typer.Option("--price-out", min=0, help="Price per million generated tokens."),
+    ] = None,
+    gpu_hour_price: Annotated[
+        float | None,
+        typer.Option(
+            "--gpu-hour-price",
+            min=0,
+            help="Price of a GPU hour (self-hosted): cost per task from the generation time.",
+        ),
+    ] = None,
+    to_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="Log the evaluation to a new MLflow run (the report's quality-cost chart "
+            "shows every model scored on the suite).",
+        ),
+    ] = False,
 ) -> None:
     """Score a model on a rubric suite: all-pass and criterion pass rates, per area, with CIs."""
     from rich.console import Console
 
     from pipeline.eval.compare import compare
+    from pipeline.eval.cost import Price, cost_per_task
     from pipeline.eval.generate import is_url
     from pipeline.eval.holdout import check_holdout
     from pipeline.eval.report import write_report
@@ -164,6 +194,10 @@ def eval_command(
     from uptake.settings import load_settings
 
     settings = load_settings(config)
+    try:
+        price = Price.of(price_in, price_out, gpu_hour_price)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc)) from None
     judge = settings.judge
     if judge_base_url or judge_model:
         judge = judge.model_copy(
@@ -209,19 +243,49 @@ def eval_command(
         )
     comparison = compare(base, result, n_boot=bootstrap, seed=seed) if base is not None else None
     summary = result.summary()
+    summary["cost_per_task"] = cost_per_task(result, price) if price is not None else None
     if comparison is not None:
         summary["comparison"] = comparison.model_dump(mode="json")
     if out is not None:
         save_results(result, out / "results.jsonl")
         (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         write_report(result, out, base, comparison)
+    if to_mlflow:
+        summary["mlflow_run_id"] = _log_run(settings, result, base, price)
     if as_json:
         typer.echo(json.dumps(summary))
         return
     console = Console()
     _print_tables(console, summary, comparison)
+    cost = summary["cost_per_task"]
+    console.print(
+        f"tokens in {summary['tokens_in']}, out {summary['tokens_out']}"
+        + (f"; cost per task {cost:.6g}" if cost is not None else "")
+    )
+    if to_mlflow:
+        console.print(f"logged to MLflow run {summary['mlflow_run_id']}")
     if out is not None:
         console.print(f"results, report and plots written to {out}")
+
+
+def _log_run(settings: Any, result: Any, baseline: Any, price: Any) -> str:
+    """Log to a new run in the ``uptake-eval`` experiment of the configured MLflow."""
+    import mlflow
+
+    from pipeline.eval.mlflow_log import log_to_mlflow
+    from uptake.service_runtime import resolved_settings
+    from uptake.stack.probes import mlflow_healthy
+
+    uri = resolved_settings(settings).tracking_uri
+    if not mlflow_healthy(uri, timeout_s=5):
+        raise DependencyError(f"MLflow is not reachable at {uri}")
+    mlflow.set_tracking_uri(uri)
+    # MLflow prints "View run ..." to stdout when a run ends: stdout is for --json only
+    with contextlib.redirect_stdout(sys.stderr):
+        mlflow.set_experiment(EVAL_EXPERIMENT)
+        with mlflow.start_run(run_name=str(result.model)[-200:]) as run:
+            log_to_mlflow(result, baseline, price=price)
+    return str(run.info.run_id)
 
 
 def register(app: typer.Typer) -> None:

@@ -273,6 +273,13 @@ class TransformersBackend:
         return generations
 
 
+def _count(value: object) -> int:
+    """A token count from an endpoint's ``usage``: 0 when absent or not a sane integer."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if 0 <= value < 2**31 else 0
+
+
 def _api_base(url: str) -> str:
     """``http://host:8000`` and ``http://host:8000/v1`` both mean the ``/v1`` API."""
     url = url.rstrip("/")
@@ -359,10 +366,14 @@ class OpenAIBackend:
             text = str(choice["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError):
             raise DependencyError(f"{self.base_url} did not return a chat completion") from None
-        usage = data.get("usage") or {}
-        n_tokens = int(usage.get("completion_tokens") or 0)
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        n_tokens = _count(usage.get("completion_tokens"))
+        prompt_tokens = _count(usage.get("prompt_tokens"))
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Generation(text=text.strip(), n_tokens=n_tokens, finish_reason=finish)
+        return Generation(
+            text=text.strip(), n_tokens=n_tokens, finish_reason=finish, prompt_tokens=prompt_tokens
+        )
 
     def generate(
         self, requests: Sequence[GenRequest], batch_size: int = 16, progress: Progress | None = None

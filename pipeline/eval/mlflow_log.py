@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.eval.compare import PairedComparison, compare
+from pipeline.eval.cost import Price, cost_metrics
 from pipeline.eval.metrics import Metrics
 from pipeline.eval.report import write_report
 from pipeline.eval.results import EvalResult, save_results
 from uptake.mlflow_contract import (
     ALL_PASS_RATE,
+    BASELINE_EVAL_MODEL_TAG,
     BASELINE_PREFIX,
     BASELINE_RESULTS_FILE,
     CI_HIGH_SUFFIX,
@@ -26,6 +28,8 @@ from uptake.mlflow_contract import (
     CRITERION_PASS_RATE,
     DELTA_PREFIX,
     EVAL_ARTIFACT_DIR,
+    EVAL_BACKEND_TAG,
+    EVAL_MODEL_TAG,
     MCNEMAR_P,
     MEAN_SCORE,
     N_CRITERIA,
@@ -33,6 +37,7 @@ from uptake.mlflow_contract import (
     RESULTS_FILE,
     RESULTS_TABLE_ARTIFACT,
     SUITE_SHA_TAG,
+    TAG_VALUE_MAX,
     TASKS_CONTEXT_EXCEEDED,
     TASKS_GENERATION_TRUNCATED,
     area_metric,
@@ -84,11 +89,17 @@ def eval_metrics(
     result: EvalResult,
     baseline: EvalResult | None = None,
     comparison: PairedComparison | None = None,
+    price: Price | None = None,
 ) -> dict[str, float]:
-    """Every metric ``log_to_mlflow`` logs, by name (also handy for tests and dashboards)."""
+    """Every metric ``log_to_mlflow`` logs, by name (also handy for tests and dashboards).
+
+    Tokens in/out and generation time are always logged; ``price`` adds the cost per task
+    (the base model's at the same price: it runs where the candidate runs)."""
     out = _rate_metrics(result.metrics)
+    out.update(cost_metrics(result, price))
     if baseline is not None:
         out.update(_rate_metrics(baseline.metrics, prefix=BASELINE_PREFIX))
+        out.update(cost_metrics(baseline, price, prefix=BASELINE_PREFIX))
         out.update(_comparison_metrics(comparison or compare(baseline, result)))
     return out
 
@@ -105,6 +116,8 @@ def results_table(result: EvalResult) -> dict[str, list[Any]]:
         "failed_criteria": [],
         "failure": [],
         "generation_truncated": [],
+        "tokens_in": [],
+        "tokens_out": [],
         "prompt": [],
         "response": [],
     }
@@ -120,6 +133,8 @@ def results_table(result: EvalResult) -> dict[str, list[Any]]:
         )
         table["failure"].append(t.failure or "")
         table["generation_truncated"].append(t.generation_truncated)
+        table["tokens_in"].append(t.prompt_tokens)
+        table["tokens_out"].append(t.n_tokens)
         table["prompt"].append(t.messages[-1]["content"] if t.messages else "")
         table["response"].append(t.response)
     return table
@@ -130,15 +145,17 @@ def log_to_mlflow(
     baseline: EvalResult | None = None,
     *,
     run_id: str | None = None,
+    price: Price | None = None,
 ) -> dict[str, float]:
     """Log metrics, the per-task table, the plots, report and results JSONL; return the metrics.
 
     Uses the active run (or ``run_id``); with neither, starts and ends a run of its own.
+    ``price``: log the cost per task too (docs/evaluation.md "Cost").
     """
     import mlflow
 
     comparison = compare(baseline, result) if baseline is not None else None
-    metrics = eval_metrics(result, baseline, comparison)
+    metrics = eval_metrics(result, baseline, comparison, price)
     active = mlflow.active_run()
     own_run = run_id is None and active is None
     run = mlflow.start_run() if own_run else None
@@ -146,6 +163,10 @@ def log_to_mlflow(
     try:
         client = mlflow.MlflowClient()
         client.set_tag(rid, SUITE_SHA_TAG, result.suite_sha256)
+        client.set_tag(rid, EVAL_MODEL_TAG, result.model[:TAG_VALUE_MAX])
+        client.set_tag(rid, EVAL_BACKEND_TAG, result.backend)
+        if baseline is not None:
+            client.set_tag(rid, BASELINE_EVAL_MODEL_TAG, baseline.model[:TAG_VALUE_MAX])
         mlflow.log_metrics(metrics, run_id=rid)
         with warnings.catch_warnings():  # pandas 3 deprecation inside mlflow's log_table
             warnings.filterwarnings("ignore", message=".*select_dtypes.*")

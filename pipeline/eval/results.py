@@ -44,7 +44,8 @@ class TaskResult(BaseModel):
     messages: list[dict[str, str]]
     response: str
     criteria: list[CriterionResult]
-    n_tokens: int = Field(0, ge=0, le=MAX_COUNT)
+    n_tokens: int = Field(0, ge=0, le=MAX_COUNT)  # tokens out (generated)
+    prompt_tokens: int = Field(0, ge=0, le=MAX_COUNT)  # tokens in (the rendered prompt)
     finish_reason: Literal["stop", "length"] = "stop"
     generation_truncated: bool = False  # the context left less than max_new_tokens
     failure: Literal["context_exceeded"] | None = None  # failed all criteria without generating
@@ -87,6 +88,16 @@ class EvalResult(BaseModel):
     generation: GenerationStats = GenerationStats()
 
     @property
+    def tokens_in(self) -> int:
+        """Prompt tokens over all tasks (docs/evaluation.md "Cost")."""
+        return sum(t.prompt_tokens for t in self.tasks)
+
+    @property
+    def tokens_out(self) -> int:
+        """Generated tokens over all tasks."""
+        return sum(t.n_tokens for t in self.tasks)
+
+    @property
     def areas(self) -> list[str]:
         return sorted(self.metrics.per_area)
 
@@ -117,6 +128,9 @@ class EvalResult(BaseModel):
             "ci": {"confidence": m.confidence, **m.ci.model_dump()},
             "score_histogram": m.score_histogram,
             "score_deciles": m.score_deciles,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "generation_seconds": self.generation.seconds or None,
         }
 
 

@@ -70,6 +70,7 @@ def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
         response=gen.text,
         criteria=results,
         n_tokens=gen.n_tokens,
+        prompt_tokens=gen.prompt_tokens or 0,
         finish_reason=gen.finish_reason,
         generation_truncated=gen.generation_truncated,
         failure="context_exceeded" if gen.context_exceeded else None,
