@@ -15,7 +15,8 @@ VERSION_HEADER = "x-uptake-model-version"
 class Answer(BaseModel):
     question: str
     text: str
-    version: str | None  # the x-uptake-model-version header
+    header: str | None  # the x-uptake-model-version header: "<registered model>/<version>"
+    version: str | None  # the version part of it
     status_code: int
 
 
@@ -27,6 +28,12 @@ def sample_question(suite: Path) -> str:
             if "messages" in row:
                 return row["messages"][-1]["content"]
     raise ValueError(f"{suite} holds no task")
+
+
+def api_root(address: str) -> str:
+    """Serving's address without the OpenAI ``/v1`` suffix its probe reports."""
+    address = address.rstrip("/")
+    return address[: -len("/v1")] if address.endswith("/v1") else address
 
 
 def ask(base_url: str, model: str, question: str, max_tokens: int = 120) -> Answer:
@@ -45,10 +52,12 @@ def ask(base_url: str, model: str, question: str, max_tokens: int = 120) -> Answ
             text = r.text[:500]
     else:
         text = r.text[:500]
+    header = r.headers.get(VERSION_HEADER)
     return Answer(
         question=question,
         text=text,
-        version=r.headers.get(VERSION_HEADER),
+        header=header,
+        version=header.rsplit("/", 1)[-1] if header else None,
         status_code=r.status_code,
     )
 

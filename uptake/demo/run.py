@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
 
-from uptake.demo.ask import Answer, ask, sample_question, wait_for_version
+from uptake.demo.ask import Answer, api_root, ask, sample_question, wait_for_version
 from uptake.demo.config import (
     FULL,
     ORGANISATION,
@@ -152,7 +152,8 @@ class Flow:
     def _run(self) -> None:
         r = self.result
         r.tracking_uri = self.stack.tracking_uri
-        r.serving_url = self.address("serving")
+        serving = self.address("serving")
+        r.serving_url = api_root(serving) if serving else None
         if r.serving_url is None:
             r.problems.append("the stack has no serving service (uptake/services.py SERVICES)")
         self._wait_watcher_ready()
@@ -286,7 +287,7 @@ class Flow:
         if r.answer is not None:
             console.print(
                 f"\n[bold]Asked serving:[/bold] {r.answer.question}\n"
-                f"[bold]Answer[/bold] (x-uptake-model-version: {r.answer.version}):\n"
+                f"[bold]Answer[/bold] (x-uptake-model-version: {r.answer.header}):\n"
                 f"{r.answer.text.strip()}\n",
                 markup=True,
                 highlight=False,
