@@ -16,12 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 BROWSER_ENV = "UPTAKE_BROWSER_EXECUTABLE"
 REQUIRE_ENV = "UPTAKE_REQUIRE_BROWSER"
 SCREENSHOTS_ENV = "UPTAKE_SCREENSHOTS_DIR"
 DEFAULT_EXECUTABLE = "/usr/bin/chromium"
+# A busy 2-core CI machine serves MLflow's multi-megabyte UI bundle slowly; Playwright's defaults
+# (30 s per action, 5 s per expect) fail there while a person would just wait.
+ACTION_TIMEOUT_MS = 60_000
+EXPECT_TIMEOUT_MS = 30_000
 
 
 def chromium_executable() -> Path:
@@ -39,6 +43,7 @@ def browser() -> Iterator[Browser]:
         if os.environ.get(REQUIRE_ENV):
             pytest.fail(f"{message}; {REQUIRE_ENV} is set, so browser tests must run")
         pytest.skip(message)
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as p:
         launched = p.chromium.launch(
             executable_path=str(executable),
@@ -55,7 +60,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def browser_page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
     page = context.new_page()
     try:
         yield page
