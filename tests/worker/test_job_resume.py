@@ -1,0 +1,145 @@
+"""``kill -9`` of the job's child at stage boundaries (after fetch, after the baseline, in the
+middle of training), each time rerun: the key keeps one run, resumes from what was left
+(files, baseline, checkpoint) and registers exactly one version. The last rerun is another
+worker, which waits for the dead holder's lease to lapse before it takes over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.worker.job import run_job
+from pipeline.worker.job_spec import job_key
+from pipeline.worker.lease import read_lease
+from pipeline.worker.tags import (
+    BASELINE_CACHED_TAG,
+    FETCH_CACHED_TAG,
+    JOB_KEY_TAG,
+    LEASE_GENERATION_TAG,
+)
+from tests.worker.child_target import patient_run_job
+from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
+from tests.worker.runs_topic import of_type, run_events
+from uptake.bus.jobs import ChildJob, LongJob
+from uptake.mlflow_contract import stage_time_tag
+
+pytestmark = pytest.mark.slow
+
+
+def _key_runs(c: MlflowClient, digest: str) -> list[Any]:
+    return c.search_runs(
+        [e.experiment_id for e in c.search_experiments()],
+        filter_string=f"tags.`{JOB_KEY_TAG}` = '{digest}'",
+    )
+
+
+def _kill_when(
+    child: ChildJob, ready: Callable[[], bool], what: str, timeout_s: float = 400
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if child.done():
+            raise AssertionError(f"the job ended before {what}: {child.outcome}")
+        if time.monotonic() > deadline:
+            child.stop(1)
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    while not child.done(wait_s=1):
+        pass
+    assert child.outcome.reason == "crashed"
+
+
+@pytest.fixture(scope="module")
+def resumed(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
+    repo = f"acme/{unique('resume')}"
+    build_release_dir(drops, repo)
+    release = dir_release(drops, repo)
+    track = make_track(
+        tmp_path_factory.mktemp("tracks"), "legal", unique("uptake-resume"), sft={"max_steps": 6}
+    )
+    spec = job_spec(stack, release, track, worker="w-first")
+    key = job_key(spec)
+    c = MlflowClient(tracking_uri=stack.tracking_uri, registry_uri=stack.tracking_uri)
+
+    def tag_set(name: str) -> Callable[[], bool]:
+        def check() -> bool:
+            runs = _key_runs(c, key.digest)
+            return bool(runs) and name in runs[0].data.tags
+
+        return check
+
+    checkpoint = stack.state_dir / "jobs" / key.digest[:32] / "train" / "sft" / "checkpoints"
+    kills = [
+        ("fetch ended", tag_set(stage_time_tag("fetch", "ended"))),
+        ("baseline ended", tag_set(stage_time_tag("baseline", "ended"))),
+        (
+            "a training checkpoint",
+            lambda: (checkpoint / "checkpoint-2" / "trainer_state.json").is_file(),
+        ),
+    ]
+    for attempt, (what, ready) in enumerate(kills, start=1):
+        child = ChildJob(LongJob(patient_run_job, (spec.model_copy(update={"attempt": attempt}),)))
+        _kill_when(child, ready, what)
+    # another worker: the dead holder's lease is still live, so it waits for it to lapse
+    dead_lease = read_lease(c, _key_runs(c, key.digest)[0].info.run_id)
+    started = time.monotonic()
+    outcome = run_job(spec.model_copy(update={"attempt": 4, "worker": "w-second"}))
+    return {
+        "spec": spec,
+        "key": key,
+        "outcome": outcome,
+        "waited_s": time.monotonic() - started,
+        "dead_lease": dead_lease,
+        "client": c,
+    }
+
+
+def test_one_run_one_version_after_three_kills(resumed) -> None:
+    assert resumed["outcome"].ok
+    c, spec = resumed["client"], resumed["spec"]
+    runs = _key_runs(c, resumed["key"].digest)
+    assert len(runs) == 1
+    versions = c.search_model_versions(f"name = '{spec.track.registered_model}'")
+    assert len(versions) == 1 and versions[0].run_id == runs[0].info.run_id
+
+
+def test_the_rerun_resumed_what_was_left(resumed, tmp_path) -> None:
+    c = resumed["client"]
+    run = _key_runs(c, resumed["key"].digest)[0]
+    assert run.data.tags[FETCH_CACHED_TAG] == "true"
+    assert run.data.tags[BASELINE_CACHED_TAG] == "true"
+    assert int(run.data.tags[LEASE_GENERATION_TAG]) >= 4  # one per attempt
+    import json
+
+    path = c.download_artifacts(run.info.run_id, "training/result.json", str(tmp_path))
+    result = json.loads(Path(path).read_text())
+    assert result["resumed_from_step"] >= 2
+    assert run.data.metrics["train.steps"] == 6
+
+
+def test_the_new_owner_waited_for_the_lease(resumed) -> None:
+    """The killed holder's lease was live when the other worker came; it took over (its fetch
+    stage started) only after the lease had lapsed."""
+    from datetime import datetime
+
+    dead = resumed["dead_lease"]
+    assert dead.owner == "w-first" and dead.live()
+    run = _key_runs(resumed["client"], resumed["key"].digest)[0]
+    fetch_started = datetime.fromisoformat(run.data.tags[stage_time_tag("fetch", "started")])
+    assert fetch_started.timestamp() >= dead.expires_at
+
+
+def test_one_candidate_registered_and_no_failure(stack, resumed) -> None:
+    events = run_events(stack, resumed["spec"].release.release_id, expected=10)
+    assert len(of_type(events, "candidate.registered")) == 1
+    assert not of_type(events, "run.failed")
+    assert sorted({e.attempt for e in of_type(events, "run.started")}) == [1, 2, 3, 4]
