@@ -77,6 +77,8 @@ def _print_started(stack: LocalStack, title: str) -> None:
         table.add_column(col)
     for proc in stack.processes:
         table.add_row(proc.name, proc.address or "-", str(proc.pid), str(proc.log_path))
+    for name, reason in stack.left_out.items():
+        table.add_row(name, "not started", "-", Text(reason, style="yellow"))
     if stack.tracking_uri:
         table.caption = f"MLflow UI: {stack.tracking_uri}   Kafka bootstrap: {stack.bootstrap}"
     elif stack.bootstrap:

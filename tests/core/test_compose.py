@@ -250,3 +250,20 @@ def test_vllm_profile_serves_with_the_vllm_engine_on_a_gpu(
     assert settings.serving.vllm.argv() == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert settings.serving.vllm.extra_args == ["--gpu-memory-utilization", "0.45"]
     assert settings.serving.host == "0.0.0.0"
+
+
+def test_worker_reserves_a_gpu_and_mounts_the_tracks_files(compose: dict) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["command"] == ["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    settings = load_settings(_mounted_config(worker))
+    assert settings.tracks, "the worker's config names no track: it would exit 2"
+    target_dir = Path(_env(worker)["UPTAKE_CONFIG"]).parent
+    for track in settings.tracks:
+        for path in (track.recipe, track.suite):
+            assert path.is_file(), path
+            inside = target_dir / path.relative_to(ROOT / "examples")
+            target = f":{inside.parent}"
+            mounted = [v for v in worker["volumes"] if v.endswith((target, f"{target}:ro"))]
+            assert mounted, f"{inside} is not mounted into the worker"

@@ -71,7 +71,7 @@ def _start(home: Path, env: dict[str, str], log: Path) -> Stack:
             start_new_session=True,  # like a terminal: only `uptake up` gets our signals
         )
     stack = Stack(proc, home, env, log)
-    names = {"broker", "mlflow", *(s.name for s in SERVICES)}
+    names = {"broker", "mlflow", *(s.name for s in SERVICES if s.enabled is None)}
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         status = run_uptake("status", "--json", "--timeout", "2", home=home, **env)

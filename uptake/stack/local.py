@@ -191,6 +191,7 @@ class LocalStack:
         self._producer: EventProducer | None = None
         self._alerts: deque[AlertRaised] = deque(maxlen=100)
         self._alerts_retry_at = 0.0
+        self.left_out: dict[str, str] = {}  # service -> why it was not started (its ``enabled``)
 
     @property
     def logs(self) -> Path:
@@ -209,11 +210,19 @@ class LocalStack:
             if "services" in include:
                 ensure_topics(self._bus_settings())
                 for service in SERVICES:
+                    if (reason := self._left_out(service)) is not None:
+                        self.left_out[service.name] = reason
+                        log.warning("not starting %s: %s", service.name, reason)
+                        continue
                     self._start_service(service)
         except BaseException:
             self.stop()
             raise
         self._write_info()
+
+    def _left_out(self, service: ServiceSpec) -> str | None:
+        """Why ``service`` is not started here (the worker without tracks), or None."""
+        return None if service.enabled is None else resolve(service.enabled)(self.settings)
 
     def _bus_settings(self) -> Settings:
         return self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
