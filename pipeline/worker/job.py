@@ -42,9 +42,9 @@ from pipeline.worker.stages import Rate, cached_baseline, evaluate, halved_batch
 from pipeline.worker.tags import (
     ATTEMPT_TAG,
     BASELINE_CACHED_TAG,
-    FETCH_CACHED_TAG,
     FAILURE_RETRYABLE_TAG,
     FAILURE_TAG,
+    FETCH_CACHED_TAG,
     OOM_RETRY_TAG,
     REGISTERED_MODEL_TAG,
     REGISTERED_VERSION_TAG,
