@@ -139,6 +139,7 @@ class WorkerStats:
     releases: int = 0
     jobs: int = 0
     failed: int = 0
+    revocations: int = 0  # rebalances that took partitions from this worker (consumer stats)
     results: list[TrackResult] = field(default_factory=list)
 
 
@@ -209,6 +210,7 @@ class WorkerService:
 
     def close(self) -> None:
         if self.consumer is not None:
+            self.stats.revocations += self.consumer.stats.revocations
             self.consumer.close()  # not the producer: it was handed in, closed below
             self.consumer = None
         if self.producer is not None:
