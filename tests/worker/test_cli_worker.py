@@ -1,0 +1,72 @@
+"""``uptake worker`` as a user runs it: one-line config errors (exit 2) and ``--once`` exit codes
+with the real job engine, broker and MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.core.cli_helpers import run_uptake
+from tests.worker.helpers import build_release_dir, dir_release, make_track
+from uptake.bus import EventProducer
+from uptake.settings import Settings
+
+
+def test_no_tracks_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_uptake("worker", home=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: no adoption tracks configured (tracks: in the config, docs/configuration.md): "
+        "the worker has nothing to adopt releases into"
+    ]
+
+
+def test_bad_gpus_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    legal = make_track(tmp_path / "tracks", "legal")
+    config = tmp_path / "uptake.yaml"
+    config.write_text(json.dumps({"tracks": [{**legal.model_dump(mode="json")}]}), encoding="utf-8")
+    result = run_uptake("worker", "--gpus", "0;1", home=tmp_path, UPTAKE_CONFIG=str(config))
+    assert result.returncode == 2, result.stderr
+    expected = "error: --gpus: expected device numbers like 0 or 0,1, got '0;1'"
+    assert result.stderr.strip() == expected
+
+
+@pytest.mark.slow
+def test_once_exits_1_for_a_failed_release_with_the_reason(
+    stack: Settings, drops: Path, unique, tmp_path: Path
+) -> None:
+    repo = f"acme/{unique('changed')}"
+    folder = build_release_dir(drops, repo)
+    event = dir_release(drops, repo)
+    (folder / "config.json").write_text("{}")  # changed since detection: refused at fetch
+    legal = make_track(tmp_path / "tracks", "legal", unique("uptake-legal"))
+    config = tmp_path / "uptake.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "tracks": [legal.model_dump(mode="json")],
+                "worker": {"device": "cpu", "experiment": "uptake-cli-test"},
+                "kafka": stack.kafka.model_dump(mode="json"),
+            }
+        ),
+        encoding="utf-8",
+    )
+    with EventProducer(stack, "test") as producer:
+        producer.publish(event)
+    result = run_uptake(
+        "worker",
+        "--once",
+        "--timeout",
+        "120",
+        "--group",
+        unique("pipeline"),
+        home=tmp_path / "home",
+        timeout=300,
+        UPTAKE_CONFIG=str(config),
+        UPTAKE_KAFKA_BOOTSTRAP=stack.kafka_bootstrap or "",
+        UPTAKE_MLFLOW_TRACKING_URI=stack.tracking_uri,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"{event.release_id} [legal]: failed at fetch" in result.stderr
