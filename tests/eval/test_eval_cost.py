@@ -45,8 +45,8 @@ def test_tiny_model_records_tokens_per_task(
     backend = TransformersBackend(tiny_model, device="cpu")
     suite = load_suite(suite_path)
     result = run_eval(backend, suite, max_new_tokens=4, batch_size=2)
-    for t in result.tasks:
-        prompt = backend.render(t.messages)
+    prompts = backend.render_all([t.messages for t in result.tasks])  # one bounded render
+    for t, prompt in zip(result.tasks, prompts, strict=True):
         assert t.prompt_tokens == len(
             backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         )
