@@ -147,8 +147,8 @@ def cost_plot(points: Sequence[CostPoint]) -> bytes:
             xytext=(4, 4),
             textcoords="offset points",
         )
-    costs = [p.cost_per_task for p in priced if p.cost_per_task and p.cost_per_task > 0]
-    if costs and max(costs) / min(costs) > 10:
+    costs = [p.cost_per_task or 0.0 for p in priced]
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 10:  # a free model stays linear
         ax.set_xscale("log")
     for kind, color in _KIND_COLORS.items():
         ax.scatter([], [], color=color, label=kind)
