@@ -64,6 +64,7 @@ def test_demo_adopts_two_releases_end_to_end(tmp_path: Path) -> None:
         env=env,
     )
     output = (done.stdout + done.stderr)[-6000:]
+    assert (home / RESULT_FILE).is_file(), output
     result = DemoResult.model_validate_json((home / RESULT_FILE).read_text())
     assert done.returncode == 0, output
     assert result.ok, (result.problems, output)

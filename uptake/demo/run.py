@@ -45,7 +45,7 @@ from uptake.demo.live import Row, render
 from uptake.demo.releases import RELEASES, build, publish
 from uptake.demo.results import Adoption, DemoMlflow
 from uptake.demo.summary import adoption_table, area_table, markdown
-from uptake.errors import DependencyError, InputError
+from uptake.errors import DependencyError, InputError, UptakeError
 from uptake.service_runtime import on_stop_signals
 from uptake.settings import Settings, load_settings
 from uptake.stack.local import LocalStack, read_stack_info
@@ -405,6 +405,8 @@ def run_demo(home: Path, *, keep: bool, small: bool, console: Console) -> DemoRe
     except KeyboardInterrupt:
         if not flow.done.is_set():
             result.problems.append("interrupted")
+    except UptakeError as exc:  # the stack did not come up: said in one line, recorded
+        result.problems.append(str(exc))
     finally:
         flow.stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -414,5 +416,8 @@ def run_demo(home: Path, *, keep: bool, small: bool, console: Console) -> DemoRe
             thread.join(timeout=30)
     result.ok = not result.problems
     (paths.home / RESULT_FILE).write_text(result.model_dump_json(indent=2))
+    if thread is None:  # the flow never ran: its problems were not printed
+        for problem in result.problems:
+            console.print(f"[red]problem:[/red] {problem}", highlight=False)
     console.print("stack stopped" + ("" if result.ok else " (with problems, see above)"))
     return result
