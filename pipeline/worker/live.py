@@ -95,14 +95,25 @@ class RunFeed:
 class ProgressBoard:
     """Every track of the release being handled, updated from its events."""
 
-    def __init__(self, release_id: str, tracks: list[str], *, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        release_id: str,
+        tracks: list[str],
+        *,
+        models: dict[str, str] | None = None,
+        live: bool | None = None,
+    ) -> None:
         self.release_id = release_id
         self.tracks = {t: TrackProgress(t) for t in tracks}
+        # registered model -> track: candidate.registered names the model, not the track
+        self.models = models or {}
         self.live_enabled = sys.stdout.isatty() if live is None else live
         self._live = None
 
     def apply(self, event: RunEvent) -> None:
         track = getattr(event, "track", None)
+        if isinstance(event, CandidateRegistered):
+            track = self.models.get(event.registered_model)
         row = self.tracks.get(track) if track else None
         if row is None:
             return

@@ -267,7 +267,9 @@ class WorkerService:
             "%s: %d job(s): %s", event.release_id, len(tracks), ", ".join(t.name for t in tracks)
         )
         feed = _open_feed(self.settings, event.release_id)
-        with ProgressBoard(event.release_id, [t.name for t in tracks], live=self.live) as board:
+        names = [t.name for t in tracks]
+        models = {t.registered_model: t.name for t in tracks}
+        with ProgressBoard(event.release_id, names, models=models, live=self.live) as board:
             try:
                 for track in tracks:
                     result = self._run_track(event, track, feed, board)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.worker.status import worker_status
 from tests.core.cli_helpers import run_uptake
 from tests.worker.helpers import build_release_dir, dir_release, make_track
 from uptake.bus import EventProducer
@@ -70,3 +71,10 @@ def test_once_exits_1_for_a_failed_release_with_the_reason(
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"{event.release_id} [legal]: failed at fetch" in result.stderr
+    # `uptake status`: the failure with its reason, nothing in progress
+    worker = stack.worker.model_copy(update={"experiment": "uptake-cli-test"})
+    section = worker_status(stack.model_copy(update={"tracks": [legal], "worker": worker}))
+    assert section.error is None and section.data["in_progress"] == []
+    (failure,) = [f for f in section.data["failures"] if f["release_id"] == event.release_id]
+    assert failure["track"] == "legal" and failure["stage"] == "fetch" and failure["detail"]
+    assert [event.release_id, "legal", "failed", "fetch"] in [r[:4] for r in section.rows]

@@ -230,3 +230,45 @@ def test_no_tracks_and_bad_gpus_are_config_errors(settings: Settings, tmp_path: 
 def test_instance_id_is_stable_and_names_the_devices() -> None:
     assert instance_id("pod-3", "0,1") == instance_id("pod-3", "0,1") == "pod-3-gpu0-1"
     assert instance_id("pod 3/x", None, "cpu") == "pod_3_x-cpu"
+
+
+def test_the_progress_board_follows_a_jobs_events() -> None:
+    from pipeline.worker.live import ProgressBoard
+    from uptake.events import CandidateRegistered, RunStage
+
+    rid = release().release_id
+    board = ProgressBoard(rid, ["legal", "firm-a"], models={"uptake-legal": "legal"}, live=False)
+    board.apply(
+        RunStage(
+            release_id=rid,
+            track="legal",
+            stage="train",
+            step=30,
+            total_steps=120,
+            tokens_per_s=950.0,
+            eta_s=3725,
+        )
+    )
+    board.apply(RunStage(release_id=rid, track="other", stage="fetch"))  # not ours: ignored
+    board.apply(RunFailed(release_id=rid, track="firm-a", stage="holdout", reason="overlap: t1"))
+    legal, firm = board.tracks["legal"], board.tracks["firm-a"]
+    assert (legal.state, legal.stage, legal.progress(), legal.eta()) == (
+        "running",
+        "train",
+        "30/120 (25%)",
+        "1h02m",
+    )
+    assert (firm.state, firm.stage, firm.detail) == ("failed", "holdout", "overlap: t1")
+    board.apply(
+        CandidateRegistered(
+            release_id=rid,
+            registered_model="uptake-legal",
+            version="4",
+            model_uri="models:/uptake-legal/4",
+            suite_sha="s",
+            all_pass_rate=0.5,
+            criterion_pass_rate=0.8,
+        )
+    )
+    assert (legal.state, legal.detail) == ("registered", "uptake-legal v4")
+    assert board.table().row_count == 2
