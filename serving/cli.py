@@ -23,7 +23,10 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on.")] = None,
     port: Annotated[
-        int | None, typer.Option("--port", min=0, max=65535, help="Port (default 8000).")
+        int | None,
+        typer.Option(
+            "--port", min=0, max=65535, help="Port (default 8000, or a free one if it is taken)."
+        ),
     ] = None,
     engine: Annotated[
         str | None,

@@ -35,6 +35,7 @@ from uptake.errors import InputError
 from uptake.events import ChampionChanged, Event
 from uptake.http_server import bind_socket
 from uptake.service_runtime import Supervisor, stop_consumer
+from uptake.serving_config import ServingSettings
 from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ class ServingService:
         )
         self.host = host or cfg.host
         wanted = cfg.port if port is None else port
-        self._sock = bind_socket(self.host, wanted, name="serving")
+        self._sock = bind_socket(
+            self.host, wanted, name="serving", default_port=ServingSettings.DEFAULT_PORT
+        )
         self.port: int = self._sock.getsockname()[1]
         shown = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
         self.url = cfg.public_url or f"http://{shown}:{self.port}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -79,8 +79,12 @@ class VllmConfig(ConfigModel):
 class ServingSettings(ConfigModel):
     """``uptake serve``. See docs/serving.md and docs/configuration.md."""
 
+    DEFAULT_PORT: ClassVar[int] = 8000
+
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)  # 0: any free port (tests)
+    # None: 8000, or any free port when 8000 is taken (two local stacks); a set port must be
+    # free (0: any free port)
+    port: int | None = Field(None, ge=0, le=65535)
     engine: EngineName = "transformers"
     device: str = "auto"  # transformers engine: auto, cpu, cuda, cuda:N
     # registered models to serve; empty: every track's (or mlflow.registered_model without tracks)

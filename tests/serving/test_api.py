@@ -261,6 +261,7 @@ def _eval(model: str, suite: Path, out: Path, *extra: str) -> dict[str, object]:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # two `uptake eval` processes
 def test_uptake_eval_scores_the_served_champion_as_its_directory(
     server: ServingService,
     client: httpx.Client,
@@ -281,3 +282,15 @@ def test_uptake_eval_scores_the_served_champion_as_its_directory(
     for key in ("all_pass_rate", "criterion_pass_rate", "mean_score", "per_area"):
         assert served[key] == local[key], key
     assert 0 < served["criterion_pass_rate"] < 1  # type: ignore[operator]  # not a trivial suite
+
+
+def test_a_prompt_over_the_context_is_a_400(client: httpx.Client, names: dict[str, str]) -> None:
+    long = [{"role": "user", "content": "deadline " * 1500}]  # the tiny model's context: 1024
+    resp = client.post(
+        "/v1/chat/completions",
+        json={"model": names["served"], "messages": long, "max_tokens": 4},
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "invalid_prompt"
+    assert "context" in resp.json()["error"]["message"]
+    assert chat(client, names["served"]).status_code == 200  # the batch thread lives on
