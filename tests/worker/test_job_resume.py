@@ -30,7 +30,8 @@ from tests.worker.runs_topic import of_type, run_events
 from uptake.bus.jobs import ChildJob, LongJob
 from uptake.mlflow_contract import stage_time_tag
 
-pytestmark = pytest.mark.slow
+# three spawned children (each imports torch, transformers, MLflow) and four trainings
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _key_runs(c: MlflowClient, digest: str) -> list[Any]:
