@@ -5,7 +5,9 @@ SQL store), the promoter in manual gate mode with its webhook receiver, a candid
 registered and announced as ``candidate.registered``. The browser clicks from MLflow's home
 page to the version, edits the tag ``approval`` from ``pending`` to ``approved`` in the
 UI's own tag editor, and the test checks that the promoter moves ``champion`` within
-seconds — through the webhook, not the reconcile loop (which is set to an hour here).
+seconds — through the webhook, not the reconcile loop (which is set to an hour here) — and
+that serving (``ServingService``, the transformers engine on a tiny model logged as the
+candidate's weights) starts answering with the approved version (``x-uptake-model-version``).
 
 Screenshots of each step go to ``screenshot_dir``; docs/approvals.md shows them
 (``UPTAKE_SCREENSHOTS_DIR=docs/img`` refreshes docs/img).
@@ -17,14 +19,18 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from registry.mlflow_registry import Registry
 from registry.service import PromoterService
+from serving.api import VERSION_HEADER
+from serving.service import ServingService
 from tests.core.kafka_helpers import read_topic
 from tests.registry.conftest import configure
 from tests.registry.helpers import GOOD, Worker, wait_for
+from tests.serving.helpers import tiny_model
 from uptake.bus import EventProducer, ensure_topics
 from uptake.events import PromotionDecided, decode_event
 from uptake.mlflow_contract import (
@@ -34,6 +40,7 @@ from uptake.mlflow_contract import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
 )
+from uptake.serving_config import ServingSettings
 from uptake.settings import Settings
 
 pytestmark = pytest.mark.slow  # a promoter, an MLflow UI and a browser: ~30 s
@@ -68,26 +75,39 @@ def tag(reg: Registry, model: str, version: str, key: str) -> str | None:
     return (reg.version(model, version).tags or {}).get(key)
 
 
+def ask(serving: ServingService, model: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Advise."}], "max_tokens": 4}
+    return httpx.post(f"{serving.url}/v1/chat/completions", json=body, timeout=60)
+
+
 @pytest.mark.parametrize("mlflow_server", ["sqlite"], indirect=True)
 def test_a_person_approves_in_the_mlflow_ui_and_the_promoter_promotes(
-    mlflow_settings: Settings, browser_page: Page, screenshot_dir: Path
+    mlflow_settings: Settings, browser_page: Page, screenshot_dir: Path, tmp_path: Path
 ) -> None:
     model = f"uptake-legal-{uuid.uuid4().hex[:6]}"
     s = configure(mlflow_settings, model=model, mode="manual", webhook={"enabled": True})
+    s = s.model_copy(update={"serving": ServingSettings(port=0, device="cpu")})
     ensure_topics(s)
     reg = Registry(s.tracking_uri)
+    worker = Worker(s.tracking_uri)
+    candidate = worker.register(model, GOOD)
+    # the candidate's weights, where the worker logs them (the version's source)
+    worker.client.log_artifacts(candidate.run_id, str(tiny_model(tmp_path / "m", 1)), "model")
     service = PromoterService(s, alerts=False).start()
+    serving = ServingService(s, models=[model]).start()
     try:
         assert service.webhook_id is not None  # the promoter registered its MLflow webhook
         with EventProducer(s) as producer:
-            producer.publish(Worker(s.tracking_uri).register(model, GOOD))
+            producer.publish(candidate)
         wait_for(lambda: tag(reg, model, "1", APPROVAL_TAG) == APPROVAL_PENDING, 60, "pending")
         assert reg.aliases(model) == {CHALLENGER_ALIAS: "1"}
+        assert ask(serving, model).status_code == 503  # a pending candidate is not served
 
         page = browser_page
         close_popups(page)
         page.goto(f"{s.tracking_uri}/")
         expect(page.get_by_role("heading", name="Welcome to MLflow")).to_be_visible()
+        expect(page.get_by_role("heading", name="Recent Experiments")).to_be_visible()
         page.get_by_role("button", name="Model training").hover()  # lets the handlers run
         shot(page, screenshot_dir, "1-home")
 
@@ -131,7 +151,14 @@ def test_a_person_approves_in_the_mlflow_ui_and_the_promoter_promotes(
         expect(page.get_by_role("status", name=CHAMPION_ALIAS)).to_be_visible()
         expect(page.get_by_role("status", name=CHALLENGER_ALIAS)).to_have_count(0)
         shot(page, screenshot_dir, "5-champion")
+
+        answer = wait_for(
+            lambda: (r := ask(serving, model)).status_code == 200 and r, 120, "serving v1"
+        )
+        assert answer.headers[VERSION_HEADER] == f"{model}/1"  # "<registered model>/<version>"
+        served = time.monotonic() - saved
     finally:
+        serving.stop()
         service.stop()
 
     assert reg.aliases(model) == {CHAMPION_ALIAS: "1"}
@@ -142,4 +169,4 @@ def test_a_person_approves_in_the_mlflow_ui_and_the_promoter_promotes(
     ] == [("1", "pending_approval", "gate"), ("1", "promoted", "approval:mlflow-ui")]
     for step in ("1-home", "2-model", "3-version-pending", "4-tag-editor", "5-champion"):
         assert (screenshot_dir / f"approval-{step}.png").stat().st_size > 10_000
-    print(f"approval saved in the UI -> champion in {took:.1f} s")
+    print(f"approval saved in the UI -> champion in {took:.1f} s, served in {served:.1f} s")
