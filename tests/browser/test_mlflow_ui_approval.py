@@ -43,7 +43,9 @@ from uptake.mlflow_contract import (
 from uptake.serving_config import ServingSettings
 from uptake.settings import Settings
 
-pytestmark = pytest.mark.slow  # a promoter, an MLflow UI and a browser: ~30 s
+# a promoter, serving, the MLflow UI and a browser; the browser fixture comes first so that
+# a missing browser skips (or fails) before any server starts
+pytestmark = pytest.mark.slow
 
 # "within seconds": a webhook delivery and one decision (a few MLflow calls); generous
 # because CI's 2 cores are shared. The reconcile loop is an hour away, so only the webhook
@@ -82,7 +84,7 @@ def ask(serving: ServingService, model: str) -> httpx.Response:
 
 @pytest.mark.parametrize("mlflow_server", ["sqlite"], indirect=True)
 def test_a_person_approves_in_the_mlflow_ui_and_the_promoter_promotes(
-    mlflow_settings: Settings, browser_page: Page, screenshot_dir: Path, tmp_path: Path
+    browser_page: Page, mlflow_settings: Settings, screenshot_dir: Path, tmp_path: Path
 ) -> None:
     model = f"uptake-legal-{uuid.uuid4().hex[:6]}"
     s = configure(mlflow_settings, model=model, mode="manual", webhook={"enabled": True})
