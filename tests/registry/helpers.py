@@ -1,9 +1,11 @@
 """Test doubles for the pipeline worker and for on-call endpoints.
 
-Until the worker exists, tests register candidates exactly as it will: an MLflow run carrying
-what the evaluation engine logs (built with its public API: ``eval_metrics`` names, the
-results JSONL of ``save_results``, the ``uptake.suite_sha`` tag), a model version created from
-the run with ``create_model_version``, and a ``candidate.registered`` event.
+Tests register candidates through the worker's own registration code
+(``pipeline.worker.register``): an MLflow run carrying what the evaluation engine logs (built
+with its public API: ``eval_metrics`` names, the results JSONL of ``save_results``, the
+``uptake.suite_sha`` tag), then ``register_candidate`` (an idempotent version with the
+``challenger`` alias) and ``candidate_event`` (the ``candidate.registered`` it publishes).
+The evaluation itself is scripted (scorecards), so the gate can be driven to each outcome.
 """
 
 from __future__ import annotations
@@ -21,17 +23,15 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
-from mlflow.exceptions import MlflowException
 
 from pipeline.eval import EvalResult, TaskResult, compute_metrics, eval_metrics, save_results
+from pipeline.worker.job_spec import JobKey
+from pipeline.worker.register import candidate_event, register_candidate
 from uptake.events import CandidateRegistered, release_id
 from uptake.mlflow_contract import (
-    ALL_PASS_RATE,
     BASE_MODEL_TAG,
     BASE_REVISION_TAG,
-    BASELINE_PREFIX,
     BASELINE_RESULTS_FILE,
-    CRITERION_PASS_RATE,
     EVAL_ARTIFACT_DIR,
     RECIPE_SHA_TAG,
     RELEASE_ID_TAG,
@@ -142,26 +142,12 @@ class Worker:
                 save_results(baseline, Path(tmp) / BASELINE_RESULTS_FILE)
             self.client.log_artifacts(run_id, tmp, EVAL_ARTIFACT_DIR)
         self.client.set_terminated(run_id)
-        try:
-            self.client.create_registered_model(model)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        mv = self.client.create_model_version(
-            model, f"{run.info.artifact_uri}/model", run_id=run_id, tags={RELEASE_ID_TAG: rid}
+        key = JobKey(release_id=rid, track="legal", recipe_sha="r" * 64, suite_sha=suite_sha)
+        mv, _created = register_candidate(
+            self.client, model, run_id, key.digest, {RELEASE_ID_TAG: rid}
         )
-        return CandidateRegistered(
-            producer="test-worker",
-            release_id=rid,
-            run_id=run_id,
-            registered_model=model,
-            version=str(mv.version),
-            model_uri=f"models:/{model}/{mv.version}",
-            suite_sha=suite_sha,
-            all_pass_rate=metrics[ALL_PASS_RATE],
-            criterion_pass_rate=metrics[CRITERION_PASS_RATE],
-            base_all_pass_rate=metrics.get(BASELINE_PREFIX + ALL_PASS_RATE),
-            base_criterion_pass_rate=metrics.get(BASELINE_PREFIX + CRITERION_PASS_RATE),
+        return candidate_event(
+            mv, model, run_id, metrics, release_id=rid, suite_sha=suite_sha, producer="test-worker"
         )
 
 
