@@ -67,7 +67,8 @@ def resumed(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
     track = make_track(
         tmp_path_factory.mktemp("tracks"), "legal", unique("uptake-resume"), sft={"max_steps": 6}
     )
-    spec = job_spec(stack, release, track, worker="w-first")
+    # a lease long enough to be still live when the test has seen the kill, on a loaded box
+    spec = job_spec(stack, release, track, worker="w-first", lease_ttl_s=30.0, heartbeat_s=2.0)
     key = job_key(spec)
     c = MlflowClient(tracking_uri=stack.tracking_uri, registry_uri=stack.tracking_uri)
 
