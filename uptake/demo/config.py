@@ -45,7 +45,7 @@ class DemoSize(BaseModel):
 
 
 FULL = DemoSize(max_steps=160, release_timeout_s=600)
-SMALL = DemoSize(max_steps=130, tasks_per_area=12, max_new_tokens=96, release_timeout_s=480)
+SMALL = DemoSize(max_steps=130, tasks_per_area=12, max_new_tokens=96, release_timeout_s=600)
 
 
 class DemoPaths(BaseModel):
