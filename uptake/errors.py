@@ -65,7 +65,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Render every problem of a pydantic error on one line, each naming its field path."""
     parts = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(_loc_part(p) for p in err["loc"]) or "<root>"
         if prefix:
             loc = f"{prefix}.{loc}" if loc != "<root>" else prefix
         msg = err["msg"]
@@ -75,4 +75,10 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
         quiet = err["type"] in ("missing", "extra_forbidden") or _secret_field(err["loc"])
         shown = "" if quiet else f" (got {given!r})"
         parts.append(f"{loc}: {msg}{shown}")
-    return "; ".join(parts)
+    return " ".join("; ".join(parts).splitlines())  # a message can hold a newline; keep one line
+
+
+def _loc_part(part: object) -> str:
+    """A field path part as it can be printed on one line (a YAML key may hold a newline)."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
