@@ -1,17 +1,14 @@
 """Cost beside quality: what one task of the suite costs a model, from tokens or GPU time.
 
-An API model is priced per million tokens in (prompt) and out (generated): the tokens the
-endpoint reports in ``usage``, or that the local tokenizer counted. A self-hosted model is
-priced by the GPU hour and its measured throughput: the generation wall time of the whole
-suite, divided over its tasks (batching included, as it would be in serving). The report
-draws every model scored on a suite by this figure (docs/evaluation.md "Cost").
+Tokens are those the endpoint reports in ``usage``, or that the local tokenizer counted; the
+price and the formula are uptake.cost's, shared with the report, which draws every model
+scored on a suite by this figure (docs/evaluation.md "Cost").
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
-
 from pipeline.eval.results import EvalResult
+from uptake.cost import Price, task_cost
 from uptake.mlflow_contract import (
     COST_PER_TASK,
     GENERATION_SECONDS,
@@ -22,50 +19,17 @@ from uptake.mlflow_contract import (
     TOKENS_OUT,
 )
 
-MAX_PRICE = 1e9  # any real price is far below; a bignum is a typo
-
-
-class Price(BaseModel):
-    """Per million tokens in and out (an API), or per GPU hour (self-hosted): one kind."""
-
-    in_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE)
-    out_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE)
-    gpu_hour: float | None = Field(None, ge=0, le=MAX_PRICE)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Price:
-        tokens = self.in_per_mtok is not None or self.out_per_mtok is not None
-        if tokens and self.gpu_hour is not None:
-            raise ValueError(
-                "give token prices (--price-in/--price-out) or a GPU-hour price, not both"
-            )
-        if not tokens and self.gpu_hour is None:
-            raise ValueError("a price needs --price-in/--price-out or --gpu-hour-price")
-        return self
-
-    @classmethod
-    def of(
-        cls, price_in: float | None, price_out: float | None, gpu_hour: float | None
-    ) -> Price | None:
-        """The price the flags give, or None when none was given."""
-        if price_in is None and price_out is None and gpu_hour is None:
-            return None
-        return cls(in_per_mtok=price_in, out_per_mtok=price_out, gpu_hour=gpu_hour)
-
 
 def cost_per_task(result: EvalResult, price: Price) -> float | None:
     """One task's cost in the price's unit; None when the run lacks what the price needs
     (a GPU-hour price of results read back from a file, which carry no generation time)."""
-    n = len(result.tasks)
-    if not n:
-        return None
-    if price.gpu_hour is not None:
-        seconds = result.generation.seconds
-        return price.gpu_hour * seconds / 3600 / n if seconds > 0 else None
-    tokens = (price.in_per_mtok or 0.0) * result.tokens_in + (
-        price.out_per_mtok or 0.0
-    ) * result.tokens_out
-    return tokens / 1e6 / n
+    return task_cost(
+        price,
+        len(result.tasks),
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        generation_seconds=result.generation.seconds,
+    )
 
 
 def cost_metrics(result: EvalResult, price: Price | None, prefix: str = "") -> dict[str, float]:

@@ -4,9 +4,8 @@ A run scored on the suite (same ``uptake.suite_sha``) gives up to two models: th
 evaluated (a post-trained candidate, or an external model scored with ``uptake eval
 --mlflow``) and, when it logged a paired baseline, the base model. The cost of a task is the
 ``cost_per_task`` the evaluation logged; when it logged none and the report is given a price,
-it is computed here from the logged tokens and generation time, with the formula the eval
-engine uses (docs/evaluation.md "Cost"): tokens × price per million, or GPU-hour price ×
-generation seconds per task / 3600.
+it is computed here from the logged tokens and generation time with uptake.cost's formula,
+the one the eval engine uses (docs/evaluation.md "Cost").
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ from collections.abc import Mapping
 
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, Field, model_validator
 
 from registry.mlflow_registry import Registry
 from registry.report.model import CostKind, CostPoint
+from uptake.cost import Price, task_cost
 from uptake.mlflow_contract import (
     ALL_PASS_RATE,
     BASE_MODEL_TAG,
@@ -38,36 +37,22 @@ from uptake.mlflow_contract import (
 MAX_RUNS = 1000  # runs on one suite: a report compares tens, never more than this
 
 
-class Price(BaseModel):
-    """What generation costs: per million tokens in and out, or per GPU hour (self-hosted)."""
-
-    in_per_mtok: float | None = Field(None, ge=0)
-    out_per_mtok: float | None = Field(None, ge=0)
-    gpu_hour: float | None = Field(None, ge=0)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Price:
-        tokens = self.in_per_mtok is not None or self.out_per_mtok is not None
-        if tokens and self.gpu_hour is not None:
-            raise ValueError("give token prices or a GPU-hour price, not both")
-        return self
-
-
-def task_cost(metrics: Mapping[str, float], price: Price | None, prefix: str = "") -> float | None:
+def run_task_cost(
+    metrics: Mapping[str, float], price: Price | None, prefix: str = ""
+) -> float | None:
     """One task's cost from a run's metrics: the logged figure, else priced here, else None."""
     logged = metrics.get(prefix + COST_PER_TASK)
     if logged is not None:
         return float(logged)
-    n = metrics.get(prefix + N_TASKS)
-    if price is None or not n:
+    if price is None:
         return None
-    if price.gpu_hour is not None:
-        seconds = metrics.get(prefix + GENERATION_SECONDS)
-        return None if seconds is None else price.gpu_hour * seconds / 3600 / n
-    t_in, t_out = metrics.get(prefix + TOKENS_IN), metrics.get(prefix + TOKENS_OUT)
-    if t_in is None or t_out is None:
-        return None
-    return ((price.in_per_mtok or 0.0) * t_in + (price.out_per_mtok or 0.0) * t_out) / 1e6 / n
+    return task_cost(
+        price,
+        metrics.get(prefix + N_TASKS) or 0,
+        tokens_in=metrics.get(prefix + TOKENS_IN),
+        tokens_out=metrics.get(prefix + TOKENS_OUT),
+        generation_seconds=metrics.get(prefix + GENERATION_SECONDS),
+    )
 
 
 def _point(
@@ -94,7 +79,7 @@ def _point(
         run_id=run_id,
         all_pass=all_pass,
         criterion=criterion,
-        cost_per_task=task_cost(metrics, price, prefix),
+        cost_per_task=run_task_cost(metrics, price, prefix),
         tokens_in_per_task=per_task(TOKENS_IN),
         tokens_out_per_task=per_task(TOKENS_OUT),
         seconds_per_task=per_task(GENERATION_SECONDS),
