@@ -115,21 +115,26 @@ def unique_topics() -> TopicNames:
     )
 
 
+def fast_kafka(*, partitions: int, max_retries: int) -> KafkaSettings:
+    """Kafka settings for tests: unique topics, quick group joins, retries and polls."""
+    return KafkaSettings(
+        topics=unique_topics(),
+        partitions=partitions,
+        max_poll_interval_ms=3_000,
+        session_timeout_ms=6_000,
+        retry_backoff_s=0.05,
+        max_retries=max_retries,
+        poll_timeout_ms=200,
+    )
+
+
 @pytest.fixture
 def settings(broker: str, tmp_path: Path) -> Settings:
     """Settings on the test broker with unique topics; no MLflow (add ``mlflow_settings``)."""
     return Settings(
         home=tmp_path / "home",
         kafka_bootstrap=broker,
-        kafka=KafkaSettings(
-            topics=unique_topics(),
-            partitions=2,
-            max_poll_interval_ms=3_000,
-            session_timeout_ms=6_000,
-            retry_backoff_s=0.05,
-            max_retries=2,
-            poll_timeout_ms=200,
-        ),
+        kafka=fast_kafka(partitions=2, max_retries=2),
     )
 
 

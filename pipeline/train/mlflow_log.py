@@ -59,7 +59,7 @@ def training_metrics(result: TrainResult) -> dict[str, float]:
     return metrics
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def ensure_experiment(client: Any, name: str) -> str:
     """The id of experiment ``name``, created when missing (by us or a concurrent caller)."""
     from mlflow.exceptions import MlflowException
 
@@ -82,7 +82,7 @@ def _run_id(client: Any, run_id: str | None, run_name: str, experiment: str) -> 
     if run_id is None and (active := mlflow.active_run()) is not None:
         run_id = active.info.run_id
     if run_id is None:
-        experiment_id = _experiment_id(client, experiment)
+        experiment_id = ensure_experiment(client, experiment)
         run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
         client.set_terminated(run_id, "FINISHED")
     return run_id

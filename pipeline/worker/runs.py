@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.train.mlflow_log import ensure_experiment
 from pipeline.worker.job_spec import JobKey, JobSpec
 from pipeline.worker.tags import JOB_KEY_TAG
 from uptake.mlflow_contract import (
@@ -29,22 +30,6 @@ from uptake.mlflow_contract import (
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def experiment_id(client: Any, name: str) -> str:
-    """The id of experiment ``name``, created when missing (by us or a concurrent worker)."""
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
 
 
 def find_runs(client: Any, exp_id: str, key: JobKey) -> list[Any]:
@@ -81,7 +66,7 @@ def run_tags(spec: JobSpec, key: JobKey) -> dict[str, str]:
 
 def canonical_run(client: Any, spec: JobSpec, key: JobKey) -> Any:
     """The run of ``key``: the oldest live one, else a new one (a racing duplicate is deleted)."""
-    exp_id = experiment_id(client, spec.experiment)
+    exp_id = ensure_experiment(client, spec.experiment)
     found = find_runs(client, exp_id, key)
     if found:
         return found[0]

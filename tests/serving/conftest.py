@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from serving.service import ServingService
-from tests.conftest import MlflowServer, unique_topics
+from tests.conftest import MlflowServer, fast_kafka
 from tests.serving.helpers import Registrar, tiny_model
 from uptake.serving_config import ServingSettings
-from uptake.settings import KafkaSettings, Settings
+from uptake.settings import Settings
 
 
 def serving_settings(broker: str, mlflow: MlflowServer, home: Path, **serving: object) -> Settings:
@@ -20,15 +20,7 @@ def serving_settings(broker: str, mlflow: MlflowServer, home: Path, **serving: o
         home=home,
         kafka_bootstrap=broker,
         mlflow_tracking_uri=mlflow.tracking_uri,
-        kafka=KafkaSettings(
-            topics=unique_topics(),
-            partitions=1,
-            max_poll_interval_ms=3_000,
-            session_timeout_ms=6_000,
-            retry_backoff_s=0.05,
-            max_retries=1,
-            poll_timeout_ms=200,
-        ),
+        kafka=fast_kafka(partitions=1, max_retries=1),
         serving=ServingSettings(port=0, device="cpu", **serving),  # type: ignore[arg-type]
     )
 

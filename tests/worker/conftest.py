@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import unique_topics
+from tests.conftest import fast_kafka
 from uptake.bus import ensure_topics
-from uptake.settings import KafkaSettings, Settings
+from uptake.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +20,7 @@ def stack(broker: str, mlflow_server, tmp_path_factory: pytest.TempPathFactory) 
         home=tmp_path_factory.mktemp("worker-home"),
         kafka_bootstrap=broker,
         mlflow_tracking_uri=mlflow_server.tracking_uri,
-        kafka=KafkaSettings(
-            topics=unique_topics(),
-            partitions=2,
-            max_poll_interval_ms=3_000,
-            session_timeout_ms=6_000,
-            retry_backoff_s=0.05,
-            max_retries=1,
-            poll_timeout_ms=200,
-        ),
+        kafka=fast_kafka(partitions=2, max_retries=1),
     )
     ensure_topics(settings)
     return settings
