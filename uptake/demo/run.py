@@ -343,7 +343,8 @@ class Flow:
         index = Path(r.report_dir or self.paths.reports) / "index.html"
         c.print(f"  report         {index if index.exists() else r.report_dir or '—'}")
         for f in r.report_files:
-            c.print(f"                 {f}")
+            if Path(f) != index:  # the line above names it
+                c.print(f"                 {f}")
         c.print(f"  summary        {self.paths.home / SUMMARY_FILE}")
         if r.serving_url:
             body = json.dumps(
