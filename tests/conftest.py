@@ -18,12 +18,22 @@ from pathlib import Path
 
 import pytest
 
+from uptake.errors import encodable
 from uptake.settings import KafkaSettings, Settings, TopicNames
 from uptake.stack.broker import embedded_broker, resolve_broker_bin
 from uptake.stack.mlflow_server import mlflow_server as mlflow_server_process
 from uptake.stack.process import free_port
 
 POSTGRES_URL_ENV = "UPTAKE_TEST_POSTGRES_URL"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Captured output as UTF-8 text: the fuzz tests feed lone surrogates, and pytest-xdist
+    cannot send a report whose captured log holds one back from its worker."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(encodable(k), encodable(v)) for k, v in report.sections]
 
 
 @pytest.fixture(scope="session")

@@ -47,10 +47,16 @@ def is_retryable(exc: BaseException) -> bool:
 def describe_exception(exc: BaseException) -> str:
     """``Type: message`` for logs and the DLQ, even for an exception whose ``str()`` fails."""
     try:
-        text = str(exc)
+        text = encodable(str(exc))
     except Exception:  # a broken __str__ must not turn one failure into a dead consumer
         text = "<message unavailable: str() failed>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def encodable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes: it can be logged, sent and
+    stored as UTF-8 (a log handler or a serializer raises on a lone surrogate)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _SECRET_WORDS = ("secret", "token", "key", "password")

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from uptake.errors import is_retryable
+from uptake.errors import encodable, is_retryable
 
 DEFAULT_DEADLINE_S = 24 * 3600.0  # a day: longer than any training run uptake expects
 MESSAGE_CHARS = 4_000  # of a failure's message: enough for the reason, never a whole log
@@ -77,7 +77,7 @@ def _bounded(message: str) -> tuple[str, bool]:
 
 def _failure_of(exc: BaseException) -> JobOutcome:
     lines = traceback.format_exception_only(type(exc), exc)
-    message, truncated = _bounded(lines[-1].strip() if lines else type(exc).__name__)
+    message, truncated = _bounded(encodable(lines[-1].strip()) if lines else type(exc).__name__)
     return JobOutcome(
         ok=False,
         reason="error",
