@@ -54,8 +54,8 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def encodable(text: str) -> str:
-    """``text`` with lone surrogates written as ``\\udXXX`` escapes: it can be logged, sent and
-    stored as UTF-8 (a log handler or a serializer raises on a lone surrogate)."""
+    """``text`` with each lone surrogate written as its escape (U+D800 as backslash, "ud800"),
+    so it can be logged, sent and stored as UTF-8: a log handler or a serializer raises on one."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
