@@ -16,15 +16,14 @@ keeps two tracks (or two jobs) of one revision from fetching it at the same time
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.worker.job_spec import safe_name
 from uptake.errors import PermanentError
 from uptake.events import ReleaseDetected
+from uptake.models.files import folder_content_hash as content_hash
 from uptake.models.remote_code import is_allowlisted
 
 ALLOW_PATTERNS = [
@@ -62,19 +61,6 @@ def visible_files(folder: Path) -> tuple[str, ...]:
         if item.is_file() and not any(part.startswith(".") for part in rel.parts):
             files.append(rel.as_posix())
     return tuple(files)
-
-
-def content_hash(folder: Path, files: Iterable[str]) -> str:
-    """SHA-256 over each file's name and bytes: the ``dir`` source's revision (the same
-    algorithm as the watcher's; tests/worker checks they agree)."""
-    outer = hashlib.sha256()
-    for rel in files:
-        inner = hashlib.sha256()
-        with (folder / rel).open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                inner.update(chunk)
-        outer.update(f"{rel}\0{inner.hexdigest()}\n".encode())
-    return outer.hexdigest()
 
 
 def _copy_dir(release: ReleaseDetected, partial: Path) -> None:

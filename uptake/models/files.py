@@ -7,8 +7,10 @@ are ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,16 @@ def check_model_dir(path: Path) -> WeightFiles:
     if weights.problem is not None:
         raise InputError(f"refusing to load {path}: {weights.problem}")
     return weights
+
+
+def folder_content_hash(folder: Path, files: Iterable[str]) -> str:
+    """SHA-256 over each file's name and bytes: a ``dir`` release's revision. The watcher
+    computes it on detection and the worker checks its copy against it, so it is defined once."""
+    outer = hashlib.sha256()
+    for rel in files:
+        inner = hashlib.sha256()
+        with (folder / rel).open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                inner.update(chunk)
+        outer.update(f"{rel}\0{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()

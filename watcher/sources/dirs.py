@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from uptake.models.files import MalformedWeights, read_safetensors_header_params
+from uptake.models.files import folder_content_hash as content_hash
 from uptake.watcher_config import DirSourceConfig
 from watcher.faults import SourceFault
 from watcher.snapshot import RepoSnapshot
@@ -138,18 +139,6 @@ def _scan_folder(repo_id: str, path: Path) -> _Folder:
         in_progress,
         unsafe,
     )
-
-
-def content_hash(path: Path, files: tuple[str, ...]) -> str:
-    """SHA-256 over every visible file's name and bytes: the folder's revision."""
-    outer = hashlib.sha256()
-    for rel in files:
-        inner = hashlib.sha256()
-        with (path / rel).open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                inner.update(chunk)
-        outer.update(f"{rel}\0{inner.hexdigest()}\n".encode())
-    return outer.hexdigest()
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
