@@ -11,7 +11,7 @@ from serving.service import ServingService, served_models
 from uptake.commands import ConfigOption, settings_from
 from uptake.errors import DependencyError
 from uptake.service_runtime import resolved_settings, stop_event
-from uptake.stack.probes import mlflow_healthy
+from uptake.stack.probes import wait_for_mlflow
 
 console = Console(stderr=True)
 
@@ -37,7 +37,7 @@ def serve(
     settings = resolved_settings(settings_from(config))
     if engine is not None and engine not in ("transformers", "vllm"):
         raise typer.BadParameter(f"{engine!r}: choose transformers or vllm", param_hint="--engine")
-    if not mlflow_healthy(settings.tracking_uri, timeout_s=5):
+    if not wait_for_mlflow(settings.tracking_uri, within_s=45):
         raise DependencyError(f"MLflow is not reachable at {settings.tracking_uri}")
     service = ServingService(
         settings, models=served_models(settings, model), engine=engine, host=host, port=port

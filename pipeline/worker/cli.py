@@ -15,7 +15,7 @@ from rich.console import Console
 from pipeline.worker.service import GROUP, WorkerService, WorkerStats
 from uptake.commands import ConfigOption, settings_from
 from uptake.errors import DependencyError
-from uptake.stack.probes import mlflow_healthy
+from uptake.stack.probes import wait_for_mlflow
 
 console = Console(stderr=True)
 
@@ -65,7 +65,7 @@ def worker(
     service = WorkerService(  # a ConfigError here: one line, exit 2
         settings, name=name, gpus=gpus, group_id=group, static_membership=static
     )
-    if not mlflow_healthy(service.settings.tracking_uri, timeout_s=10):
+    if not wait_for_mlflow(service.settings.tracking_uri, within_s=45):
         raise DependencyError(f"MLflow is not reachable at {service.settings.tracking_uri}")
     if not once:
         service.run()

@@ -211,6 +211,10 @@ class Job:
                 )
             log.info("run %s is leased by %s; waiting", self.run_id, holder.owner)
             time.sleep(min(self.spec.heartbeat_s, max(0.2, holder.expires_at - time.time())))
+        # the holder may have registered and released between our last look and the take
+        if self.retrying("MLflow lookup", self.registered) is not None:
+            lease.release()
+            return False
         self.lease = lease
         lease.start()
         return True

@@ -59,7 +59,10 @@ def test_up_starts_healthy_stack_and_sigint_leaves_no_orphans(tmp_path: Path) ->
             "uptake.decisions",
             "uptake.dlq",
         }
-        output = (tmp_path / "up.log").read_text()
+        # stack.json lists a service as it starts; the table follows once the last is healthy
+        while "Ctrl-C stops everything." not in (output := (tmp_path / "up.log").read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None, output
+            time.sleep(1)
         assert "MLflow UI: http://127.0.0.1:" in output and "Kafka bootstrap: 127.0.0.1:" in output
         components = json.loads((home / "stack.json").read_text())["components"]
         assert set(components) == {

@@ -86,9 +86,10 @@ def test_demo_adopts_two_releases_end_to_end(tmp_path: Path) -> None:
     } == release_ids
 
     # the champion alias points at the version the gate chose last
-    promoted = [v.version for v in versions if v.tags.get(DECISION_TAG) == "promoted"]
+    # MLflow's SQL store gives versions as int, its REST API (the demo's) as str
+    promoted = [str(v.version) for v in versions if v.tags.get(DECISION_TAG) == "promoted"]
     assert promoted, [v.tags for v in versions]
-    champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS).version
+    champion = str(client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS).version)
     assert champion == promoted[-1] == result.champion
 
     # serving answered with that version's header

@@ -93,6 +93,7 @@ def resumed(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
         _kill_when(child, ready, what)
     # another worker: the dead holder's lease is still live, so it waits for it to lapse
     dead_lease = read_lease(c, _key_runs(c, key.digest)[0].info.run_id)
+    read_at = time.time()
     started = time.monotonic()
     outcome = run_job(spec.model_copy(update={"attempt": 4, "worker": "w-second"}))
     return {
@@ -101,6 +102,7 @@ def resumed(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
         "outcome": outcome,
         "waited_s": time.monotonic() - started,
         "dead_lease": dead_lease,
+        "lease_read_at": read_at,
         "client": c,
     }
 
@@ -134,7 +136,7 @@ def test_the_new_owner_waited_for_the_lease(resumed) -> None:
     from datetime import datetime
 
     dead = resumed["dead_lease"]
-    assert dead.owner == "w-first" and dead.live()
+    assert dead.owner == "w-first" and dead.live(now=resumed["lease_read_at"])
     run = _key_runs(resumed["client"], resumed["key"].digest)[0]
     fetch_started = datetime.fromisoformat(run.data.tags[stage_time_tag("fetch", "started")])
     assert fetch_started.timestamp() >= dead.expires_at

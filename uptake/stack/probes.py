@@ -51,3 +51,17 @@ def mlflow_healthy(tracking_uri: str, timeout_s: float = 3.0) -> bool:
         return httpx.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def wait_for_mlflow(tracking_uri: str, within_s: float = 60.0) -> bool:
+    """True once MLflow answers within ``within_s``: a service started right after the server
+    (``uptake up``, compose) must ride out a slow first answer on a loaded machine, not exit."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while True:
+        if mlflow_healthy(tracking_uri, timeout_s=min(10.0, max(1.0, within_s))):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
