@@ -27,6 +27,24 @@ from uptake.stack.process import free_port
 POSTGRES_URL_ENV = "UPTAKE_TEST_POSTGRES_URL"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.one_backend``: a whole-flow test (real trainings, kills, several workers)
+    runs on one MLflow store, PostgreSQL when it is configured (what production runs), else
+    SQLite. The store-specific calls it makes are covered on both stores by the lighter tests;
+    running each flow twice only doubled the suite's longest tests."""
+    keep = "postgres" if os.environ.get(POSTGRES_URL_ENV) else "sqlite"
+    dropped = [
+        item
+        for item in items
+        if item.get_closest_marker("one_backend") is not None
+        and (callspec := getattr(item, "callspec", None)) is not None
+        and callspec.params.get("mlflow_server", keep) != keep
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Captured output as UTF-8 text: the fuzz tests feed lone surrogates, and pytest-xdist

@@ -31,3 +31,6 @@ class WorkerSettings(ConfigModel):
     eval_batch_size: int = Field(16, ge=1)
     eval_max_new_tokens: int | None = Field(None, ge=1)  # None: the suite's own limits
     progress_interval_s: float = Field(2.0, ge=0)  # least time between two run.stage events
+    # fork each job from a server that imported torch/transformers/TRL/MLflow once at start
+    # (uptake.bus.jobs.preloaded_context); False: spawn each job afresh
+    preload: bool = True

@@ -432,6 +432,9 @@ def run_job(spec: JobSpec) -> JobOutcome:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpus
     import mlflow
 
+    from uptake.models import render_child
+
+    render_child.prewarm()  # preflight's template render: its child imports while we fetch
     mlflow.set_tracking_uri(spec.tracking_uri)  # the eval engine's logging uses the global URI
     job = Job(spec)
     try:

@@ -3,8 +3,10 @@
 One worker runs one job at a time (one GPU or GPU set each); more workers in the group
 ``uptake-pipeline`` take other partitions of the releases topic (docs/scaling.md). For each
 release the worker fans out into one job per track that accepts the release's source and runs
-the jobs one after the other, each in a spawned child (``uptake.bus.jobs.ChildJob``: its own
-CUDA context, the job deadline enforced), from a ``ThreadJob`` so the consumer keeps polling
+the jobs one after the other, each in a child process (``uptake.bus.jobs.ChildJob``: its own
+CUDA context, the job deadline enforced), forked from a server that imported torch,
+transformers, TRL and MLflow once when the worker started (``worker.preload``; spawned afresh
+without it), from a ``ThreadJob`` so the consumer keeps polling
 with its partitions paused. The offset is committed only after every job of the release ended,
 registered or with its failure recorded (``run.failed``), so a crash before that redelivers
 the release, and the job's own idempotency (its key looked up in MLflow, its lease) makes the
@@ -34,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,7 +44,7 @@ from pydantic import ValidationError
 from pipeline.worker.job_spec import JobSpec, spec_for
 from pipeline.worker.live import ProgressBoard, RunFeed
 from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
-from uptake.bus.jobs import STOP_GRACE_S, ChildJob, JobOutcome, LongJob
+from uptake.bus.jobs import STOP_GRACE_S, ChildJob, JobOutcome, LongJob, preloaded_context
 from uptake.errors import ConfigError, describe_exception
 from uptake.events import Event, ReleaseDetected, RunFailed
 from uptake.service_runtime import on_stop_signals, one_line, resolved_settings
@@ -107,6 +110,23 @@ def static_by_default(settings: Settings) -> bool:
     info = read_stack_info(settings)
     embedded = info is not None and info.embedded_broker
     return not (embedded and info is not None and info.kafka_bootstrap == settings.kafka_bootstrap)
+
+
+# what every job imports: the forkserver imports them once, each job forks with them loaded
+PRELOAD_MODULES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "mlflow",
+    "huggingface_hub",
+    "pipeline.worker.job",
+    "pipeline.train",
+    "pipeline.train.config",
+    "pipeline.train.stages",
+    "trl.trainer.sft_trainer",
+    "pipeline.eval",
+)
 
 
 def default_target() -> JobTarget:
@@ -179,10 +199,18 @@ class WorkerService:
         self.producer: EventProducer | None = None
         self.consumer: EventConsumer | None = None
         self._stop = threading.Event()
+        self._context: BaseContext | None = None
+
+    def _job_context(self) -> BaseContext | None:
+        """The forkserver jobs fork from (started once, ``worker.preload``), or None: spawn."""
+        if self.settings.worker.preload and self._context is None:
+            self._context = preloaded_context(PRELOAD_MODULES)
+        return self._context
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _open(self) -> EventConsumer:
+        self._job_context()  # the server imports while the consumer joins its group
         t = self.settings.kafka.topics
         ensure_topics(self.settings, [t.releases, t.runs, t.dlq])
         self.producer = EventProducer(self.settings, producer_name=PRODUCER)
@@ -346,7 +374,7 @@ class WorkerService:
             name=f"job-{track.name}",
             deadline_s=self.settings.worker.job_deadline_s,
         )
-        child = ChildJob(job)
+        child = ChildJob(job, context=self._job_context())
         board.set_state(track.name, "running")
         log.info("%s [%s]: job started (pid %s)", spec.release.release_id, track.name, child.pid)
         while not child.done(wait_s=0.2):

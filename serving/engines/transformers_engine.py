@@ -14,7 +14,8 @@ that the thread fills through ``loop.call_soon_threadsafe``.
 Prompts are rendered the way evaluation renders them, so the served champion scores what its
 directory scored: the model's chat template, or uptake's ChatML when it has none. uptake's own
 templates render in process; a release's own template is untrusted code and renders in a
-bounded child (``render_bounded``), which costs a process start per batch (docs/serving.md).
+bounded child (``render_bounded``), one per batch, taken warm from ``render_child``'s spare
+(docs/serving.md).
 """
 
 from __future__ import annotations

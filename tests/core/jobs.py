@@ -76,3 +76,11 @@ def consume_forever(group: str, marker: str, block: str) -> None:
 
 if __name__ == "__main__":
     consume_forever(sys.argv[1], sys.argv[2], sys.argv[3])
+
+
+def report_start(path: str, var: str) -> None:
+    """Write what the child started with: its parent, an env var, whether torch was loaded."""
+    import json
+
+    facts = {"ppid": os.getppid(), "var": os.environ.get(var), "torch": "torch" in sys.modules}
+    Path(path).write_text(json.dumps(facts))

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,12 +20,12 @@ import pytest
 from kafka.errors import MessageSizeTooLargeError
 
 from tests.core.events_factory import RID, one_of_each
-from tests.core.jobs import deaf_job, failing_job, refusing_job, slow_job
+from tests.core.jobs import deaf_job, failing_job, refusing_job, report_start, slow_job
 from tests.core.kafka_helpers import committed_offset, read_topic
 from tests.core.proc_helpers import alive
 from uptake.bus import EventConsumer, EventProducer, LongJob, ensure_topics
 from uptake.bus.dead_letters import MAX_RECORD_BYTES, PAYLOAD_BYTES, dead_letter
-from uptake.bus.jobs import MESSAGE_CHARS, ChildJob
+from uptake.bus.jobs import MESSAGE_CHARS, ChildJob, preloaded_context
 from uptake.errors import PermanentError
 from uptake.events import DeadLetter, RunStage, decode_event
 from uptake.settings import Settings
@@ -268,6 +269,44 @@ def test_a_child_with_a_1_mb_error_message_finishes_and_is_reported_truncated() 
     assert outcome.message.startswith("RuntimeError: xxx") and "more chars" in outcome.message
     assert len(outcome.message) <= MESSAGE_CHARS + 50
     assert outcome.retryable  # an untyped exception keeps the old default: retried
+
+
+def test_a_forkserver_child_has_the_preload_and_the_callers_environment_of_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``preloaded_context``: the job forks from a server that imported torch once, yet sees
+    an env var set after the server started (a token, CUDA_VISIBLE_DEVICES); spawning
+    imports nothing ahead."""
+    ctx = preloaded_context(["torch"])
+    monkeypatch.setenv("UPTAKE_TEST_LATE_VAR", "set-after-the-server")
+    facts = {}
+    for name, context in (("forked", ctx), ("spawned", None)):
+        out = tmp_path / f"{name}.json"
+        child = ChildJob(LongJob(report_start, (str(out), "UPTAKE_TEST_LATE_VAR")), context=context)
+        try:
+            assert _wait_done(child, 120)
+        finally:
+            child.stop(grace_s=1)
+        assert child.outcome.ok, child.outcome
+        facts[name] = json.loads(out.read_text())
+    assert facts["forked"]["var"] == facts["spawned"]["var"] == "set-after-the-server"
+    assert facts["forked"]["torch"] and not facts["spawned"]["torch"]
+    assert facts["forked"]["ppid"] != os.getpid() == facts["spawned"]["ppid"]
+
+
+def test_a_forkserver_child_killed_by_a_signal_is_reported_crashed(tmp_path: Path) -> None:
+    marker = tmp_path / "slow.log"
+    child = ChildJob(LongJob(slow_job, (str(marker), 600.0)), context=preloaded_context(["torch"]))
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert time.monotonic() < deadline and not child.done(wait_s=0.1)
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        assert _wait_done(child, 30)
+    finally:
+        child.stop(grace_s=1)
+    assert child.outcome.reason == "crashed" and "signal 9" in (child.outcome.message or "")
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ from uptake.bus.topics import topic_for
 from uptake.events import AlertRaised, ChampionChanged, decode_event
 from uptake.mlflow_contract import SERVED_AT_TAG
 
+pytestmark = pytest.mark.one_backend  # swaps under load: on one MLflow store
+
 HEADER = "x-uptake-model-version"
 PROMPT = [{"role": "user", "content": "Which statute governs the deadline?"}]
 KEY_ENV = "UPTAKE_TEST_SERVING_KEY"

@@ -19,7 +19,7 @@ from uptake.events import ReleaseDetected, release_id
 from uptake.mlflow_contract import CHALLENGER_ALIAS, RELEASE_ID_TAG
 from uptake.testing.tiny_models import TinyModelSpec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 # Qwen2, no chat template of its own, pad == EOS: preflight adapts, the recipe stays the same
 QUIRKY = TinyModelSpec(arch="qwen2", chat_template="none", pad_equals_eos=True)

@@ -31,7 +31,7 @@ from uptake.bus.jobs import ChildJob, LongJob
 from uptake.mlflow_contract import stage_time_tag
 
 # three spawned children (each imports torch, transformers, MLflow) and four trainings
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend, pytest.mark.timeout(1800)]
 
 
 def _key_runs(c: MlflowClient, digest: str) -> list[Any]:

@@ -68,6 +68,7 @@ def _worker_settings(stack: Settings, tmp: Path, tracks: list) -> Settings:
     )
 
 
+@pytest.mark.one_backend
 @pytest.mark.timeout(900)  # a real job on each of two workers (on a loaded 2-core machine)
 def test_a_second_worker_joining_mid_job_waits_on_the_lease_one_version(
     stack: Settings, drops: Path, unique, tmp_path: Path

@@ -2,7 +2,9 @@
 
 Training takes hours; a consumer that blocks that long misses ``max_poll_interval_ms`` and is
 evicted from its group, and its message is handed to another member. Running the job in a
-spawned child lets the parent keep calling ``poll()`` with its partitions paused.
+spawned child lets the parent keep calling ``poll()`` with its partitions paused. A long-lived
+caller can fork its children from a server that imported the heavy modules once instead
+(``preloaded_context``).
 
 Three things keep a job from holding its partitions forever: the child's report is bounded
 and the parent drains the pipe while it waits (a report larger than the pipe's buffer used
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -88,7 +92,28 @@ def _failure_of(exc: BaseException) -> JobOutcome:
     )
 
 
-def _child_main(conn: Connection, job: LongJob) -> None:
+def preloaded_context(modules: Sequence[str]) -> BaseContext:
+    """A ``forkserver`` context whose server imports ``modules`` once, started now.
+
+    A spawned child imports torch, transformers, TRL and MLflow again for every job: seconds
+    each time, which a long-lived worker pays once this way. The server is a fresh process
+    (started by spawning, never forked from the caller, so no Kafka socket or thread reaches
+    it), and importing torch starts no CUDA context: every job forked from it still gets its
+    own. A module that fails to import is only not preloaded; the child imports it as before.
+    """
+    from multiprocessing import forkserver
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(modules))
+    forkserver.ensure_running()
+    return ctx
+
+
+def _child_main(conn: Connection, job: LongJob, env: dict[str, str]) -> None:
+    # a forkserver child starts from the server's environment: take the parent's of now (a
+    # token env var or CUDA_VISIBLE_DEVICES set after the server started)
+    os.environ.clear()
+    os.environ.update(env)
     try:
         job.target(*job.args, **job.kwargs)
     except BaseException as exc:
@@ -105,12 +130,16 @@ class ChildJob:
     (SIGTERM, then SIGKILL ``grace_s`` later), so the caller keeps polling Kafka meanwhile.
     """
 
-    def __init__(self, job: LongJob, *, grace_s: float = STOP_GRACE_S) -> None:
-        ctx = mp.get_context("spawn")
+    def __init__(
+        self, job: LongJob, *, grace_s: float = STOP_GRACE_S, context: BaseContext | None = None
+    ) -> None:
+        ctx = context or mp.get_context("spawn")
         self.job = job
         self._grace_s = grace_s
         self._reader, writer = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=_child_main, args=(writer, job), name=job.name)
+        self._process = ctx.Process(
+            target=_child_main, args=(writer, job, dict(os.environ)), name=job.name
+        )
         self._process.start()
         writer.close()
         self._deadline = time.monotonic() + job.deadline_s

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
@@ -25,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from uptake.errors import InputError
+from uptake.models import render_child
 from uptake.models.template_child import HOSTILE_EXIT, TOO_LARGE_EXIT
 
 TemplateName = Literal["chatml", "chatml_training"]
@@ -47,9 +47,10 @@ def chatml_training() -> str:
     return chat_template("chatml_training")
 
 
-# Wall time for one bounded render, the child's start included: ~2 s on an idle machine, over
-# 10 s on a loaded 2-core one (`uptake demo`'s valid template was refused there at 10 s). A
-# looping template is stopped by the CPU bound too, which a busy machine does not eat into.
+# Wall time for one bounded render, the child's start included when no spare was warm: ~2 s on
+# an idle machine, over 10 s on a loaded 2-core one (`uptake demo`'s valid template was refused
+# there at 10 s). A looping template is stopped by the CPU bound too, which a busy machine does
+# not eat into.
 RENDER_TIMEOUT_S = 20.0
 RENDER_CPU_S = 10.0  # CPU seconds of one render (RLIMIT_CPU in the child)
 RENDER_TIMEOUT_PER_CONVERSATION_S = 0.005
@@ -105,19 +106,16 @@ def render_bounded(
         "memory_bytes": RENDER_MEMORY_BYTES,
         "cpu_s": int(min(timeout_s, RENDER_CPU_S + extra_s)) + 1,
     }
+    child = render_child.take()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "uptake.models.template_child"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        stdout, stderr = child.communicate(json.dumps(request), timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
         raise TemplateRenderError(
             f"the chat template did not render within {timeout_s:g} s"
         ) from None
+    done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     if done.returncode == TOO_LARGE_EXIT:
         raise TemplateRenderError(
             f"the chat template rendered more than {max_chars:,} characters for one prompt"

@@ -1,7 +1,8 @@
 """The child process of ``render_bounded``: renders chat templates read from stdin as JSON.
 
-Run as ``python -m uptake.models.template_child``; it limits its own memory and CPU time before
-the template runs, and the parent kills it at its wall-time limit. It renders with
+Run as ``python -m uptake.models.template_child``; it imports the renderer, then reads its request
+(so a spare started ahead is warm: ``render_child.py``) and limits its own memory and CPU time
+before the template runs, and the parent kills it at its wall-time limit. It renders with
 transformers' own ``render_jinja_template`` (a jinja2 ``ImmutableSandboxedEnvironment``), so the
 text is the one ``apply_chat_template`` gives. Each conversation is rendered alone: one that the
 template rejects gets its error, the others their text. A text over ``max_chars`` (or all of
@@ -33,15 +34,24 @@ def _render_one(request: dict[str, Any], conversation: list[dict[str, Any]], gen
 
 
 def _limit(memory_bytes: int, cpu_s: int) -> None:
-    """Bound this process before the template runs (the parent also kills it at its timeout)."""
+    """Bound this process before the template runs (the parent also kills it at its timeout).
+    The CPU limit counts from now: the import before the request is not the template's."""
     import resource
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = int(usage.ru_utime + usage.ru_stime) + 1
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_CPU, (used + cpu_s, used + cpu_s + 1))
 
 
 def main() -> int:
-    request = json.loads(sys.stdin.read())
+    # imported before the request arrives: a spare child (render_child.py) is warm when taken
+    import transformers.utils.chat_template_utils  # noqa: F401
+
+    data = sys.stdin.read()
+    if not data:  # a spare whose parent exited without taking it
+        return 0
+    request = json.loads(data)
     _limit(request["memory_bytes"], request["cpu_s"])
     results: list[dict[str, str]] = []
     total = 0
