@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from uptake.cost_options import GpuHourPriceOption, PriceInOption, PriceOutOption
 from uptake.errors import DependencyError, InputError, describe_validation_error
 
 EVAL_EXPERIMENT = "uptake-eval"  # where `uptake eval --mlflow` logs (external models too)
@@ -155,22 +156,9 @@ def eval_command(
             "--repo-id", help="Hub repo the model came from (matched against the allow-list)."
         ),
     ] = None,
-    price_in: Annotated[
-        float | None,
-        typer.Option("--price-in", min=0, help="Price per million prompt tokens (cost per task)."),
-    ] = None,
-    price_out: Annotated[
-        float | None,
-        typer.Option("--price-out", min=0, help="Price per million generated tokens."),
-    ] = None,
-    gpu_hour_price: Annotated[
-        float | None,
-        typer.Option(
-            "--gpu-hour-price",
-            min=0,
-            help="Price of a GPU hour (self-hosted): cost per task from the generation time.",
-        ),
-    ] = None,
+    price_in: PriceInOption = None,
+    price_out: PriceOutOption = None,
+    gpu_hour_price: GpuHourPriceOption = None,
     to_mlflow: Annotated[
         bool,
         typer.Option(

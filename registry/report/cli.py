@@ -12,6 +12,7 @@ from registry.mlflow_registry import Registry
 from registry.report.cost import Price
 from registry.report.write import write_all, write_version
 from uptake.commands import ConfigOption, settings_from
+from uptake.cost_options import GpuHourPriceOption, PriceInOption, PriceOutOption
 from uptake.errors import DependencyError, InputError, describe_validation_error
 from uptake.service_runtime import resolved_settings
 from uptake.stack.probes import mlflow_healthy
@@ -31,25 +32,9 @@ def report(
     every: Annotated[
         bool, typer.Option("--all", help="A page for every version plus index.html with the table.")
     ] = False,
-    price_in: Annotated[
-        float | None,
-        typer.Option(
-            "--price-in",
-            min=0,
-            help="Price per million prompt tokens, for runs that logged no cost.",
-        ),
-    ] = None,
-    price_out: Annotated[
-        float | None, typer.Option("--price-out", min=0, help="Price per million generated tokens.")
-    ] = None,
-    gpu_hour_price: Annotated[
-        float | None,
-        typer.Option(
-            "--gpu-hour-price",
-            min=0,
-            help="Price of a GPU hour (self-hosted), with the logged generation time.",
-        ),
-    ] = None,
+    price_in: PriceInOption = None,  # for runs that logged no cost
+    price_out: PriceOutOption = None,
+    gpu_hour_price: GpuHourPriceOption = None,
     no_mlflow_log: Annotated[
         bool, typer.Option("--no-log", help="Do not log the plots to the MLflow run.")
     ] = False,
@@ -60,9 +45,7 @@ def report(
     if every and version is not None:
         raise InputError("--all reports every version: leave out --version")
     try:
-        price = None
-        if any(p is not None for p in (price_in, price_out, gpu_hour_price)):
-            price = Price(in_per_mtok=price_in, out_per_mtok=price_out, gpu_hour=gpu_hour_price)
+        price = Price.of(price_in, price_out, gpu_hour_price)
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc)) from None
     name = model or (

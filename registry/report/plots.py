@@ -124,22 +124,15 @@ def cost_plot(points: Sequence[CostPoint]) -> bytes:
     for p in priced:
         color = _KIND_COLORS[p.kind]
         size = 90 if p.this_version else 50
-        ax.scatter(
-            p.cost_per_task,
-            100 * p.all_pass,
-            marker="o",
-            s=size,
-            color=color,
-            edgecolors="black" if p.this_version else "none",
-        )
-        ax.scatter(
-            p.cost_per_task,
-            100 * p.criterion,
-            marker="^",
-            s=size,
-            color=color,
-            edgecolors="black" if p.this_version else "none",
-        )
+        for score, marker in ((p.all_pass, "o"), (p.criterion, "^")):
+            ax.scatter(
+                p.cost_per_task,
+                100 * score,
+                marker=marker,
+                s=size,
+                color=color,
+                edgecolors="black" if p.this_version else "none",
+            )
         ax.annotate(
             p.label,
             (p.cost_per_task, 100 * p.criterion),

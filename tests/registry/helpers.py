@@ -15,7 +15,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +26,7 @@ from mlflow.entities import Metric, RunTag
 from pipeline.eval import EvalResult, TaskResult, compute_metrics, eval_metrics, save_results
 from pipeline.worker.job_spec import JobKey
 from pipeline.worker.register import candidate_event, register_candidate
+from tests.waiting import wait_for  # noqa: F401  (re-exported: the registry tests import it here)
 from uptake.events import CandidateRegistered, release_id
 from uptake.mlflow_contract import (
     BASE_MODEL_TAG,
@@ -149,17 +149,6 @@ class Worker:
         return candidate_event(
             mv, model, run_id, metrics, release_id=rid, suite_sha=suite_sha, producer="test-worker"
         )
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
-        time.sleep(0.2)
 
 
 # --- loopback HTTP receivers (Slack, PagerDuty, generic webhook) ----------------------------

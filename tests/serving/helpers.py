@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tests import waiting
 from uptake.mlflow_contract import CHAMPION_ALIAS, RELEASE_ID_TAG
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
@@ -49,11 +49,5 @@ class Registrar:
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
-        time.sleep(0.1)
+    """``tests.waiting.wait_for`` with serving's longer default (a model loads meanwhile)."""
+    return waiting.wait_for(predicate, timeout_s, what, poll_s=0.1)
