@@ -124,7 +124,11 @@ def test_duplicate_source_names_and_env_only_webhook_secret(tmp_path: Path) -> N
         load_settings(path)
 
 
-def test_up_starts_the_watcher_and_waits_for_its_health(settings: Settings) -> None:
+@pytest.mark.one_backend
+def test_up_starts_the_watcher_and_waits_for_its_health(mlflow_settings: Settings) -> None:
+    """The services start against the test MLflow (without one, serving waits for an MLflow on
+    the default port and gives up: the test passed only while another test's MLflow sat there)."""
+    settings = mlflow_settings
     stack = LocalStack(settings)  # no sources configured: the watcher idles and serves HTTP
     stack.start(("services",))
     try:
