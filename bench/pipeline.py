@@ -1,6 +1,6 @@
 """Benchmark (CPU): tiny-model releases through a running pipeline worker.
 
-    .venv/bin/python bench/pipeline.py [--steps 30] [--long-steps 150] [--tasks 16]
+    .venv/bin/python bench/pipeline.py [--steps 30] [--long-steps 300] [--tasks 16]
         [--out bench/results/pipeline.json]
 
 Starts its own embedded broker and MLflow server (SQLite) in a temporary directory, builds
@@ -174,7 +174,7 @@ def _measure(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="training steps of a short job")
-    parser.add_argument("--long-steps", type=int, default=150, help="of the long job")
+    parser.add_argument("--long-steps", type=int, default=300, help="of the long job")
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = parser.parse_args(argv)

@@ -142,7 +142,6 @@ class Job:
             self.retrying("lease check", self.lease.fence)
         rid = self.run_id
         assert rid is not None
-        self.retrying("stage tag", lambda: self.client.set_tag(rid, STAGE_TAG, stage))
         self.retrying("stage tag", lambda: mark_stage(self.client, rid, stage, "started"))
         self.events.stage(stage, force=True, message="started")
         with stage_timer(self.spec.stage_timeout_s, stage):

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.train.mlflow_log import ensure_experiment
 from pipeline.worker.job_spec import JobKey, JobSpec
-from pipeline.worker.tags import JOB_KEY_TAG
+from pipeline.worker.tags import JOB_KEY_TAG, STAGE_TAG
 from uptake.mlflow_contract import (
     BASE_MODEL_TAG,
     BASE_REVISION_TAG,
@@ -84,7 +84,14 @@ def canonical_run(client: Any, spec: JobSpec, key: JobKey) -> Any:
 
 
 def mark_stage(client: Any, run_id: str, stage: str, edge: str) -> None:
-    client.set_tag(run_id, stage_time_tag(stage, edge), now_iso())  # type: ignore[arg-type]
+    """Record ``stage``'s ``edge`` (started/ended) time; on start also the current-stage tag,
+    both in one request (a job makes two of these per stage, each a round trip to MLflow)."""
+    from mlflow.entities import RunTag
+
+    tags = [RunTag(stage_time_tag(stage, edge), now_iso())]  # type: ignore[arg-type]
+    if edge == "started":
+        tags.append(RunTag(STAGE_TAG, stage))
+    client.log_batch(run_id, tags=tags)
 
 
 def run_url(tracking_uri: str, exp_id: str, run_id: str) -> str:
