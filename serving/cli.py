@@ -10,7 +10,7 @@ from rich.console import Console
 from serving.service import ServingService, served_models
 from uptake.commands import ConfigOption, settings_from
 from uptake.errors import DependencyError
-from uptake.service_runtime import resolved_settings, stop_event
+from uptake.service_runtime import freeze_after_imports, resolved_settings, stop_event
 from uptake.stack.probes import wait_for_mlflow
 
 console = Console(stderr=True)
@@ -43,6 +43,7 @@ def serve(
         settings, models=served_models(settings, model), engine=engine, host=host, port=port
     )
     stop = stop_event()
+    freeze_after_imports(("mlflow", *service.manager.engine.libraries))
     service.start()
     console.print(f"serving {', '.join(service.models)} on {service.url}/v1")
     try:

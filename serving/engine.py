@@ -80,6 +80,7 @@ class Engine(Protocol):
     version serving."""
 
     name: str
+    libraries: tuple[str, ...]  # modules a load imports (the CLI imports them first, then freezes)
 
     async def load(self, registered_model: str, version: str, model_dir: Path) -> LoadedVersion: ...
 

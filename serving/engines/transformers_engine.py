@@ -196,10 +196,15 @@ class TransformersVersion:
     async def close(self) -> None:
         self._closed.set()
         self._queue.put(None)
-        await asyncio.to_thread(self._thread.join, 30)
-        self.model = None  # the weights go with the last reference
+        await asyncio.to_thread(self._free)
+
+    def _free(self) -> None:
+        """Join the batching thread and drop the weights, off the event loop: a full
+        collection pauses every thread, and the loop must keep answering on the new version."""
         import gc
 
+        self._thread.join(30)
+        self.model = None  # the weights go with the last reference
         gc.collect()
         if self.device.type == "cuda":
             import torch
@@ -435,6 +440,7 @@ class TransformersEngine:
     """Loads versions in process (CPU or CUDA); ``load`` returns a warmed version."""
 
     name = "transformers"
+    libraries: tuple[str, ...] = ("torch", "transformers", "transformers.modeling_utils")
 
     def __init__(
         self,

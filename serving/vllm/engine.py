@@ -185,6 +185,7 @@ class VllmEngine:
     """Loads versions as supervised vLLM servers; ``aclose`` stops every one still running."""
 
     name = "vllm"
+    libraries: tuple[str, ...] = ()  # vLLM runs in its own processes
 
     def __init__(
         self,
