@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -259,3 +261,21 @@ def test_an_older_watcher_store_on_postgresql_is_migrated(tmp_path: Path) -> Non
             store.close()
     finally:
         _drop_postgres_database(admin, name)
+
+
+def test_freeze_after_imports_leaves_later_cycles_collectable() -> None:
+    """In a fresh interpreter (freezing is process-wide): the named module is imported, what
+    was alive is frozen, and a cycle made afterwards is still collected."""
+    script = """
+import gc, sys
+from uptake.service_runtime import freeze_after_imports
+freeze_after_imports(("json",))
+assert "json" in sys.modules and gc.get_freeze_count() > 1000, gc.get_freeze_count()
+class Node: pass
+a, b = Node(), Node(); a.other, b.other = b, a
+del a, b
+assert gc.collect() >= 2
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
