@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.train.preflight import PreflightError
-from pipeline.train.recipe import PROFILES, Recipe, load_recipe
+from pipeline.train.recipe import PROFILES, Recipe, halved_batch, load_recipe
 from pipeline.train.results import ProgressHook, TrainProgress, TrainResult
 from uptake.commands import ConfigOption
 
@@ -116,6 +116,20 @@ def _bar_updater(bar: Progress) -> ProgressHook:
     return on_progress
 
 
+def _also_to_file(hook: ProgressHook, path: Path) -> ProgressHook:
+    """``hook``, and each update appended to ``path`` as one JSON line, from the main process
+    only: how a supervisor (the pipeline worker) follows a training it launched."""
+    from pipeline.train.stages import is_main_process
+
+    def on_progress(p: TrainProgress) -> None:
+        hook(p)
+        if is_main_process():
+            with path.open("a", encoding="utf-8") as f:
+                f.write(p.model_dump_json() + "\n")
+
+    return on_progress
+
+
 def _relaunch(**args: Any) -> None:
     """Run this command again under ``accelerate launch`` (``args``: ``accelerate_command``'s),
     one process per GPU; its exit status is ours."""
@@ -166,6 +180,17 @@ def register(app: typer.Typer) -> None:
         mlflow: bool = typer.Option(
             False, "--mlflow", help="log params, metrics and the model to MLflow"
         ),
+        run_id: str | None = typer.Option(
+            None, "--run-id", help="log into this MLflow run (implies --mlflow)"
+        ),
+        progress_file: Path | None = typer.Option(
+            None, "--progress-file", help="append each progress update to this file (JSON lines)"
+        ),
+        halve_batch: bool = typer.Option(
+            False,
+            "--halve-batch",
+            help="half the per-device batch, twice the accumulation (after an out-of-memory)",
+        ),
         config: ConfigOption = None,
     ) -> None:
         """Post-train MODEL with RECIPE; writes a merged, self-contained model to OUT/model."""
@@ -176,6 +201,9 @@ def register(app: typer.Typer) -> None:
         if profile is not None and profile not in PROFILES:
             raise InputError(f"--profile: expected one of {PROFILES}, got {profile!r}")
         resolved = spec.resolve(profile)  # type: ignore[arg-type]
+        if halve_batch:
+            resolved, note = halved_batch(resolved)
+            console.print(f"halved batch: {note}")
         settings = load_settings(config)  # exit 2 on a bad config, before any work
 
         from pipeline.train.launch import needs_launch
@@ -191,22 +219,29 @@ def register(app: typer.Typer) -> None:
                 resume=resume,
                 repo_id=repo_id,
                 config=config,
+                mlflow=mlflow,
+                run_id=run_id,
+                progress_file=progress_file,
+                halve_batch=halve_batch,
             )
             return
 
         from pipeline.train.trainer import train
 
-        run_id: str | None = None
+        logged_run: str | None = None
         with _progress_bar() as bar:
             on_progress = _bar_updater(bar)
-            if mlflow:
-                result, run_id = _train_logged(
+            if progress_file is not None:
+                on_progress = _also_to_file(on_progress, progress_file)
+            if mlflow or run_id is not None:
+                result, logged_run = _train_logged(
                     settings,
                     resolved,
                     model_dir=model,
                     out_dir=out,
                     resume=resume,
                     repo_id=repo_id,
+                    run_id=run_id,
                     on_progress=on_progress,
                     on_preflight=print_preflight,
                 )
@@ -222,5 +257,5 @@ def register(app: typer.Typer) -> None:
                     on_preflight=print_preflight,
                 )
         print_summary(result)
-        if run_id is not None:
-            console.print(f"logged to MLflow run {run_id}")
+        if logged_run is not None:
+            console.print(f"logged to MLflow run {logged_run}")

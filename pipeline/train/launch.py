@@ -34,6 +34,10 @@ def accelerate_command(
     repo_id: str | None = None,
     config: Path | None = None,
     mixed_precision: str = "bf16",
+    mlflow: bool = False,
+    run_id: str | None = None,
+    progress_file: Path | None = None,
+    halve_batch: bool = False,
 ) -> list[str]:
     """The exact command the CLI runs for ``--num-processes N`` (N > 1)."""
     cmd = [
@@ -79,4 +83,12 @@ def accelerate_command(
         cmd += ["--repo-id", repo_id]
     if config is not None:  # every rank reads the same settings (the allow-list, say)
         cmd += ["--config", str(config)]
+    if mlflow:
+        cmd.append("--mlflow")
+    if run_id:
+        cmd += ["--run-id", run_id]
+    if progress_file is not None:
+        cmd += ["--progress-file", str(progress_file)]
+    if halve_batch:
+        cmd.append("--halve-batch")
     return cmd

@@ -189,6 +189,28 @@ class Recipe(_Section):
         return out
 
 
+def halved_batch(recipe: Recipe) -> tuple[Recipe, str]:
+    """The recipe with every stage's per-device batch halved and accumulation doubled (the
+    same effective batch), and a note of the change for the run's tag."""
+    stages = recipe.stages
+    updates: dict[str, Any] = {}
+    notes = []
+    for name in ("sft", "dpo"):
+        stage = getattr(stages, name)
+        if stage is None:
+            continue
+        batch = max(1, stage.batch_size // 2)
+        accum = stage.gradient_accumulation_steps * (stage.batch_size // batch)
+        updates[name] = stage.model_copy(
+            update={"batch_size": batch, "gradient_accumulation_steps": accum}
+        )
+        notes.append(
+            f"{name}: batch {stage.batch_size}x{stage.gradient_accumulation_steps} -> "
+            f"{batch}x{accum}"
+        )
+    return recipe.model_copy(update={"stages": stages.model_copy(update=updates)}), "; ".join(notes)
+
+
 def detect_profile() -> ProfileName:
     """``gpu`` when CUDA is usable, else ``cpu``."""
     import torch

@@ -22,6 +22,7 @@ from pipeline.train.mlflow_log import DEFAULT_EXPERIMENT, log_refusal, log_train
 from pipeline.train.preflight import PreflightError, PreflightReport
 from pipeline.train.recipe import Recipe, load_recipe
 from pipeline.train.results import ProgressHook, TrainResult
+from pipeline.train.stages import is_main_process
 from pipeline.train.trainer import train
 
 
@@ -86,6 +87,9 @@ def train_and_log(
             reports[0], resolved, run_id=run_id, tracking_uri=tracking_uri, experiment=experiment
         )
         return TrainOutcome(status="refused", run_id=refused, preflight=reports[0], reason=str(exc))
+    report = PreflightReport.model_validate(result.preflight)
+    if not is_main_process():  # under accelerate every rank trains; the main one logs
+        return TrainOutcome(status="trained", run_id=run_id or "", result=result, preflight=report)
     logged = log_training(
         result,
         resolved,
@@ -94,5 +98,4 @@ def train_and_log(
         experiment=experiment,
         log_model=log_model,
     )
-    report = PreflightReport.model_validate(result.preflight)
     return TrainOutcome(status="trained", run_id=logged, result=result, preflight=report)

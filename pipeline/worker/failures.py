@@ -42,8 +42,14 @@ class StageTimeout(Exception):
     """A stage ran past ``stage_timeout_s``."""
 
 
+class LaunchedOutOfMemory(RuntimeError):
+    """A rank of a launched (multi-GPU) training ran out of memory: its log said so."""
+
+
 def is_oom(exc: BaseException) -> bool:
-    """A CUDA (or other accelerator) out-of-memory error from torch."""
+    """A CUDA (or other accelerator) out-of-memory error from torch, here or in a rank."""
+    if isinstance(exc, LaunchedOutOfMemory):
+        return True
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency

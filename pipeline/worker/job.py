@@ -31,14 +31,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.train.launch import needs_launch
+from pipeline.train.recipe import halved_batch
 from pipeline.worker.events import JobEvents, failure_event, one_line
 from pipeline.worker.failures import JobFailed, StageTimeout, is_oom, is_permanent, is_transient
 from pipeline.worker.fetch import fetch_release
 from pipeline.worker.job_spec import JobKey, JobSpec, job_key
-from pipeline.worker.lease import Lease, LeaseLost
+from pipeline.worker.launched_train import LaunchedTraining
+from pipeline.worker.lease import Lease, LeaseLost, read_lease
 from pipeline.worker.register import event_of_version, register_candidate, versions_of_key
 from pipeline.worker.runs import canonical_run, mark_stage, run_url
-from pipeline.worker.stages import Rate, cached_baseline, evaluate, halved_batch, holdout
+from pipeline.worker.stages import Rate, cached_baseline, evaluate, holdout
 from pipeline.worker.tags import (
     ATTEMPT_TAG,
     BASELINE_CACHED_TAG,
@@ -56,6 +59,7 @@ from uptake.mlflow_contract import (
     BASE_MODEL_TAG,
     BASE_REVISION_TAG,
     BASELINE_PREFIX,
+    CHALLENGER_ALIAS,
     CRITERION_PASS_RATE,
     RECIPE_SHA_TAG,
     RELEASE_ID_TAG,
@@ -151,15 +155,38 @@ class Job:
         return value
 
     def reemit(self, version: Any) -> JobOutcome:
+        if not self._registration_finished(version):
+            # the version was created, then the job died before the alias and the run's tags:
+            # it was never announced, so finish its registration as the dead job would have
+            log.warning("%s: finishing the registration of version %s", self.key, version.version)
+            self.client.set_registered_model_alias(
+                version.name, CHALLENGER_ALIAS, str(version.version)
+            )
+            self._mark_registered(version)
+        elif self.client.get_run(version.run_id).info.status != "FINISHED":
+            self.client.set_terminated(version.run_id, "FINISHED")
         event = event_of_version(self.client, version, self.events_producer_name)
         self.events.publish(event)
-        run = self.client.get_run(version.run_id)
-        if run.info.status != "FINISHED":
-            self.client.set_terminated(version.run_id, "FINISHED")
         log.info("%s already registered as version %s; re-published", self.key, version.version)
         return JobOutcome(ok=True)
 
     events_producer_name = "pipeline-worker"
+
+    def _registration_finished(self, version: Any) -> bool:
+        """Whether the version's run records its registration as done. While another worker's
+        live lease holds the run, that worker is finishing it right now: wait (up to two
+        lease terms) instead of racing it. A live lease in this worker's own name is a dead
+        earlier attempt (a worker runs one job at a time)."""
+        deadline = time.monotonic() + 2 * self.spec.lease_ttl_s
+        while True:
+            if REGISTERED_VERSION_TAG in self.client.get_run(version.run_id).data.tags:
+                return True
+            holder = read_lease(self.client, version.run_id)
+            if not holder.live() or holder.owner == self.spec.worker:
+                return False
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(min(self.spec.heartbeat_s, 0.5))
 
     def registered(self) -> Any | None:
         assert self.key is not None
@@ -317,10 +344,23 @@ class Job:
             if self.lease is not None and self.lease.lost.is_set():
                 raise LeaseLost(f"lease on run {rid} lost mid-training")
 
-        def attempt(r: Any) -> Path:
+        def attempt(halve: bool) -> Path:
+            if needs_launch(recipe.hardware.num_processes):  # several GPUs: accelerate's ranks
+                return LaunchedTraining(
+                    num_processes=recipe.hardware.num_processes,
+                    model_dir=model_dir,
+                    recipe=spec.track.recipe,
+                    profile=recipe.profile,
+                    out_dir=work / "train",
+                    run_id=rid,
+                    tracking_uri=spec.tracking_uri,
+                    allowlist=tuple(spec.allowlist),
+                    repo_id=spec.release.repo_id,
+                    halve_batch=halve,
+                ).run(progress)
             outcome = train_and_log(
                 model_dir,
-                r,
+                halved_batch(recipe)[0] if halve else recipe,
                 work / "train",
                 tracking_uri=spec.tracking_uri,
                 run_id=rid,
@@ -335,15 +375,15 @@ class Job:
             return Path(outcome.result.model_dir)
 
         try:
-            return attempt(recipe)
+            return attempt(halve=False)
         except Exception as exc:
             if not is_oom(exc):
                 raise
-            smaller, note = halved_batch(recipe)
+            note = halved_batch(recipe)[1]
             log.warning("out of memory in training; retrying once with %s", note)
             self.client.set_tag(rid, OOM_RETRY_TAG, note)
             self._free_accelerator()
-            return attempt(smaller)
+            return attempt(halve=True)
 
     @staticmethod
     def _free_accelerator() -> None:
@@ -376,11 +416,21 @@ class Job:
         version, _created = register_candidate(
             self.client, spec.track.registered_model, rid, key.digest, tags
         )
-        self.client.set_tag(rid, REGISTERED_MODEL_TAG, spec.track.registered_model)
-        self.client.set_tag(rid, REGISTERED_VERSION_TAG, str(version.version))
-        self.client.set_terminated(rid, "FINISHED")
+        self._mark_registered(version)
         self.events.publish(event_of_version(self.client, version, self.events_producer_name))
         return version
+
+    def _mark_registered(self, version: Any) -> None:
+        """The run's last writes: which version it became, then FINISHED (``reemit`` reads the
+        version tag to tell a finished registration from one a crash cut short)."""
+        from mlflow.entities import RunTag
+
+        tags = [
+            RunTag(REGISTERED_MODEL_TAG, version.name),
+            RunTag(REGISTERED_VERSION_TAG, str(version.version)),
+        ]
+        self.client.log_batch(version.run_id, tags=tags)
+        self.client.set_terminated(version.run_id, "FINISHED")
 
     # -- failure -------------------------------------------------------------------------------
 

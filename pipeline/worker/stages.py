@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pipeline.eval import EvalResult, Suite, load_results, run_eval, save_results
 from pipeline.eval.holdout import check_holdout
@@ -85,28 +84,6 @@ def holdout(recipe: Recipe, suite: Suite) -> None:
         check_holdout(recipe.stages.sft.data, suite)
     except Exception as exc:
         raise JobFailed("holdout", str(exc), retryable=False) from None
-
-
-def halved_batch(recipe: Recipe) -> tuple[Recipe, str]:
-    """The recipe with every stage's per-device batch halved and accumulation doubled (the
-    same effective batch), and a note of the change for the run's tag."""
-    stages = recipe.stages
-    updates: dict[str, Any] = {}
-    notes = []
-    for name in ("sft", "dpo"):
-        stage = getattr(stages, name)
-        if stage is None:
-            continue
-        batch = max(1, stage.batch_size // 2)
-        accum = stage.gradient_accumulation_steps * (stage.batch_size // batch)
-        updates[name] = stage.model_copy(
-            update={"batch_size": batch, "gradient_accumulation_steps": accum}
-        )
-        notes.append(
-            f"{name}: batch {stage.batch_size}x{stage.gradient_accumulation_steps} -> "
-            f"{batch}x{accum}"
-        )
-    return recipe.model_copy(update={"stages": stages.model_copy(update=updates)}), "; ".join(notes)
 
 
 class Rate:

@@ -57,12 +57,16 @@ def make_track(
     suite: list[dict[str, Any]] | None = None,
     suite_path: Path | None = None,
     sft: dict[str, Any] | None = None,
+    hardware: dict[str, Any] | None = None,
 ) -> Track:
     """A track directory with training data, a tiny recipe and a held-out suite."""
     directory = root / name
     directory.mkdir(parents=True, exist_ok=True)
     write_jsonl(directory / "train.jsonl", train_rows if train_rows is not None else memo_rows(32))
-    recipe = write_recipe(directory, max_length=96, stages={"sft": {**TINY_SFT, **(sft or {})}})
+    extra = {"hardware": hardware} if hardware else {}
+    recipe = write_recipe(
+        directory, max_length=96, stages={"sft": {**TINY_SFT, **(sft or {})}}, **extra
+    )
     if suite_path is None:
         suite_path = directory / "suite.jsonl"
         suite_path.write_text(

@@ -3,6 +3,7 @@ artifacts, the challenger alias and ``candidate.registered``; a duplicate adds n
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from mlflow import MlflowClient
 
 from pipeline.worker.job import run_job
 from pipeline.worker.job_spec import job_key
-from pipeline.worker.tags import JOB_KEY_TAG, REGISTERED_VERSION_TAG
+from pipeline.worker.tags import JOB_KEY_TAG, REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
 from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
 from tests.worker.runs_topic import of_type, run_events
 from uptake.mlflow_contract import (
@@ -24,6 +25,7 @@ from uptake.mlflow_contract import (
     CRITERION_PASS_RATE,
     DETECTED_AT_TAG,
     RECIPE_SHA_TAG,
+    RELEASE_CREATED_AT_TAG,
     RELEASE_ID_TAG,
     RESULTS_ARTIFACT,
     SUITE_SHA_TAG,
@@ -32,7 +34,9 @@ from uptake.mlflow_contract import (
     stage_time_tag,
 )
 
-pytestmark = pytest.mark.slow
+# a whole flow: on one MLflow store (the store-specific calls have their own tests on both)
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
+CREATED_AT = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)  # the release's commit time on the hub
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def adopted(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("tracks")
     repo = f"acme/{unique('base')}"
     build_release_dir(drops, repo)
-    release = dir_release(drops, repo)
+    release = dir_release(drops, repo).model_copy(update={"created_at": CREATED_AT})
     track = make_track(root, "legal", unique("uptake-legal"))
     spec = job_spec(stack, release, track)
     outcome = run_job(spec)
@@ -77,6 +81,7 @@ def test_release_becomes_a_registered_version(stack, adopted) -> None:
     for name in (RELEASE_ID_TAG, BASE_MODEL_TAG, BASE_REVISION_TAG, RECIPE_SHA_TAG, SUITE_SHA_TAG):
         assert tags[name] == mv.tags[name]
     assert tags[TRACK_TAG] == "legal" and DETECTED_AT_TAG in tags
+    assert datetime.fromisoformat(tags[RELEASE_CREATED_AT_TAG]) == CREATED_AT  # the timeline
     assert tags[REGISTERED_VERSION_TAG] == mv.version
     for stage in WORKER_STAGES:
         started, ended = (
@@ -116,3 +121,30 @@ def test_duplicate_release_adds_no_version(stack, adopted) -> None:
     events = run_events(stack, spec.release.release_id, expected=12)
     assert len(of_type(events, "candidate.registered")) == 2  # re-emitted, same version
     assert len({e.version for e in of_type(events, "candidate.registered")}) == 1
+
+
+def test_a_registration_cut_short_is_finished_by_the_rerun(stack, adopted) -> None:
+    """The state a kill between ``create_model_version`` and the alias leaves: the version
+    exists, the alias and the run's version tags do not, the run is still RUNNING. The next
+    delivery finishes the registration (alias, tags, FINISHED) and announces it, once."""
+    c = client(stack)
+    spec = adopted["spec"]
+    name = spec.track.registered_model
+    (mv,) = c.search_model_versions(f"name = '{name}'")
+    c.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+    for tag in (REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG):
+        c.delete_tag(mv.run_id, tag)
+    c.update_run(mv.run_id, status="RUNNING")
+    events = run_events(stack, spec.release.release_id, expected=12)
+    before = len(of_type(events, "candidate.registered"))
+
+    assert run_job(spec.model_copy(update={"attempt": 3, "worker": "w-third"})).ok
+    assert str(c.get_model_version_by_alias(name, CHALLENGER_ALIAS).version) == str(mv.version)
+    run = c.get_run(mv.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[REGISTERED_VERSION_TAG] == str(mv.version)
+    assert run.data.tags[REGISTERED_MODEL_TAG] == name
+    assert len(c.search_model_versions(f"name = '{name}'")) == 1
+    events = run_events(stack, spec.release.release_id, expected=before + 1)
+    registered = of_type(events, "candidate.registered")
+    assert len(registered) == before + 1 and registered[-1].version == str(mv.version)

@@ -17,10 +17,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline.train.recipe import load_recipe
+from pipeline.train.recipe import halved_batch, load_recipe
 from pipeline.worker.failures import JobFailed, is_oom, is_permanent, is_transient
 from pipeline.worker.job import run_job
-from pipeline.worker.stages import halved_batch
 from pipeline.worker.tags import FAILURE_RETRYABLE_TAG, FAILURE_TAG
 from tests.train.helpers import make_remote_code_model, memo_rows
 from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track, suite_rows
