@@ -64,6 +64,9 @@ def test_up_starts_healthy_stack_and_sigint_leaves_no_orphans(tmp_path: Path) ->
             assert time.monotonic() < deadline and proc.poll() is None, output
             time.sleep(1)
         assert "MLflow UI: http://127.0.0.1:" in output and "Kafka bootstrap: 127.0.0.1:" in output
+        # no tracks configured: the worker is left out, and its row says why
+        (row,) = [line for line in output.splitlines() if "not started" in line]
+        assert "worker" in row and "adoption" in output
         components = json.loads((home / "stack.json").read_text())["components"]
         assert set(components) == {
             "broker",

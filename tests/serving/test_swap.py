@@ -178,6 +178,8 @@ def test_forward_and_rollback_under_load_fail_no_request(
     client = MlflowClient(server.settings.tracking_uri, server.settings.tracking_uri)
     tags = client.get_model_version(track.name, track.versions["v2"]).tags
     assert tags[SERVED_AT_TAG].startswith("20")
+    ready = httpx.get(f"{server.url}/readyz")  # every served track has its champion loaded
+    assert ready.status_code == 200 and ready.json()["ready"] is True
 
 
 def test_a_version_that_fails_to_load_keeps_the_old_one_and_pages(
