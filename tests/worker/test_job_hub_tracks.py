@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
+from pipeline.worker.failures import JobFailed
 from pipeline.worker.job import run_job
 from pipeline.worker.tags import BASELINE_CACHED_TAG, FETCH_CACHED_TAG
 from tests.worker.file_hub import FileHub
@@ -96,3 +97,35 @@ def test_hub_503_was_retried_then_succeeded(stack, two_tracks) -> None:
     assert len(of_type(events, "candidate.registered")) == 2
     assert not of_type(events, "run.failed")
     assert {e.track for e in of_type(events, "run.started")} == {"legal", "firm-b"}
+
+
+def test_a_hub_down_past_every_retry_fails_the_job_as_retryable(
+    stack, unique, tmp_path_factory
+) -> None:
+    """Transient failures are retried a bounded number of times, then the job fails at fetch
+    with ``retryable: true`` (a later delivery may succeed) and the reason, for the alerter."""
+    src = tmp_path_factory.mktemp("hub-down")
+    repo = f"qwenish/{unique('down')}"
+    folder = build_release_dir(src, repo, QUIRKY)
+    track = make_track(tmp_path_factory.mktemp("tracks-down"), "legal", unique("uptake-down"))
+    with FileHub() as hub:
+        sha = hub.add(repo, folder)
+        hub.fail(*[503] * 1000)  # down for longer than any retry budget
+        release = ReleaseDetected(
+            producer="test-watcher",
+            release_id=release_id("hf", repo, sha),
+            source="hf",
+            repo_id=repo,
+            revision=sha,
+            endpoint=hub.url,
+        )
+        spec = job_spec(stack, release, track, transient_retries=1, retry_backoff_s=0.1)
+        with pytest.raises(JobFailed) as err:
+            run_job(spec)
+        requests = len(hub.log)
+    assert err.value.stage == "fetch" and err.value.retryable is True
+    assert requests >= 2  # the worker's own retry came on top of the hub client's
+    (failed,) = of_type(run_events(stack, release.release_id, expected=2), "run.failed")
+    assert failed.stage == "fetch" and failed.retryable is True and "503" in failed.reason
+    assert failed.run_url and f"/runs/{failed.run_id}" in failed.run_url
+    assert not of_type(run_events(stack, release.release_id), "candidate.registered")
