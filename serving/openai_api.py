@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from serving.engine import ChatMessage, Generation, GenerationRequest
+from uptake.errors import printable_field
 
 MAX_STOPS = 4  # OpenAI's own limit
 UNSUPPORTED = (
@@ -141,7 +142,7 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = ".".join(printable_field(p) for p in first["loc"]) or "body"
         raise bad_request(f"{where}: {first['msg']}", "invalid_parameter") from None
 
 

@@ -71,7 +71,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Render every problem of a pydantic error on one line, each naming its field path."""
     parts = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(_loc_part(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(printable_field(p) for p in err["loc"]) or "<root>"
         if prefix:
             loc = f"{prefix}.{loc}" if loc != "<root>" else prefix
         msg = err["msg"]
@@ -84,7 +84,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return " ".join("; ".join(parts).splitlines())  # a message can hold a newline; keep one line
 
 
-def _loc_part(part: object) -> str:
+def printable_field(part: object) -> str:
     """A field path part as it can be printed on one line (a YAML key may hold a newline)."""
     text = str(part)
     return text if text.isprintable() else repr(text)

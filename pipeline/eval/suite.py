@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from uptake.errors import InputError
+from uptake.errors import InputError, printable_field
 
 DEFAULT_MAX_NEW_TOKENS = 256
 MAX_NEW_TOKENS_LIMIT = 131_072  # 128k tokens: past any answer a rubric grades
@@ -198,7 +198,7 @@ def _describe(exc: ValidationError) -> list[str]:
     """Pydantic errors as short ``field: reason`` strings that a suite author can act on."""
     out = []
     for err in exc.errors(include_url=False):
-        loc_parts = [str(p) for p in err["loc"] if str(p) not in CHECK_TYPES]
+        loc_parts = [printable_field(p) for p in err["loc"] if str(p) not in CHECK_TYPES]
         loc = ".".join(loc_parts) or "<line>"
         kind = err["type"]
         if kind == "missing":

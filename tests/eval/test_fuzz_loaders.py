@@ -161,6 +161,7 @@ def suite_files(draw: st.DrawFn) -> bytes:
     ).encode()
 )
 @example(data="\u2028".join([json.dumps(VALID_TASK)] * 2).encode())
+@example(data=b'{"\\n": null}')  # a field named by a newline (found by the fuzzer in CI)
 def test_the_suite_loader_gives_a_suite_or_an_input_error(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "suite.jsonl"
     path.write_bytes(data)
