@@ -63,6 +63,13 @@ class StagePlan:
 
 
 def is_main_process() -> bool:
+    """Rank 0 of a launched run (torchrun's ``RANK``), else accelerate's view. ``RANK`` first:
+    on CPU ranks, accelerate's state can take every rank for the main one, and two ranks then
+    wrote the run directory's files at once (seen in CI)."""
+    import os
+
+    if "RANK" in os.environ:
+        return os.environ["RANK"] == "0"
     from accelerate import PartialState
 
     return PartialState().is_main_process
