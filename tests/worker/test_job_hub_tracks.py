@@ -26,6 +26,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 QUIRKY = TinyModelSpec(arch="qwen2", chat_template="none", pad_equals_eos=True)
 
 
+def _hub_release(hub: FileHub, repo: str, folder: Path) -> ReleaseDetected:
+    """Serve ``folder`` as ``repo`` on ``hub``: the release the watcher's hub source publishes."""
+    sha = hub.add(repo, folder)
+    return ReleaseDetected(
+        producer="test-watcher",
+        release_id=release_id("hf", repo, sha),
+        source="hf",
+        repo_id=repo,
+        revision=sha,
+        endpoint=hub.url,
+    )
+
+
 @pytest.fixture(scope="module")
 def two_tracks(stack, unique, tmp_path_factory) -> dict[str, Any]:
     src = tmp_path_factory.mktemp("hub-src")
@@ -36,15 +49,7 @@ def two_tracks(stack, unique, tmp_path_factory) -> dict[str, Any]:
     legal = make_track(root, "legal", unique("uptake-legal"))
     firm = make_track(root, "firm-b", unique("uptake-firm-b"), suite_path=legal.suite)
     with FileHub() as hub:
-        sha = hub.add(repo, folder)
-        release = ReleaseDetected(
-            producer="test-watcher",
-            release_id=release_id("hf", repo, sha),
-            source="hf",
-            repo_id=repo,
-            revision=sha,
-            endpoint=hub.url,
-        )
+        release = _hub_release(hub, repo, folder)
         # more 503s than the hub client retries by itself: the worker's own retry is needed
         hub.fail(*[503] * 7)
         first = run_job(job_spec(stack, release, legal))
@@ -109,16 +114,8 @@ def test_a_hub_down_past_every_retry_fails_the_job_as_retryable(
     folder = build_release_dir(src, repo, QUIRKY)
     track = make_track(tmp_path_factory.mktemp("tracks-down"), "legal", unique("uptake-down"))
     with FileHub() as hub:
-        sha = hub.add(repo, folder)
+        release = _hub_release(hub, repo, folder)
         hub.fail(*[503] * 1000)  # down for longer than any retry budget
-        release = ReleaseDetected(
-            producer="test-watcher",
-            release_id=release_id("hf", repo, sha),
-            source="hf",
-            repo_id=repo,
-            revision=sha,
-            endpoint=hub.url,
-        )
         spec = job_spec(stack, release, track, transient_retries=1, retry_backoff_s=0.1)
         with pytest.raises(JobFailed) as err:
             run_job(spec)
