@@ -15,6 +15,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.webhook import WebhookEvent, WebhookEventStr
 from mlflow.exceptions import MlflowException
 
 from uptake.mlflow_contract import CHAMPION_ALIAS, TAG_VALUE_MAX
@@ -22,7 +23,7 @@ from uptake.registry_config import RegistrySettings
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_EVENTS = ["model_version_tag.set"]
+WEBHOOK_EVENTS: list[WebhookEventStr | WebhookEvent] = ["model_version_tag.set"]
 
 
 def _missing(exc: MlflowException) -> bool:

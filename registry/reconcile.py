@@ -10,6 +10,7 @@ by the per-model lock).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -197,7 +198,9 @@ class ApprovalWorker:
             if self._stop.is_set():
                 return
             if model:
-                self._safely(lambda m=model, v=version: handle_approval(self.ctx, m, v, "webhook"))
+                self._safely(
+                    functools.partial(handle_approval, self.ctx, model, version, "webhook")
+                )
                 self.ctx.flush()
                 continue
             if time.monotonic() >= next_pass:

@@ -77,7 +77,7 @@ class SwapManager:
         source: ChampionSource,
         metrics: ServingMetrics,
         *,
-        alert: Callable[[AlertRaised], None],
+        alert: Callable[[AlertRaised], object],  # the return (an offset) is not used
         retry_failed_s: float,
         on_served: Callable[[str, str], None] | None = None,
     ) -> None:

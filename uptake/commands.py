@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -125,7 +125,7 @@ def status(
         raise typer.Exit(1)
 
 
-def _status_json(report: StatusReport) -> dict:
+def _status_json(report: StatusReport) -> dict[str, Any]:
     data = report.model_dump()
     data["healthy"] = report.healthy
     for topic in data["topics"]:

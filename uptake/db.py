@@ -82,9 +82,9 @@ def _to_epoch(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        if value.tzinfo is None:  # everything uptake stores is UTC (as the watcher always did)
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
+        # everything uptake stores is UTC (as the watcher always did)
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.timestamp()
     return float(value)
 
 

@@ -119,7 +119,7 @@ def _describe(url: Any, method: str) -> str:
 class _Flavour:
     """The limited transport built for one httpx flavour (httpx or httpx2)."""
 
-    transport: type
+    transport: type[Any]  # a subclass of the flavour's HTTPTransport, built at import
     deadline_exceeded: type[DeadlineError]
     response_too_large: type[SizeError]
 
@@ -150,7 +150,8 @@ def _build(
             self._inner = inner
 
         def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return bounded(lambda t: self._inner.read(max_bytes, t), timeout)
+            data: bytes = bounded(lambda t: self._inner.read(max_bytes, t), timeout)
+            return data
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             bounded(lambda t: self._inner.write(buffer, t), timeout)
@@ -224,9 +225,9 @@ def _build(
                     _current.reset(token)
                 budget.received += len(chunk)
                 if budget.max_bytes is not None and budget.received > budget.max_bytes:
-                    exc = too_large(budget, f"body over {budget.max_bytes} bytes")
-                    exc.request = self._request  # type: ignore[attr-defined]
-                    raise exc
+                    err = too_large(budget, f"body over {budget.max_bytes} bytes")
+                    err.request = self._request  # type: ignore[attr-defined]
+                    raise err
                 yield chunk
 
         def close(self) -> None:
@@ -275,9 +276,9 @@ def _build(
                 problem = _head_problem(response.headers, budget.max_bytes)
                 if problem:
                     response.close()
-                    exc = too_large(budget, problem)
-                    exc.request = request  # type: ignore[attr-defined]
-                    raise exc
+                    err = too_large(budget, problem)
+                    err.request = request  # type: ignore[attr-defined]
+                    raise err
             response.stream = Body(response.stream, budget, request)
             return response
 
@@ -296,7 +297,7 @@ def _head_problem(headers: Any, max_bytes: int) -> str | None:
 
 
 _HTTPX = _build(httpx, httpcore, DeadlineExceeded, ResponseTooLarge)
-LimitedTransport: type[httpx.HTTPTransport] = _HTTPX.transport
+LimitedTransport: type[Any] = _HTTPX.transport
 
 
 def limited_client(

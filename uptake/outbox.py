@@ -37,7 +37,9 @@ class Publisher(Protocol):
     def publish(self, event: Event, topic: str | None = None, timeout_s: float = 30.0) -> int: ...
 
 
-def outbox_columns(timestamp: type[sa.types.TypeEngine[Any]] = db.EpochSeconds) -> list[sa.Column]:
+def outbox_columns(
+    timestamp: type[sa.types.TypeEngine[Any]] = db.EpochSeconds,
+) -> list[sa.Column[Any]]:
     """The columns every outbox table has, next to its own key and ordering columns."""
     return [
         sa.Column("payload", sa.Text, nullable=False),  # the event as JSON
@@ -115,7 +117,7 @@ class Outbox:
                     sa.select(t).where(t.c.status == PENDING).order_by(*self.order_by)
                 ).all()
             for row in rows:
-                values = row._mapping
+                values = row._asdict()
                 key = values[self.key.name]
                 try:
                     event = self._publish(values)

@@ -164,12 +164,15 @@ class AlertGrouping(ConfigModel):
     max_examples: int = Field(5, ge=1, le=50)  # the latest alerts shown in a notification
 
 
+def _default_grouping() -> dict[AlertKind, AlertGrouping]:
+    """Dead letters are grouped by default: 1,000 bad messages page once, with the count."""
+    return {"dead_letter": AlertGrouping()}
+
+
 class AlertSettings(ConfigModel):
     channels: dict[str, Channel] = Field(default_factory=dict)
     # per alert kind; dead letters by default (1,000 bad messages page once, with the count)
-    grouping: dict[AlertKind, AlertGrouping] = Field(
-        default_factory=lambda: {"dead_letter": AlertGrouping()}
-    )
+    grouping: dict[AlertKind, AlertGrouping] = Field(default_factory=_default_grouping)
     severities: dict[AlertKind, Severity] = Field(default_factory=dict)  # over the defaults
     max_attempts: int = Field(5, ge=1)
     backoff_s: float = Field(1.0, ge=0)  # doubled each attempt
@@ -180,7 +183,8 @@ class AlertSettings(ConfigModel):
 
     def severity_of(self, kind: str, default: Severity = "warning") -> Severity:
         """The configured severity of an alert kind (``service`` alerts bring their own)."""
-        configured: dict[str, Severity] = {**DEFAULT_SEVERITIES, **self.severities}
+        configured: dict[str, Severity] = {**DEFAULT_SEVERITIES}
+        configured.update(dict(self.severities.items()))
         return configured.get(kind, default)
 
 

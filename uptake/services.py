@@ -83,4 +83,5 @@ def command_modules() -> tuple[str, ...]:
 def resolve(ref: str) -> Callable[..., Any]:
     """The function a "module:function" reference names."""
     module, _, func = ref.partition(":")
-    return getattr(importlib.import_module(module), func)
+    target: Callable[..., Any] = getattr(importlib.import_module(module), func)
+    return target

@@ -149,12 +149,18 @@ class Store:
         """``create=False``: a reader (``uptake status``) that never creates or migrates."""
         self.url = sa.engine.make_url(url)
         self.engine: Engine = make_engine(url)
-        schema = {"store": "watcher", "version": SCHEMA_VERSION}
         try:
             if create:
-                open_schema(self.engine, metadata, migrations={1: _epoch_timestamps}, **schema)
+                migrations = {1: _epoch_timestamps}
+                open_schema(
+                    self.engine,
+                    metadata,
+                    store="watcher",
+                    version=SCHEMA_VERSION,
+                    migrations=migrations,
+                )
             else:
-                check_schema(self.engine, metadata, **schema)
+                check_schema(self.engine, metadata, store="watcher", version=SCHEMA_VERSION)
         except BaseException:
             self.engine.dispose()
             raise
@@ -208,9 +214,10 @@ class Store:
                     last_error=error[:2000],
                 )
             )
-            return conn.execute(
+            count: int = conn.execute(
                 sa.select(sources_table.c.consecutive_failures).where(sources_table.c.name == name)
             ).scalar_one()
+            return count
 
     def set_alert(self, name: str, firing: bool) -> None:
         with self.engine.begin() as conn:
@@ -412,12 +419,14 @@ def _source_state(row: Any) -> SourceState:
 def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
     name = conn.dialect.name
     if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        return None
-    return insert(table)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    return None
 
 
 def _insert_ignore(

@@ -12,6 +12,7 @@ model's answer can never break its own results file for any reader.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -193,8 +194,8 @@ def load_results(path: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int
     shas = {r.suite_sha256 for r in rows}
     if len(shas) > 1:
         raise InputError(f"results file {path} mixes {len(shas)} suites")
-    seen: set[str] = set()
-    repeated = sorted({r.task_id for r in rows if r.task_id in seen or seen.add(r.task_id)})
+    counts = Counter(r.task_id for r in rows)
+    repeated = sorted(task_id for task_id, n in counts.items() if n > 1)
     if repeated:  # a comparison lines tasks up by id: a repeat would silently pick one
         raise InputError(f"results file {path} repeats task ids: {', '.join(repeated[:5])}")
     first = rows[0]

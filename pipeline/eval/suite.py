@@ -228,7 +228,9 @@ def _duplicate_criteria(data: dict[str, Any]) -> list[str]:
     criteria = data.get("criteria")
     if not isinstance(criteria, list):
         return []
-    ids = [c.get("id") for c in criteria if isinstance(c, dict) and isinstance(c.get("id"), str)]
+    ids: list[str] = [
+        c["id"] for c in criteria if isinstance(c, dict) and isinstance(c.get("id"), str)
+    ]
     dups = sorted({i for i in ids if ids.count(i) > 1})
     return [f"criteria: duplicate criterion id {i!r}" for i in dups]
 

@@ -25,7 +25,7 @@ from pipeline.train.results import ProgressHook, TrainProgress, TrainResult
 from uptake.commands import ConfigOption
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     from pipeline.train.preflight import PreflightReport
     from uptake.settings import Settings
@@ -100,7 +100,7 @@ def _progress_bar() -> Progress:
 
 def _bar_updater(bar: Progress) -> ProgressHook:
     """A progress hook that draws one bar per stage."""
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def on_progress(p: TrainProgress) -> None:
         if p.stage not in tasks:

@@ -36,7 +36,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.context import BaseContext
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,7 +43,14 @@ from pydantic import ValidationError
 from pipeline.worker.job_spec import JobSpec, spec_for
 from pipeline.worker.live import ProgressBoard, RunFeed
 from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
-from uptake.bus.jobs import STOP_GRACE_S, ChildJob, JobOutcome, LongJob, preloaded_context
+from uptake.bus.jobs import (
+    STOP_GRACE_S,
+    ChildJob,
+    JobContext,
+    JobOutcome,
+    LongJob,
+    preloaded_context,
+)
 from uptake.errors import ConfigError, describe_exception
 from uptake.events import Event, ReleaseDetected, RunFailed
 from uptake.service_runtime import on_stop_signals, one_line, resolved_settings
@@ -199,9 +205,9 @@ class WorkerService:
         self.producer: EventProducer | None = None
         self.consumer: EventConsumer | None = None
         self._stop = threading.Event()
-        self._context: BaseContext | None = None
+        self._context: JobContext | None = None
 
-    def _job_context(self) -> BaseContext | None:
+    def _job_context(self) -> JobContext | None:
         """The forkserver jobs fork from (started once, ``worker.preload``), or None: spawn."""
         if self.settings.worker.preload and self._context is None:
             self._context = preloaded_context(PRELOAD_MODULES)
@@ -327,8 +333,8 @@ class WorkerService:
             if outcome.ok:
                 log.info("%s [%s]: job done (attempt %d)", event.release_id, track.name, attempt)
                 return TrackResult(event.release_id, track.name, ok=True, attempts=attempt)
-            stage = outcome.stage or board.tracks[track.name].stage
-            stage = None if stage == "-" else stage
+            shown = outcome.stage or board.tracks[track.name].stage
+            stage = None if shown == "-" else shown
             if outcome.reason == "crashed" and attempt <= CRASH_RETRIES:
                 log.warning(
                     "%s [%s]: %s; running it again (it resumes)",

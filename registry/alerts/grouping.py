@@ -108,7 +108,7 @@ def add(conn: Connection, alert: Alert, rule: AlertGrouping, at: float) -> bool:
         sa.update(g)
         .where(g.c.group_key == key)
         .values(
-            count=row.count + 1,
+            count=row._mapping["count"] + 1,  # ``row.count`` is the tuple method
             last_at=at,
             alert=alert.model_dump_json(),
             examples=json.dumps(examples),
@@ -139,7 +139,7 @@ def notification(row: sa.Row, rule: AlertGrouping, at: float, action: str = "tri
     return Alert(
         kind=latest.kind,
         severity=latest.severity,
-        action=action,  # type: ignore[arg-type]
+        action=action,
         dedup_key=row.group_key,
         summary=summary,
         source=latest.source,
@@ -180,7 +180,7 @@ def flush(
     with _flush_lock, engine.begin() as conn:
         at = db.now()
         for row in conn.execute(sa.select(g).where(g.c.resolved_at.is_(None))).all():
-            rule = cfg.grouping.get(row.kind)  # type: ignore[call-overload]
+            rule = cfg.grouping.get(row.kind)
             if rule is None:  # grouping turned off since: resolve quietly
                 conn.execute(
                     sa.update(g).where(g.c.group_key == row.group_key).values(resolved_at=at)

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from registry.report.model import AreaBar, CostPoint, VersionReport
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
+    from matplotlib.figure import Figure
 
 SCORE_PLOT = "score_distribution.png"
 AREA_PLOT = "per_area.png"
@@ -28,7 +32,7 @@ _KIND_COLORS = {
 }
 
 
-def _figure(width: float = 6.4, height: float = 3.6):  # type: ignore[no-untyped-def]
+def _figure(width: float = 6.4, height: float = 3.6) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -37,7 +41,7 @@ def _figure(width: float = 6.4, height: float = 3.6):  # type: ignore[no-untyped
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _png(fig) -> bytes:  # type: ignore[no-untyped-def]
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -48,7 +52,7 @@ def _bins(scores: Sequence[float]) -> list[float]:
     counts = [0] * 10
     for s in scores:
         counts[min(9, int(round(s * 100, 6) // 10))] += 1
-    return [c / len(scores) for c in counts] if scores else counts
+    return [c / len(scores) for c in counts] if scores else [0.0] * 10
 
 
 def score_plot(base: Sequence[float] | None, post: Sequence[float]) -> bytes:

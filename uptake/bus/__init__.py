@@ -1,7 +1,7 @@
 """The Kafka bus: topics, an idempotent event producer, and a consumer with DLQ and long jobs."""
 
-from uptake.bus.consumer import EventConsumer, Handled, LongJob, ThreadJob
-from uptake.bus.jobs import JobOutcome
+from uptake.bus.consumer import EventConsumer, Handled, ThreadJob
+from uptake.bus.jobs import JobOutcome, LongJob
 from uptake.bus.producer import EventProducer
 from uptake.bus.topics import ensure_topics, topic_for
 

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
+from multiprocessing.context import ForkServerContext, SpawnContext
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +34,9 @@ from uptake.errors import encodable, is_retryable
 DEFAULT_DEADLINE_S = 24 * 3600.0  # a day: longer than any training run uptake expects
 MESSAGE_CHARS = 4_000  # of a failure's message: enough for the reason, never a whole log
 STOP_GRACE_S = 10.0  # between SIGTERM and SIGKILL
+
+
+JobContext = SpawnContext | ForkServerContext  # how a job's child process is started
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def _failure_of(exc: BaseException) -> JobOutcome:
     )
 
 
-def preloaded_context(modules: Sequence[str]) -> BaseContext:
+def preloaded_context(modules: Sequence[str]) -> ForkServerContext:
     """A ``forkserver`` context whose server imports ``modules`` once, started now.
 
     A spawned child imports torch, transformers, TRL and MLflow again for every job: seconds
@@ -131,9 +134,9 @@ class ChildJob:
     """
 
     def __init__(
-        self, job: LongJob, *, grace_s: float = STOP_GRACE_S, context: BaseContext | None = None
+        self, job: LongJob, *, grace_s: float = STOP_GRACE_S, context: JobContext | None = None
     ) -> None:
-        ctx = context or mp.get_context("spawn")
+        ctx: JobContext = context or mp.get_context("spawn")
         self.job = job
         self._grace_s = grace_s
         self._reader, writer = ctx.Pipe(duplex=False)

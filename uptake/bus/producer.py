@@ -52,7 +52,8 @@ class EventProducer:
         future = self._producer.send(
             topic, key=key.encode("utf-8") if key is not None else None, value=value
         )
-        return future.get(timeout=timeout_s).offset
+        offset: int = future.get(timeout=timeout_s).offset
+        return offset
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self._producer.flush(timeout=timeout_s)

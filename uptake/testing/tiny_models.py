@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from uptake.models.chat_templates import CHATML_TOKENS, chatml, chatml_training
+
+if TYPE_CHECKING:  # heavy imports, done lazily at run time
+    import torch
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast
 
 Arch = Literal["llama", "qwen2", "gpt2"]
 # ChatML with generation markers (for assistant-only loss), plain ChatML, or no template.
@@ -57,7 +61,7 @@ class TinyModelSpec(BaseModel):
 
 def train_tokenizer(
     corpus: Iterable[str], vocab_size: int, special_tokens: list[str] | None = None
-):  # -> PreTrainedTokenizerFast
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer; byte-level means no input is ever unknown."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -75,10 +79,9 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
 
 
-def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int):
+def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int) -> PretrainedConfig:
     from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
-    common = {"vocab_size": vocab, "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
     if spec.arch == "gpt2":
         return GPT2Config(
             n_embd=spec.hidden_size,
@@ -87,7 +90,10 @@ def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int):
             n_inner=spec.intermediate_size,
             n_positions=spec.max_position_embeddings,
             tie_word_embeddings=spec.tie_embeddings,
-            **common,
+            vocab_size=vocab,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=pad,
         )
     cls = LlamaConfig if spec.arch == "llama" else Qwen2Config
     return cls(
@@ -98,11 +104,14 @@ def _config(spec: TinyModelSpec, vocab: int, bos: int, eos: int, pad: int):
         intermediate_size=spec.intermediate_size,
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=spec.tie_embeddings,
-        **common,
+        vocab_size=vocab,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
     )
 
 
-def _scale_weights(model, factor: float) -> None:  # model: torch.nn.Module
+def _scale_weights(model: torch.nn.Module, factor: float) -> None:
     """Scale every parameter except those of embeddings and norm layers (any architecture)."""
     import torch
 

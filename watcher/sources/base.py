@@ -11,7 +11,10 @@ from watcher.store import KnownRepo
 
 
 class Source(Protocol):
-    config: HfSourceConfig | DirSourceConfig
+    @property
+    def config(self) -> HfSourceConfig | DirSourceConfig:
+        """The source's own settings (read-only here, so each source may narrow the type)."""
+        ...
 
     @property
     def name(self) -> str: ...

@@ -37,7 +37,7 @@ from huggingface_hub.utils._http import hf_request_event_hook
 
 from uptake.http_limits import DeadlineError, SizeError, hub_transport, limits
 from uptake.urls import redact_userinfo
-from watcher.faults import SourceFault
+from watcher.faults import FaultKind, SourceFault
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _DELAY_SECONDS = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
@@ -146,7 +146,7 @@ class WatcherTransport(httpx2.BaseTransport):
                 response.read()
             finally:
                 response.close()
-            kind = "rate_limited" if status == 429 else "server_error"
+            kind: FaultKind = "rate_limited" if status == 429 else "server_error"
             hint = retry_after_s(response.headers)
             wait = f" (retry after {hint:g}s)" if hint is not None else ""
             raise SourceFault(

@@ -197,6 +197,13 @@ def end_of_turn_token(tok: Any) -> str | None:
     return min(found)[2] if found else None
 
 
+def _token_id(tok: Any, token: str) -> int:
+    """One token's id (``convert_tokens_to_ids`` is typed for a list too)."""
+    token_id = tok.convert_tokens_to_ids(token)
+    assert isinstance(token_id, int), token
+    return token_id
+
+
 def _generation_eos_ids(model_dir: Path) -> list[int]:
     ids = read_json(model_dir / "generation_config.json").get("eos_token_id")
     if ids is None:
@@ -267,12 +274,12 @@ def adapt_tokenizer(prepared: Prepared, model_dir: Path, recipe: Recipe) -> bool
     _adapt_eos(tok, report)
     report.eos_token = tok.eos_token
     stop_tokens = [t for t in [tok.eos_token, *report.stop_tokens] if t is not None]
-    stop_ids = {tok.convert_tokens_to_ids(t) for t in stop_tokens}
+    stop_ids = {_token_id(tok, t) for t in stop_tokens}
     stop_ids |= set(_generation_eos_ids(model_dir))
     _adapt_pad(tok, report, stop_ids)
     report.pad_token = tok.pad_token
     report.stop_tokens = list(dict.fromkeys(stop_tokens))
-    prepared.stop_token_ids = list(dict.fromkeys(tok.convert_tokens_to_ids(t) for t in stop_tokens))
+    prepared.stop_token_ids = list(dict.fromkeys(_token_id(tok, t) for t in stop_tokens))
     for extra in _generation_eos_ids(model_dir):
         if extra not in prepared.stop_token_ids:
             prepared.stop_token_ids.append(extra)
