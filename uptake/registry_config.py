@@ -130,19 +130,30 @@ class RegistrySettings(ConfigModel):
     )
     consumer_group: str = Field("uptake-promoter", description="Consumer group of the promoter.")
     lease_s: float = Field(
-        60.0, gt=0, description="Seconds a promoter's hold on a model lasts unless renewed."
+        60.0,
+        gt=0,
+        description="Seconds a promoter's hold on a model lasts unless renewed (every third).",
     )
     lock_timeout_s: float = Field(
         120.0, gt=0, description="Seconds to wait for another promoter's hold on a model."
     )
     mlflow_timeout_s: int = Field(
-        20, ge=1, le=600, description="Seconds per MLflow request attempt of the promoter."
+        20,
+        ge=1,
+        le=600,
+        description="Seconds per MLflow request attempt (`MLFLOW_HTTP_REQUEST_TIMEOUT`).",
     )
     mlflow_max_retries: int = Field(
-        2, ge=0, le=10, description="Retries per MLflow request (MLflow's own default: ~4 min)."
+        2,
+        ge=0,
+        le=10,
+        description="`MLFLOW_HTTP_REQUEST_MAX_RETRIES` (MLflow's own default retries ~4 min).",
     )
     mlflow_backoff_factor: int = Field(
-        1, ge=0, le=120, description="Backoff factor of those retries, seconds."
+        1,
+        ge=0,
+        le=120,
+        description="`MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` of those retries, seconds.",
     )
     webhook: WebhookReceiverConfig = Field(
         WebhookReceiverConfig(), description="Receiver of MLflow's registry webhook."
@@ -249,6 +260,10 @@ class AlertGrouping(ConfigModel):
     )
 
 
+def _default_grouping() -> dict[AlertKind, AlertGrouping]:
+    return {"dead_letter": AlertGrouping()}
+
+
 class AlertSettings(ConfigModel):
     """The alerter: where alerts go, how they are grouped, retried and de-duplicated."""
 
@@ -256,7 +271,7 @@ class AlertSettings(ConfigModel):
         default_factory=dict, description="Alert channels by name: slack, pagerduty or webhook."
     )
     grouping: dict[AlertKind, AlertGrouping] = Field(
-        default_factory=lambda: {"dead_letter": AlertGrouping()},
+        default_factory=_default_grouping,
         description="Grouping rule per alert kind; {}: no grouping. By default 1,000 dead "
         "letters page once, with the count.",
     )
@@ -278,7 +293,8 @@ class AlertSettings(ConfigModel):
 
     def severity_of(self, kind: str, default: Severity = "warning") -> Severity:
         """The configured severity of an alert kind (``service`` alerts bring their own)."""
-        configured: dict[str, Severity] = {**DEFAULT_SEVERITIES, **self.severities}
+        configured: dict[str, Severity] = dict(DEFAULT_SEVERITIES)
+        configured.update(self.severities.items())
         return configured.get(kind, default)
 
 

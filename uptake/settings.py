@@ -16,7 +16,11 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     SettingsError,
     YamlConfigSettingsSource,
@@ -299,13 +303,42 @@ def _describe_settings_error(exc: SettingsError) -> str:
     return str(exc).splitlines()[0]
 
 
+def config_path(config: str | Path | None = None) -> Path | None:
+    """The config file in use: ``config``, else ``UPTAKE_CONFIG``, else none."""
+    raw = config if config is not None else os.environ.get("UPTAKE_CONFIG") or None
+    return Path(raw) if raw else None
+
+
+def source_values(config: str | Path | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """What each source of the settings gives, highest precedence first: ``("env", {...})``,
+    then ``("file", {...})``. Built by ``Settings.settings_customise_sources`` itself, so
+    ``uptake config show`` tells where a value came from exactly as loading decides it.
+    Call it after ``load_settings(config)`` succeeded (the file is known to be valid)."""
+    labels = {InitSettingsSource: "override", EnvSettingsSource: "env"}
+    _CONFIG_FILE["path"] = config_path(config)
+    try:
+        sources = Settings.settings_customise_sources(
+            Settings,
+            InitSettingsSource(Settings, init_kwargs={}),
+            EnvSettingsSource(Settings),
+            DotEnvSettingsSource(Settings),
+            SecretsSettingsSource(Settings),
+        )
+        out = []
+        for source in sources:
+            label = "file" if isinstance(source, YamlConfigSettingsSource) else None
+            out.append((label or labels.get(type(source), type(source).__name__), source()))
+        return out
+    finally:
+        _CONFIG_FILE["path"] = None
+
+
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the YAML file (``config`` or ``UPTAKE_CONFIG``), env and overrides.
 
     Raises ConfigError with a single line naming every invalid field.
     """
-    raw = config if config is not None else os.environ.get("UPTAKE_CONFIG") or None
-    path = Path(raw) if raw else None
+    path = config_path(config)
     where = f" {path}" if path else ""
     if path is not None:
         _read_yaml(path)  # clear errors for missing files, syntax and secrets

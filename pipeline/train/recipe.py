@@ -68,7 +68,9 @@ class LoRA(_Section):
 
 
 class _StageCommon(_Section):
-    data: Path = Field(description="Training data JSONL, relative to the recipe file.")
+    data: Path = Field(
+        description="Data JSONL (chats for SFT, preference pairs for DPO), relative to the recipe."
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the data (unless `max_steps`).")
     max_steps: int | None = Field(
         None, ge=1, description="Optimizer steps to train, over `epochs`; null: `epochs` decide."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -51,7 +52,7 @@ class ComponentRecord(BaseModel):
 class RestartTracker:
     """The exits of one component and what to do about the latest."""
 
-    def __init__(self, cfg: StackSettings, clock=time.monotonic) -> None:
+    def __init__(self, cfg: StackSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.clock = clock
         self.exits: deque[float] = deque()
@@ -74,7 +75,7 @@ class RestartTracker:
             self.state, self.restart_at = "failed", None
             return None
         delay = min(
-            self.cfg.restart_backoff_initial_s * 2 ** (len(self.exits) - 1),
+            self.cfg.restart_backoff_initial_s * 2.0 ** (len(self.exits) - 1),
             self.cfg.restart_backoff_max_s,
         )
         self.state, self.restart_at = "restarting", now + delay
