@@ -72,6 +72,7 @@ TOOL_MODULES: tuple[str, ...] = (
     "pipeline.eval.cli",
     "pipeline.train.cli",
     "registry.report.cli",
+    "uptake.config_cli",
 )
 
 
@@ -82,6 +83,6 @@ def command_modules() -> tuple[str, ...]:
 
 def resolve(ref: str) -> Callable[..., Any]:
     """The function a "module:function" reference names."""
-    module, _, func = ref.partition(":")
-    target: Callable[..., Any] = getattr(importlib.import_module(module), func)
-    return target
+    module, _, name = ref.partition(":")
+    func: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return func

