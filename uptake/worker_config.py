@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from uptake.config_model import ConfigModel
+from uptake.cost import MAX_PRICE
 
 
 class WorkerSettings(ConfigModel):
@@ -34,3 +35,18 @@ class WorkerSettings(ConfigModel):
     # fork each job from a server that imported torch/transformers/TRL/MLflow once at start
     # (uptake.bus.jobs.preloaded_context); False: spawn each job afresh
     preload: bool = True
+    cpu_hour_price: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="Price of an hour of the machine when a job evaluates on its CPU (no GPU): "
+        "each run logs cost_per_task from it and the measured generation time, so the report "
+        'draws it on the quality-cost chart (docs/evaluation.md "Cost"). None: tokens and '
+        "time only.",
+    )
+    gpu_hour_price: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="Price of a GPU hour when a job evaluates on a GPU: as cpu_hour_price.",
+    )
