@@ -26,7 +26,7 @@ color:#1f2328;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
-td.id{overflow-wrap:anywhere}td.num{white-space:nowrap}
+td.id,td.num{white-space:nowrap}td.name{overflow-wrap:anywhere}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
 .meta{color:#57606a;font-size:.85rem;overflow-wrap:anywhere}img{max-width:100%;height:auto}
@@ -78,11 +78,10 @@ class Cell(NamedTuple):
 
 
 def html_row_cells(row: Row) -> list[str | Cell]:
-    """``row_cells`` for HTML: a long release id is shortened so the table fits the page."""
+    """``row_cells`` for HTML: the release id shortened (the full id on hover), so the table
+    fits the page."""
     cells: list[str | Cell] = list(row_cells(row))
-    short = short_release_id(row.release)
-    if short != row.release:
-        cells[1] = Cell(short, row.release)
+    cells[1] = Cell(short_release_id(row.release), row.release)
     return cells
 
 
@@ -188,10 +187,11 @@ def _html_table(
     header: Sequence[str],
     rows: Sequence[Sequence[str | Cell]],
     table_id: str,
-    ids: Collection[int] = (),
+    names: Collection[int] = (),
 ) -> str:
-    """``ids``: the columns that hold ids or model names, which may break anywhere so that
-    one long name never makes the table wider than the page."""
+    """``names``: the columns that hold model names, which may break anywhere so that one
+    long name never makes the table wider than the page. A ``Cell`` (a shortened id) never
+    breaks: it is short, and its full text is on hover."""
     head = "".join(f"<th>{_h(c)}</th>" for c in header)
     body = []
     for row in rows:
@@ -203,8 +203,8 @@ def _html_table(
             cls = {"pass": ' class="pass"', "fail": ' class="fail"'}.get(cell, "")
             if not cls and cell[:1] in "+-0123456789[" and cell != MISSING:
                 cls = ' class="num"'
-            elif not cls and i in ids:
-                cls = ' class="id"'
+            elif not cls and i in names:
+                cls = ' class="name"'
             cells.append(f"<td{cls}>{_h(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     rows_html = "".join(body)
@@ -241,7 +241,7 @@ def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
         f'<p class="meta">release {_h(r.release_id)} · base model {_h(r.base_model or MISSING)} · '
         f"suite {_h((r.suite_sha or MISSING)[:12])} · MLflow run {_h(r.run_id)}</p>",
         "<h2>Adoption</h2>",
-        _html_table(TABLE_HEADER, [html_row_cells(r.row)], "adoption", ids=(1,)),
+        _html_table(TABLE_HEADER, [html_row_cells(r.row)], "adoption"),
     ]
     title_s, name, alt = SECTIONS[0]
     parts += [f"<h2>{_h(title_s)}</h2>", _plot_section(title_s, name, alt, images, True)]
@@ -279,7 +279,7 @@ def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
     parts += [
         f"<h2>{_h(title_s)}</h2>",
         _plot_section(title_s, name, alt, images, True),
-        _html_table(COST_HEADER, _costs(r), "costs", ids=(0,)),
+        _html_table(COST_HEADER, _costs(r), "costs", names=(0,)),
     ]
     if r.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in r.notes) + "</ul>")
@@ -386,7 +386,7 @@ def summary_html(
     links: dict[str, str] | None = None,
 ) -> str:
     links = links or {}
-    table = _html_table(TABLE_HEADER, [html_row_cells(r) for r in rows], "adoption", ids=(1,))
+    table = _html_table(TABLE_HEADER, [html_row_cells(r) for r in rows], "adoption")
     for version, href in links.items():  # link each version cell to its own page
         table = table.replace(
             f"<td>v{_h(version)}</td>", f'<td><a href="{_h(href)}">v{_h(version)}</a></td>', 1
