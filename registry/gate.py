@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from registry.evidence import Case, Evidence, TaskOutcome
 from uptake.events import GateCheck
+from uptake.formatting import percent, points
 from uptake.mlflow_contract import BASELINE_PREFIX, RESULTS_ARTIFACT
 from uptake.registry_config import GateConfig
 from uptake.stats import PairedTask, discordant, mcnemar_exact, paired_bootstrap
@@ -29,10 +30,6 @@ def _diff(a: float, b: float) -> float:
     return round(a - b, 9)
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:+.2f} pt"
-
-
 def _better(name: str, cand: float, other: float, margin: float, what: str) -> GateCheck:
     diff = _diff(cand, other)
     return GateCheck(
@@ -40,7 +37,7 @@ def _better(name: str, cand: float, other: float, margin: float, what: str) -> G
         passed=diff > margin,
         value=diff,
         threshold=margin,
-        detail=f"{cand:.4f} vs {what} {other:.4f} ({_pct(diff)}, needs > {_pct(margin)})",
+        detail=f"{cand:.4f} vs {what} {other:.4f} ({points(diff, 2)}, needs > {points(margin, 2)})",
     )
 
 
@@ -91,8 +88,8 @@ def _champion_checks(cand: Evidence, champ: Evidence, cfg: GateConfig) -> list[G
                 passed=diff >= -cfg.area_tolerance,
                 value=diff,
                 threshold=-cfg.area_tolerance,
-                detail=f"{area} all-pass {after:.4f} vs {before:.4f} ({_pct(diff)}, "
-                f"may drop at most {cfg.area_tolerance * 100:.2f} pt)",
+                detail=f"{area} all-pass {after:.4f} vs {before:.4f} ({points(diff, 2)}, "
+                f"may drop at most {points(cfg.area_tolerance, 2, signed=False)})",
             )
         )
     return checks
@@ -177,7 +174,7 @@ def _significance_check(
         passed=all_ci.low > 0 and crit_ci.low > 0,
         value=low,
         threshold=0.0,
-        detail=f"paired bootstrap {1 - sig.alpha:.0%} CI vs {against}: all-pass "
+        detail=f"paired bootstrap {percent(1 - sig.alpha, 0)} CI vs {against}: all-pass "
         f"[{all_ci.low:+.4f}, {all_ci.high:+.4f}], criterion [{crit_ci.low:+.4f}, "
         f"{crit_ci.high:+.4f}]; both lower bounds must be > 0",
     )
@@ -236,8 +233,8 @@ def evaluate(
         diffs = {c.name: c.value for c in checks}
         reason = (
             f"beats champion v{champion.version}: all-pass "
-            f"{_pct(diffs['all_pass_rate_vs_champion'] or 0.0)}, criterion "
-            f"{_pct(diffs['criterion_pass_rate_vs_champion'] or 0.0)}"
+            f"{points(diffs['all_pass_rate_vs_champion'] or 0.0, 2)}, criterion "
+            f"{points(diffs['criterion_pass_rate_vs_champion'] or 0.0, 2)}"
         )
     elif cfg.beat_base:
         reason = "no champion yet; beats its base model"

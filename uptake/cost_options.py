@@ -23,3 +23,12 @@ GpuHourPriceOption = Annotated[
         help="Price of a GPU hour (self-hosted): cost per task from the generation time.",
     ),
 ]
+CpuHourPriceOption = Annotated[
+    float | None,
+    typer.Option(
+        "--cpu-hour-price",
+        min=0,
+        help="Price of an hour of the CPU machine (self-hosted, no GPU): cost per task from the "
+        "generation time.",
+    ),
+]

@@ -92,6 +92,7 @@ COST_PER_TASK: Final = "cost_per_task"
 PRICE_IN_PER_MTOK: Final = "price_in_per_mtok"  # the prices the cost was computed from
 PRICE_OUT_PER_MTOK: Final = "price_out_per_mtok"
 GPU_HOUR_PRICE: Final = "gpu_hour_price"
+CPU_HOUR_PRICE: Final = "cpu_hour_price"  # an hour of the CPU machine (no GPU)
 EVAL_MODEL_TAG: Final = "uptake.eval.model"  # which model a run scored (label in the report)
 EVAL_BACKEND_TAG: Final = "uptake.eval.backend"  # transformers / openai
 BASELINE_EVAL_MODEL_TAG: Final = "uptake.eval.baseline_model"

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from uptake.config_model import ConfigModel
+from uptake.cost import MAX_PRICE
 
 
 class WorkerSettings(ConfigModel):
@@ -56,4 +57,18 @@ class WorkerSettings(ConfigModel):
     preload: bool = Field(
         True,
         description="Fork jobs from a server that imported torch & co. once; false: spawn each.",
+    )
+    cpu_hour_price: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="Price of an hour of the machine when a job evaluates on its CPU: each run "
+        "logs `cost_per_task` from it and the measured generation time (the report's "
+        "quality-cost chart); null: tokens and time only.",
+    )
+    gpu_hour_price: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="Price of a GPU hour when a job evaluates on a GPU: as `cpu_hour_price`.",
     )

@@ -16,8 +16,14 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from uptake.cost_options import GpuHourPriceOption, PriceInOption, PriceOutOption
+from uptake.cost_options import (
+    CpuHourPriceOption,
+    GpuHourPriceOption,
+    PriceInOption,
+    PriceOutOption,
+)
 from uptake.errors import DependencyError, InputError, describe_validation_error
+from uptake.formatting import percent, points
 
 EVAL_EXPERIMENT = "uptake-eval"  # where `uptake eval --mlflow` logs (external models too)
 
@@ -47,9 +53,6 @@ def _progress_hook(console: Any) -> tuple[Any, Any]:
 def _print_tables(console: Any, summary: dict[str, Any], comparison: Any | None) -> None:
     from rich.table import Table
 
-    def pct(v: float | None) -> str:
-        return "–" if v is None else f"{100 * v:.1f}%"
-
     ci = summary["ci"]
     head = Table(
         title=f"{summary['suite']} — {summary['n_tasks']} tasks, {summary['n_criteria']} criteria"
@@ -60,14 +63,16 @@ def _print_tables(console: Any, summary: dict[str, Any], comparison: Any | None)
         ("all_pass_rate", "all-pass rate"),
         ("criterion_pass_rate", "criterion pass rate"),
     ):
-        head.add_row(label, pct(summary[key]), f"[{pct(ci[key]['low'])}, {pct(ci[key]['high'])}]")
+        head.add_row(
+            label, percent(summary[key]), f"[{percent(ci[key]['low'])}, {percent(ci[key]['high'])}]"
+        )
     console.print(head)
     areas = Table(title="per practice area")
     for col in ("area", "tasks", "all-pass", "criterion pass"):
         areas.add_column(col)
     for area, a in summary["per_area"].items():
         areas.add_row(
-            area, str(a["n_tasks"]), pct(a["all_pass_rate"]), pct(a["criterion_pass_rate"])
+            area, str(a["n_tasks"]), percent(a["all_pass_rate"]), percent(a["criterion_pass_rate"])
         )
     console.print(areas)
     if comparison is None:
@@ -81,10 +86,10 @@ def _print_tables(console: Any, summary: dict[str, Any], comparison: Any | None)
     ):
         comp.add_row(
             label,
-            pct(d.baseline),
-            pct(d.candidate),
-            f"{100 * d.diff:+.1f} pts",
-            f"[{100 * d.ci.low:+.1f}, {100 * d.ci.high:+.1f}]",
+            percent(d.baseline),
+            percent(d.candidate),
+            points(d.diff),
+            f"[{points(d.ci.low)}, {points(d.ci.high)}]",
         )
     console.print(comp)
     mc = comparison.mcnemar
@@ -159,6 +164,7 @@ def eval_command(
     price_in: PriceInOption = None,
     price_out: PriceOutOption = None,
     gpu_hour_price: GpuHourPriceOption = None,
+    cpu_hour_price: CpuHourPriceOption = None,
     to_mlflow: Annotated[
         bool,
         typer.Option(
@@ -172,18 +178,19 @@ def eval_command(
     from rich.console import Console
 
     from pipeline.eval.compare import compare
-    from pipeline.eval.cost import Price, cost_per_task
+    from pipeline.eval.cost import cost_per_task
     from pipeline.eval.generate import is_url
     from pipeline.eval.holdout import check_holdout
     from pipeline.eval.report import write_report
     from pipeline.eval.results import load_results, save_results
     from pipeline.eval.runner import require_judge, run_eval
     from pipeline.eval.suite import load_suite
+    from uptake.cost import Price
     from uptake.settings import load_settings
 
     settings = load_settings(config)
     try:
-        price = Price.of(price_in, price_out, gpu_hour_price)
+        price = Price.of(price_in, price_out, gpu_hour_price, cpu_hour_price)
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc)) from None
     judge = settings.judge
@@ -206,7 +213,8 @@ def eval_command(
     if backend == "transformers" or (backend == "auto" and not is_url(model)):
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # our bars are enough; theirs garble stderr
+        # our bars are enough; theirs garble stderr (transformers leaves it unannotated)
+        hf_logging.disable_progress_bar()
     err = Console(stderr=True)
     progress, hook = _progress_hook(err)
     with progress:

@@ -11,6 +11,7 @@ from pipeline.eval.results import EvalResult
 from uptake.cost import Price, task_cost
 from uptake.mlflow_contract import (
     COST_PER_TASK,
+    CPU_HOUR_PRICE,
     GENERATION_SECONDS,
     GPU_HOUR_PRICE,
     PRICE_IN_PER_MTOK,
@@ -22,7 +23,7 @@ from uptake.mlflow_contract import (
 
 def cost_per_task(result: EvalResult, price: Price) -> float | None:
     """One task's cost in the price's unit; None when the run lacks what the price needs
-    (a GPU-hour price of results read back from a file, which carry no generation time)."""
+    (an hour price of results read back from a file, which carry no generation time)."""
     return task_cost(
         price,
         len(result.tasks),
@@ -49,6 +50,7 @@ def cost_metrics(result: EvalResult, price: Price | None, prefix: str = "") -> d
         (PRICE_IN_PER_MTOK, price.in_per_mtok),
         (PRICE_OUT_PER_MTOK, price.out_per_mtok),
         (GPU_HOUR_PRICE, price.gpu_hour),
+        (CPU_HOUR_PRICE, price.cpu_hour),
     ):
         if value is not None:
             out[f"{prefix}{name}"] = value

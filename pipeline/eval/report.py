@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pipeline.eval.compare import PairedComparison, compare
 from pipeline.eval.metrics import N_BINS, AreaMetrics
 from pipeline.eval.results import EvalResult
+from uptake.formatting import MISSING, percent, points
 
 SCORE_PLOT = "score_distribution.png"
 _TRAILING_PAREN = re.compile(r"\s*\([^()]*\)\s*$")
@@ -27,14 +28,6 @@ class ReportFiles(BaseModel):
     report: Path
     score_plot: Path
     area_plot: Path
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def _signed(value: float) -> str:
-    return f"{100 * value:+.1f} pts"
 
 
 def bin_labels() -> list[str]:
@@ -199,8 +192,8 @@ def render_markdown(
             ("criterion pass rate", comparison.criterion_pass_rate),
         ):
             lines.append(
-                f"| {name} | {_pct(d.baseline)} | {_pct(d.candidate)} | {_signed(d.diff)} | "
-                f"[{_signed(d.ci.low)}, {_signed(d.ci.high)}] |"
+                f"| {name} | {percent(d.baseline)} | {percent(d.candidate)} | {points(d.diff)} | "
+                f"[{points(d.ci.low)}, {points(d.ci.high)}] |"
             )
         mc = comparison.mcnemar
         lines += [
@@ -215,7 +208,7 @@ def render_markdown(
             ("all-pass rate", m.all_pass_rate, m.ci.all_pass_rate),
             ("criterion pass rate", m.criterion_pass_rate, m.ci.criterion_pass_rate),
         ):
-            lines.append(f"| {name} | {_pct(value)} | [{_pct(ci.low)}, {_pct(ci.high)}] |")
+            lines.append(f"| {name} | {percent(value)} | [{percent(ci.low)}, {percent(ci.high)}] |")
     lines += ["", "## Per practice area", ""]
     if comparison is not None:
         lines += [
@@ -225,10 +218,11 @@ def render_markdown(
         ]
         for area, c in comparison.per_area.items():
             lines.append(
-                f"| {area} | {c.n_tasks} | {_pct(c.all_pass_rate.baseline)} → "
-                f"{_pct(c.all_pass_rate.candidate)} | "
-                f"{_signed(c.all_pass_rate.diff)} | {_pct(c.criterion_pass_rate.baseline)} → "
-                f"{_pct(c.criterion_pass_rate.candidate)} | {_signed(c.criterion_pass_rate.diff)} |"
+                f"| {area} | {c.n_tasks} | {percent(c.all_pass_rate.baseline)} → "
+                f"{percent(c.all_pass_rate.candidate)} | "
+                f"{points(c.all_pass_rate.diff)} | {percent(c.criterion_pass_rate.baseline)} → "
+                f"{percent(c.criterion_pass_rate.candidate)} | "
+                f"{points(c.criterion_pass_rate.diff)} |"
             )
     else:
         lines += [
@@ -237,18 +231,19 @@ def render_markdown(
         ]
         for area, a in m.per_area.items():
             ap = (
-                f"[{_pct(a.ci.all_pass_rate.low)}, {_pct(a.ci.all_pass_rate.high)}]"
+                f"[{percent(a.ci.all_pass_rate.low)}, {percent(a.ci.all_pass_rate.high)}]"
                 if a.ci
-                else "–"
+                else MISSING
             )
             cp = (
-                f"[{_pct(a.ci.criterion_pass_rate.low)}, {_pct(a.ci.criterion_pass_rate.high)}]"
+                f"[{percent(a.ci.criterion_pass_rate.low)}, "
+                f"{percent(a.ci.criterion_pass_rate.high)}]"
                 if a.ci
-                else "–"
+                else MISSING
             )
             lines.append(
-                f"| {area} | {a.n_tasks} | {_pct(a.all_pass_rate)} | {ap} "
-                f"| {_pct(a.criterion_pass_rate)} | {cp} |"
+                f"| {area} | {a.n_tasks} | {percent(a.all_pass_rate)} | {ap} "
+                f"| {percent(a.criterion_pass_rate)} | {cp} |"
             )
     lines += [
         "",
@@ -262,8 +257,8 @@ def render_markdown(
         if baseline is not None:
             row += f" {baseline.metrics.score_histogram[i]} |"
         lines.append(row)
-    deciles = ", ".join(f"{100 * d:.0f}%" for d in m.score_deciles)
-    lines += ["", f"Deciles (10th…90th percentile): {deciles}. Mean score {_pct(m.mean_score)}."]
+    deciles = ", ".join(percent(d, 0) for d in m.score_deciles)
+    lines += ["", f"Deciles (10th…90th percentile): {deciles}. Mean score {percent(m.mean_score)}."]
     # Grouped by description without a trailing "(specifics)", so per-task variants add up.
     failures = Counter(
         _TRAILING_PAREN.sub("", c.description)

@@ -299,7 +299,7 @@ class Job:
                 result = evaluate(spec, trained_dir, suite, self._eval_progress("evaluate"))
                 save_results(result, cached.with_suffix(".partial"))
                 cached.with_suffix(".partial").replace(cached)
-            return log_to_mlflow(result, baseline, run_id=rid)
+            return log_to_mlflow(result, baseline, run_id=rid, price=spec.eval_price())
 
         metrics = self.run_stage("evaluate", score)
         self.run_stage("register", lambda: self._register(metrics))
@@ -312,7 +312,7 @@ class Job:
             if part != "generate":
                 return
             self.events.stage(
-                stage,  # type: ignore[arg-type]
+                stage,
                 step=done,
                 total_steps=total,
                 eta_s=rate.eta(done, total),

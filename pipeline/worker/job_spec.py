@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from uptake.cost import MAX_PRICE, Price, hour_price
 from uptake.events import ReleaseDetected
 from uptake.settings import Settings, TopicNames
 from uptake.tracks import Track
@@ -74,6 +75,9 @@ class JobSpec(BaseModel):
     token_env: str | None = None
     judge_base_url: str | None = None
     judge_model: str | None = None
+    # worker.cpu_hour_price / gpu_hour_price: the evaluation's device picks one (uptake.cost)
+    cpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
+    gpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
 
     @property
     def recipe_sha(self) -> str:
@@ -82,6 +86,14 @@ class JobSpec(BaseModel):
     @property
     def suite_sha(self) -> str:
         return file_sha256(self.track.suite)
+
+    def eval_price(self) -> Price | None:
+        """The hour price of the device this job evaluates on, resolved as the evaluation
+        resolves it (``device: cpu``, else CUDA when there is one); None: no price for it."""
+        from uptake.models.loader import resolve_device
+
+        device = resolve_device("cpu" if self.device == "cpu" else "auto").type
+        return hour_price(device, cpu_hour=self.cpu_hour_price, gpu_hour=self.gpu_hour_price)
 
 
 def file_sha256(path: Path) -> str:
@@ -155,4 +167,6 @@ def spec_for(
         token_env=token_env_for(settings, release.source),
         judge_base_url=settings.judge.base_url,
         judge_model=settings.judge.model,
+        cpu_hour_price=w.cpu_hour_price,
+        gpu_hour_price=w.gpu_hour_price,
     )

@@ -8,11 +8,11 @@ draws its plots (``plots``) and writes a self-contained HTML page and a Markdown
 
 from __future__ import annotations
 
-from registry.report.cost import Price
 from registry.report.gather import gather_version, summary_rows
 from registry.report.model import ReportError, Row, VersionReport
 from registry.report.render import summary_markdown
 from registry.report.write import ReportFiles, write_all, write_summary, write_version
+from uptake.cost import Price
 
 __all__ = [
     "Price",

@@ -9,10 +9,15 @@ import typer
 from pydantic import ValidationError
 
 from registry.mlflow_registry import Registry
-from registry.report.cost import Price
 from registry.report.write import write_all, write_version
 from uptake.commands import ConfigOption, settings_from
-from uptake.cost_options import GpuHourPriceOption, PriceInOption, PriceOutOption
+from uptake.cost import Price
+from uptake.cost_options import (
+    CpuHourPriceOption,
+    GpuHourPriceOption,
+    PriceInOption,
+    PriceOutOption,
+)
 from uptake.errors import DependencyError, InputError, describe_validation_error
 from uptake.service_runtime import resolved_settings
 from uptake.stack.probes import mlflow_healthy
@@ -35,6 +40,7 @@ def report(
     price_in: PriceInOption = None,  # for runs that logged no cost
     price_out: PriceOutOption = None,
     gpu_hour_price: GpuHourPriceOption = None,
+    cpu_hour_price: CpuHourPriceOption = None,
     no_mlflow_log: Annotated[
         bool, typer.Option("--no-log", help="Do not log the plots to the MLflow run.")
     ] = False,
@@ -45,7 +51,7 @@ def report(
     if every and version is not None:
         raise InputError("--all reports every version: leave out --version")
     try:
-        price = Price.of(price_in, price_out, gpu_hour_price)
+        price = Price.of(price_in, price_out, gpu_hour_price, cpu_hour_price)
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc)) from None
     name = model or (

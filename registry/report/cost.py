@@ -144,7 +144,9 @@ def cost_points(
     out = list(points.values())
     if out and all(p.cost_per_task is None for p in out):
         notes.append(
-            "no cost per task logged on this suite: score with `uptake eval --price-in/--price-out`"
-            " or `--gpu-hour-price`, or give the report a price"
+            "no cost per task logged on this suite: give the worker an hour price "
+            "(`worker.cpu_hour_price` / `worker.gpu_hour_price`), score with `uptake eval "
+            "--price-in/--price-out` or `--gpu-hour-price` / `--cpu-hour-price`, or give the "
+            "report a price"
         )
     return out

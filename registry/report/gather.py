@@ -3,8 +3,8 @@
 Everything comes from what the services logged under ``uptake.mlflow_contract`` names: the
 run's metrics and tags (the version's own ``uptake.*`` tags win, as for the gate), the per-task
 results artifacts, the promoter's decision artifact and the serving tag. A missing piece is a
-note and a "—", never a crash; only a version without a run or without its headline metrics
-is an error (there is nothing to report).
+note and a dash (``MISSING``), never a crash; only a version without a run or without its
+headline metrics is an error (there is nothing to report).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from registry.decision import Decision
 from registry.evidence import parse_results_jsonl
 from registry.mlflow_registry import Registry
-from registry.report.cost import Price, cost_points
+from registry.report.cost import cost_points
 from registry.report.model import (
     AreaBar,
     Paired,
@@ -30,6 +30,8 @@ from registry.report.model import (
     TimelinePoint,
     VersionReport,
 )
+from uptake.cost import Price
+from uptake.formatting import MISSING
 from uptake.mlflow_contract import (
     ALL_PASS_RATE,
     BASE_MODEL_TAG,
@@ -112,7 +114,7 @@ def _row(mv: ModelVersion, metrics: Mapping[str, float], tags: Mapping[str, str]
     served = parse_time((mv.tags or {}).get(SERVED_AT_TAG))
     return Row(
         version=str(mv.version),
-        release=tags.get(RELEASE_ID_TAG) or "—",
+        release=tags.get(RELEASE_ID_TAG) or MISSING,
         base_all_pass=metrics.get(BASELINE_PREFIX + ALL_PASS_RATE),
         base_criterion=metrics.get(BASELINE_PREFIX + CRITERION_PASS_RATE),
         post_all_pass=metrics.get(ALL_PASS_RATE),
@@ -244,7 +246,7 @@ def gather_version(
         registered_model=model,
         version=str(mv.version),
         run_id=run_id,
-        release_id=tags.get(RELEASE_ID_TAG) or "—",
+        release_id=tags.get(RELEASE_ID_TAG) or MISSING,
         base_model=tags.get(BASE_MODEL_TAG),
         suite_sha=suite_sha,
         row=_row(mv, metrics, tags),

@@ -1,7 +1,8 @@
 """What an adoption report shows, as plain data: gathered from MLflow once, rendered twice.
 
 Every field a run may lack is optional: a report of a version whose worker wrote no timeline
-or whose promoter has not decided yet still renders, with "—" where a value is missing.
+or whose promoter has not decided yet still renders, with a dash
+(``uptake.formatting.MISSING``) where a value is missing.
 """
 
 from __future__ import annotations

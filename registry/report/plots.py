@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from registry.report.model import AreaBar, CostPoint, VersionReport
+from uptake.formatting import shorten
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
 SCORE_PLOT = "score_distribution.png"
 AREA_PLOT = "per_area.png"
 COST_PLOT = "quality_cost.png"
+LABEL_CHARS = 40  # a point's label on the quality-cost chart
 BASE_COLOR, POST_COLOR = "#9aa5b1", "#1f6feb"
 _KIND_COLORS = {
     "base": BASE_COLOR,
@@ -125,26 +127,32 @@ def cost_plot(points: Sequence[CostPoint]) -> bytes:
     priced = [p for p in points if p.cost_per_task is not None]
     fig = _figure(width=7.2, height=4.2)
     ax = fig.add_subplot()
-    for p in priced:
+    costs = [p.cost_per_task or 0.0 for p in priced]
+    middle = sorted(costs)[(len(costs) - 1) // 2] if costs else 0.0  # lower median
+    for p, cost in zip(priced, costs, strict=True):
         color = _KIND_COLORS[p.kind]
         size = 90 if p.this_version else 50
         for score, marker in ((p.all_pass, "o"), (p.criterion, "^")):
             ax.scatter(
-                p.cost_per_task,
+                cost,
                 100 * score,
                 marker=marker,
                 s=size,
                 color=color,
                 edgecolors="black" if p.this_version else "none",
             )
-        ax.annotate(
-            p.label,
+        # a short label on the side with room; kept out of the layout, so a long model name
+        # never squeezes the axes (the table below the chart has every full name)
+        on_right = (p.cost_per_task or 0.0) > middle  # its label goes to the left
+        note = ax.annotate(
+            shorten(p.label, LABEL_CHARS),
             (p.cost_per_task, 100 * p.criterion),
             fontsize=7,
-            xytext=(4, 4),
+            xytext=(-4 if on_right else 4, 4),
             textcoords="offset points",
+            ha="right" if on_right else "left",
         )
-    costs = [p.cost_per_task or 0.0 for p in priced]
+        note.set_in_layout(False)
     if costs and min(costs) > 0 and max(costs) / min(costs) > 10:  # a free model stays linear
         ax.set_xscale("log")
     for kind, color in _KIND_COLORS.items():

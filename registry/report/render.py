@@ -10,48 +10,35 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from registry.report.model import Row, TimelinePoint, VersionReport
 from registry.report.plots import AREA_PLOT, COST_PLOT, SCORE_PLOT
+from uptake.adoption_table import ADOPTION_COLUMNS
+from uptake.formatting import MISSING, percent, points, short_release_id
 
-DASH = "—"
-TABLE_HEADER = (
-    "version",
-    "release",
-    "base all-pass",
-    "base criterion",
-    "post-trained all-pass",
-    "post-trained criterion",
-    "decision",
-    "release → serving",
-)
+TABLE_HEADER = ("version", *ADOPTION_COLUMNS)
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;
 color:#1f2328;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
+td.id,td.num{white-space:nowrap}td.name{overflow-wrap:anywhere}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
-.meta{color:#57606a;font-size:.85rem}img{max-width:100%;height:auto}
+.meta{color:#57606a;font-size:.85rem;overflow-wrap:anywhere}img{max-width:100%;height:auto}
+td[title]{cursor:help}
 .note{color:#9a6700}
 """
 
 
-def pct(value: float | None) -> str:
-    return DASH if value is None else f"{100 * value:.1f}%"
-
-
-def pts(value: float | None) -> str:
-    return DASH if value is None else f"{100 * value:+.1f} pts"
-
-
 def duration(seconds: float | None) -> str:
-    """``2m 05s``, ``1h 03m``; "—" when unknown."""
+    """``2m 05s``, ``1h 03m``; ``MISSING`` when unknown."""
     if seconds is None:
-        return DASH
+        return MISSING
     sign, s = ("-", -seconds) if seconds < 0 else ("", seconds)
     if s < 60:
         return f"{sign}{s:.1f}s"
@@ -63,31 +50,46 @@ def duration(seconds: float | None) -> str:
 
 
 def when(at: datetime | None) -> str:
-    return DASH if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return MISSING if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def number(value: float | None, fmt: str = ".4g") -> str:
-    return DASH if value is None else format(value, fmt)
+    return MISSING if value is None else format(value, fmt)
 
 
 def row_cells(row: Row) -> list[str]:
     return [
         f"v{row.version}",
         row.release,
-        pct(row.base_all_pass),
-        pct(row.base_criterion),
-        pct(row.post_all_pass),
-        pct(row.post_criterion),
-        row.decision or DASH,
+        percent(row.base_all_pass),
+        percent(row.base_criterion),
+        percent(row.post_all_pass),
+        percent(row.post_criterion),
+        row.decision or MISSING,
         duration(row.release_to_serving_s),
     ]
 
 
-def timeline_cells(points: Sequence[TimelinePoint]) -> list[list[str]]:
+class Cell(NamedTuple):
+    """An HTML table cell shown shortened, the full text on hover (``title``)."""
+
+    text: str
+    title: str
+
+
+def html_row_cells(row: Row) -> list[str | Cell]:
+    """``row_cells`` for HTML: the release id shortened (the full id on hover), so the table
+    fits the page."""
+    cells: list[str | Cell] = list(row_cells(row))
+    cells[1] = Cell(short_release_id(row.release), row.release)
+    return cells
+
+
+def timeline_cells(steps: Sequence[TimelinePoint]) -> list[list[str]]:
     """step | started | ended | took | since release created."""
-    origin = next((p.at for p in points if p.at is not None), None)
+    origin = next((p.at for p in steps if p.at is not None), None)
     out = []
-    for p in points:
+    for p in steps:
         took = (p.ended - p.at).total_seconds() if p.at and p.ended else None
         since = (p.at - origin).total_seconds() if p.at and origin else None
         out.append([p.label, when(p.at), when(p.ended), duration(took), duration(since)])
@@ -101,7 +103,7 @@ def _checks(report: VersionReport) -> list[list[str]]:
             "pass" if c.passed else "fail",
             number(c.value),
             number(c.threshold),
-            c.detail or DASH,
+            c.detail or MISSING,
         ]
         for c in report.checks
     ]
@@ -112,15 +114,15 @@ def _paired(report: VersionReport) -> list[list[str]]:
     return [
         [
             "all-pass rate difference",
-            pts(p.all_pass_diff),
-            f"[{pts(p.all_pass_low)}, {pts(p.all_pass_high)}]",
+            points(p.all_pass_diff),
+            f"[{points(p.all_pass_low)}, {points(p.all_pass_high)}]",
         ],
         [
             "criterion pass rate difference",
-            pts(p.criterion_diff),
-            f"[{pts(p.criterion_low)}, {pts(p.criterion_high)}]",
+            points(p.criterion_diff),
+            f"[{points(p.criterion_low)}, {points(p.criterion_high)}]",
         ],
-        ["McNemar exact p (all-pass)", number(p.mcnemar_p), DASH],
+        ["McNemar exact p (all-pass)", number(p.mcnemar_p), MISSING],
     ]
 
 
@@ -128,10 +130,10 @@ def _areas(report: VersionReport) -> list[list[str]]:
     return [
         [
             a.area,
-            pct(a.base),
-            f"[{pct(a.base_low)}, {pct(a.base_high)}]",
-            pct(a.post),
-            f"[{pct(a.post_low)}, {pct(a.post_high)}]",
+            percent(a.base),
+            f"[{percent(a.base_low)}, {percent(a.base_high)}]",
+            percent(a.post),
+            f"[{percent(a.post_low)}, {percent(a.post_high)}]",
         ]
         for a in report.areas
     ]
@@ -146,8 +148,8 @@ def _costs(report: VersionReport) -> list[list[str]]:
             [
                 p.label + (" (this version)" if p.this_version else ""),
                 p.kind,
-                pct(p.all_pass),
-                pct(p.criterion),
+                percent(p.all_pass),
+                percent(p.criterion),
                 number(p.cost_per_task, ".4g"),
                 number(p.tokens_in_per_task, ".1f"),
                 number(p.tokens_out_per_task, ".1f"),
@@ -181,15 +183,28 @@ def _h(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
+def _html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str | Cell]],
+    table_id: str,
+    names: Collection[int] = (),
+) -> str:
+    """``names``: the columns that hold model names, which may break anywhere so that one
+    long name never makes the table wider than the page. A ``Cell`` (a shortened id) never
+    breaks: it is short, and its full text is on hover."""
     head = "".join(f"<th>{_h(c)}</th>" for c in header)
     body = []
     for row in rows:
         cells = []
-        for cell in row:
+        for i, cell in enumerate(row):
+            if isinstance(cell, Cell):
+                cells.append(f'<td class="id" title="{_h(cell.title)}">{_h(cell.text)}</td>')
+                continue
             cls = {"pass": ' class="pass"', "fail": ' class="fail"'}.get(cell, "")
-            if not cls and cell[:1] in "+-0123456789[" and cell != DASH:
+            if not cls and cell[:1] in "+-0123456789[" and cell != MISSING:
                 cls = ' class="num"'
+            elif not cls and i in names:
+                cls = ' class="name"'
             cells.append(f"<td{cls}>{_h(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     rows_html = "".join(body)
@@ -223,10 +238,10 @@ def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
     title = f"{r.registered_model} v{r.version} — adoption report"
     parts = [
         f"<h1>{_h(title)}</h1>",
-        f'<p class="meta">release {_h(r.release_id)} · base model {_h(r.base_model or DASH)} · '
-        f"suite {_h((r.suite_sha or DASH)[:12])} · MLflow run {_h(r.run_id)}</p>",
+        f'<p class="meta">release {_h(r.release_id)} · base model {_h(r.base_model or MISSING)} · '
+        f"suite {_h((r.suite_sha or MISSING)[:12])} · MLflow run {_h(r.run_id)}</p>",
         "<h2>Adoption</h2>",
-        _html_table(TABLE_HEADER, [row_cells(r.row)], "adoption"),
+        _html_table(TABLE_HEADER, [html_row_cells(r.row)], "adoption"),
     ]
     title_s, name, alt = SECTIONS[0]
     parts += [f"<h2>{_h(title_s)}</h2>", _plot_section(title_s, name, alt, images, True)]
@@ -246,8 +261,8 @@ def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
             "areas",
         ),
         "<h2>Promotion gate</h2>",
-        f"<p>decision: <strong>{_h(r.row.decision or DASH)}</strong> — "
-        f"{_h(r.decision_reason or DASH)}</p>",
+        f"<p>decision: <strong>{_h(r.row.decision or MISSING)}</strong> — "
+        f"{_h(r.decision_reason or MISSING)}</p>",
         _html_table(("check", "result", "value", "threshold", "detail"), _checks(r), "checks")
         if r.checks
         else '<p class="note">no gate decision recorded for this version yet</p>',
@@ -264,7 +279,7 @@ def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
     parts += [
         f"<h2>{_h(title_s)}</h2>",
         _plot_section(title_s, name, alt, images, True),
-        _html_table(COST_HEADER, _costs(r), "costs"),
+        _html_table(COST_HEADER, _costs(r), "costs", names=(0,)),
     ]
     if r.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in r.notes) + "</ul>")
@@ -289,8 +304,8 @@ def render_markdown(report: VersionReport, images: dict[str, bytes]) -> str:
     out = [
         f"# {r.registered_model} v{r.version} — adoption report",
         "",
-        f"release `{r.release_id}` · base model `{r.base_model or DASH}` · suite "
-        f"`{(r.suite_sha or DASH)[:12]}` · MLflow run `{r.run_id}`",
+        f"release `{r.release_id}` · base model `{r.base_model or MISSING}` · suite "
+        f"`{(r.suite_sha or MISSING)[:12]}` · MLflow run `{r.run_id}`",
         "",
         "## Adoption",
         "",
@@ -316,7 +331,7 @@ def render_markdown(report: VersionReport, images: dict[str, bytes]) -> str:
         "",
         "## Promotion gate",
         "",
-        f"decision: **{r.row.decision or DASH}** — {_cell(r.decision_reason or DASH)}",
+        f"decision: **{r.row.decision or MISSING}** — {_cell(r.decision_reason or MISSING)}",
         "",
     ]
     out.append(
@@ -371,7 +386,7 @@ def summary_html(
     links: dict[str, str] | None = None,
 ) -> str:
     links = links or {}
-    table = _html_table(TABLE_HEADER, [row_cells(r) for r in rows], "adoption")
+    table = _html_table(TABLE_HEADER, [html_row_cells(r) for r in rows], "adoption")
     for version, href in links.items():  # link each version cell to its own page
         table = table.replace(
             f"<td>v{_h(version)}</td>", f'<td><a href="{_h(href)}">v{_h(version)}</a></td>', 1

@@ -10,11 +10,11 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
 from registry.mlflow_registry import Registry
-from registry.report.cost import Price
 from registry.report.gather import gather_version, summary_rows
 from registry.report.model import ReportError
 from registry.report.plots import plots
 from registry.report.render import render_html, render_markdown, summary_html, summary_markdown
+from uptake.cost import Price
 
 log = logging.getLogger(__name__)
 REPORT_ARTIFACT_DIR = "report"

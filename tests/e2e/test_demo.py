@@ -21,6 +21,7 @@ from uptake.mlflow_contract import (
     ALL_PASS_RATE,
     BASELINE_PREFIX,
     CHAMPION_ALIAS,
+    COST_PER_TASK,
     DECISION_TAG,
     RELEASE_ID_TAG,
 )
@@ -105,12 +106,15 @@ def test_demo_adopts_two_releases_end_to_end(tmp_path: Path) -> None:
             metrics,
         )
 
-    # the report: the adoption table and each version's timeline
+    # the report: the adoption table, each version's timeline and its quality-cost chart (the
+    # demo's worker priced every run by the CPU hour: no price was given to the report)
     index = (home / "reports" / "index.md").read_text()
     assert "post-trained all-pass" in index and "release → serving" in index
     for v in versions:
+        assert client.get_run(v.run_id).data.metrics[COST_PER_TASK] > 0
         page = (home / "reports" / f"v{v.version}" / "report.md").read_text()
         assert "## Timeline" in page and "serving swapped" in page
+        assert "](quality_cost.png)" in page and "no data logged" not in page
     assert "| release | base all-pass" in (home / "demo-summary.md").read_text()
 
     # nothing left running: no process names the home, the ports are free

@@ -129,13 +129,19 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
     return code, out, err
 
 
+@pytest.mark.parametrize(
+    "prices",
+    [
+        ("--price-in", "1", "--gpu-hour-price", "2"),
+        ("--gpu-hour-price", "2", "--cpu-hour-price", "1"),
+    ],
+)
 def test_cli_refuses_two_kinds_of_price(
-    suite_path: Path, capsys: pytest.CaptureFixture[str]
+    suite_path: Path, capsys: pytest.CaptureFixture[str], prices: tuple[str, ...]
 ) -> None:
     code, _, err = run_main(
-        capsys, "--model", "http://127.0.0.1:9/v1", "--suite", str(suite_path),
-        "--price-in", "1", "--gpu-hour-price", "2",
-    )  # fmt: skip
+        capsys, "--model", "http://127.0.0.1:9/v1", "--suite", str(suite_path), *prices
+    )
     assert code == 2 and err.count("\n") == 1 and "not both" in err
 
 

@@ -112,19 +112,20 @@ class Worker:
         revision: str | None = None,
         *,
         log_metrics: bool = True,
+        repo: str = "acme/base",
     ) -> CandidateRegistered:
         """Log the evaluation to a run (its metrics only with ``log_metrics``), register a
         version from it, and return the ``candidate.registered`` the worker would publish
         (which carries the scores even when the run lacks them)."""
         revision = revision or uuid.uuid4().hex[:12]
-        rid = release_id("hf", "acme/base", revision)
-        result = eval_result(card, f"acme/base@{revision}+uptake", suite_sha)
-        baseline = eval_result(base, f"acme/base@{revision}", suite_sha) if base else None
+        rid = release_id("hf", repo, revision)
+        result = eval_result(card, f"{repo}@{revision}+uptake", suite_sha)
+        baseline = eval_result(base, f"{repo}@{revision}", suite_sha) if base else None
         run = self.client.create_run(self.experiment_id, run_name=revision)
         run_id = run.info.run_id
         tags = {
             RELEASE_ID_TAG: rid,
-            BASE_MODEL_TAG: "acme/base",
+            BASE_MODEL_TAG: repo,
             BASE_REVISION_TAG: revision,
             RECIPE_SHA_TAG: "r" * 64,
             SUITE_SHA_TAG: suite_sha,

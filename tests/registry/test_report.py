@@ -150,7 +150,7 @@ def test_report_of_a_promoted_version(adoptions: Adoptions, tmp_path: Path) -> N
     checks = {r[0]: r for r in cells(html, "checks")}
     assert checks["all_pass_rate_vs_base"][1:4] == ["pass", "0.2", "0"]
     paired = {r[0]: r for r in cells(html, "paired")}
-    assert paired["all-pass rate difference"][1] == "+20.0 pts"
+    assert paired["all-pass rate difference"][1] == "+20.0 pt"
     assert paired["McNemar exact p (all-pass)"][1] != "—"
 
     # per area, with intervals
@@ -259,6 +259,7 @@ def test_cli_errors_are_one_line(
         ("--model", f"nothing-{uuid.uuid4().hex[:6]}"): "has no versions",
         ("--model", unscored): "has no all_pass_rate / criterion_pass_rate metrics",
         ("--model", adoptions.model, "--price-in", "1", "--gpu-hour-price", "2"): "not both",
+        ("--model", adoptions.model, "--cpu-hour-price", "1", "--gpu-hour-price", "2"): "not both",
     }
     for args, message in cases.items():
         code, _, err = run_cli([*args, "--out", str(tmp_path / "x")], capsys)

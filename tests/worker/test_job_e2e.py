@@ -15,6 +15,7 @@ from pipeline.worker.job_spec import job_key
 from pipeline.worker.tags import JOB_KEY_TAG, REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
 from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
 from tests.worker.runs_topic import of_type, run_events
+from uptake.demo.config import CPU_HOUR_USD
 from uptake.mlflow_contract import (
     ALL_PASS_RATE,
     BASE_MODEL_TAG,
@@ -22,8 +23,12 @@ from uptake.mlflow_contract import (
     BASELINE_PREFIX,
     BASELINE_RESULTS_ARTIFACT,
     CHALLENGER_ALIAS,
+    COST_PER_TASK,
+    CPU_HOUR_PRICE,
     CRITERION_PASS_RATE,
     DETECTED_AT_TAG,
+    GENERATION_SECONDS,
+    N_TASKS,
     RECIPE_SHA_TAG,
     RELEASE_CREATED_AT_TAG,
     RELEASE_ID_TAG,
@@ -46,7 +51,7 @@ def adopted(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
     build_release_dir(drops, repo)
     release = dir_release(drops, repo).model_copy(update={"created_at": CREATED_AT})
     track = make_track(root, "legal", unique("uptake-legal"))
-    spec = job_spec(stack, release, track)
+    spec = job_spec(stack, release, track, cpu_hour_price=CPU_HOUR_USD)  # as the demo's
     outcome = run_job(spec)
     return {"spec": spec, "outcome": outcome, "release": release, "track": track}
 
@@ -92,6 +97,14 @@ def test_release_becomes_a_registered_version(stack, adopted) -> None:
     for name in (ALL_PASS_RATE, CRITERION_PASS_RATE):
         assert 0 <= metrics[name] <= 1 and 0 <= metrics[BASELINE_PREFIX + name] <= 1
     assert metrics["train.steps"] == 4
+    # priced by the hour of the CPU it evaluated on, from the measured generation time
+    n_tasks = metrics[N_TASKS]
+    for prefix in ("", BASELINE_PREFIX):
+        assert metrics[prefix + CPU_HOUR_PRICE] == CPU_HOUR_USD
+        assert metrics[prefix + GENERATION_SECONDS] > 0
+        assert metrics[prefix + COST_PER_TASK] == pytest.approx(
+            CPU_HOUR_USD * metrics[prefix + GENERATION_SECONDS] / 3600 / n_tasks
+        )
     artifacts = {a.path for a in c.list_artifacts(mv.run_id, "eval")}
     assert {RESULTS_ARTIFACT, BASELINE_RESULTS_ARTIFACT} <= artifacts
     assert "model/config.json" in {a.path for a in c.list_artifacts(mv.run_id, "model")}

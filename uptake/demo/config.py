@@ -20,6 +20,12 @@ SOURCE_NAME = "demo"
 ORGANISATION = "demo-org"
 TRACK_NAME = "legal"
 REGISTERED_MODEL = "uptake-legal"
+# What the demo pays for an hour of the machine its worker evaluates on, in USD: round figures
+# near 2026 on-demand list prices (a 2-vCPU cloud VM; one H100 at a GPU cloud), so every run
+# logs its cost per task and the report draws quality against cost. docs/demo.md "Cost" gives
+# the sources; a team sets its own in ``worker.cpu_hour_price`` / ``worker.gpu_hour_price``.
+CPU_HOUR_USD = 0.10
+GPU_HOUR_USD = 3.00
 
 
 def example_dir() -> Path:
@@ -138,11 +144,13 @@ def write_demo_config(paths: DemoPaths, size: DemoSize) -> Path:
                 "sources": [SOURCE_NAME],
             }
         ],
+        "worker": {"cpu_hour_price": CPU_HOUR_USD, "gpu_hour_price": GPU_HOUR_USD},
         "registry": {"gate": {"mode": "auto"}, "reconcile_interval_s": 10},
         "serving": {"port": free_port()},  # not the default 8000: never collide with `up`
     }
     paths.config.write_text(
-        "# Written by `uptake demo`: a dir source, the legal track, the gate in auto mode.\n"
+        "# Written by `uptake demo`: a dir source, the legal track, the gate in auto mode,\n"
+        '# the worker\'s hour prices (docs/demo.md "Cost").\n'
         + yaml.safe_dump(config, sort_keys=False),
         encoding="utf-8",
     )

@@ -46,6 +46,7 @@ from uptake.demo.releases import RELEASES, build, publish
 from uptake.demo.results import Adoption, DemoMlflow
 from uptake.demo.summary import adoption_table, area_table, markdown
 from uptake.errors import DependencyError, InputError, UptakeError
+from uptake.formatting import MISSING
 from uptake.service_runtime import on_stop_signals
 from uptake.settings import Settings, load_settings
 from uptake.stack.local import LocalStack, read_stack_info
@@ -341,7 +342,7 @@ class Flow:
         if r.champion:
             c.print(f"  champion       {ui}/#/models/{REGISTERED_MODEL}/versions/{r.champion}")
         index = Path(r.report_dir or self.paths.reports) / "index.html"
-        c.print(f"  report         {index if index.exists() else r.report_dir or '—'}")
+        c.print(f"  report         {index if index.exists() else r.report_dir or MISSING}")
         for f in r.report_files:
             if Path(f) != index:  # the line above names it
                 c.print(f"                 {f}")

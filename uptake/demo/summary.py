@@ -8,27 +8,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from uptake.adoption_table import ADOPTION_COLUMNS
 from uptake.demo.results import Adoption
-
-COLUMNS = (
-    "release",
-    "base all-pass",
-    "base criterion",
-    "post-trained all-pass",
-    "post-trained criterion",
-    "decision",
-    "release → serving",
-)
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
-
-
-def gain(base: float | None, post: float | None) -> str:
-    if base is None or post is None:
-        return "—"
-    return f"{base:.0%} → {post:.0%} ({(post - base) * 100:+.0f} pt)"
+from uptake.formatting import MISSING, percent, rate_change
 
 
 def _serving(a: Adoption, champion: str | None) -> str:
@@ -45,10 +27,10 @@ def rows(adoptions: list[Adoption], champion: str | None) -> list[tuple[str, ...
     return [
         (
             f"{a.repo_id} (v{a.version})",
-            pct(a.base_all_pass),
-            pct(a.base_criterion),
-            pct(a.post_all_pass),
-            pct(a.post_criterion),
+            percent(a.base_all_pass),
+            percent(a.base_criterion),
+            percent(a.post_all_pass),
+            percent(a.post_criterion),
             a.decision or "undecided",
             _serving(a, champion),
         )
@@ -58,7 +40,7 @@ def rows(adoptions: list[Adoption], champion: str | None) -> list[tuple[str, ...
 
 def adoption_table(adoptions: list[Adoption], champion: str | None) -> Table:
     table = Table(title="uptake demo: what was adopted")
-    for col in COLUMNS:
+    for col in ADOPTION_COLUMNS:
         table.add_column(col, justify="left" if col in ("release", "decision") else "right")
     for row in rows(adoptions, champion):
         table.add_row(*row)
@@ -79,13 +61,16 @@ def area_table(adoptions: list[Adoption]) -> Table:
         cells = []
         for a in adoptions:
             r = a.areas.get(area)
-            cells.append(gain(r.base_all_pass, r.post_all_pass) if r else "—")
+            cells.append(rate_change(r.base_all_pass, r.post_all_pass) if r else MISSING)
         table.add_row(area, *cells)
     return table
 
 
 def markdown(adoptions: list[Adoption], champion: str | None) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "| " + " | ".join("---" for _ in COLUMNS) + " |"]
+    lines = [
+        "| " + " | ".join(ADOPTION_COLUMNS) + " |",
+        "| " + " | ".join("---" for _ in ADOPTION_COLUMNS) + " |",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(adoptions, champion)]
     lines += ["", "| practice area | " + " | ".join(f"{a.repo_id}" for a in adoptions) + " |"]
     lines.append("| --- |" + " --- |" * len(adoptions))
@@ -93,6 +78,6 @@ def markdown(adoptions: list[Adoption], champion: str | None) -> str:
         cells = []
         for a in adoptions:
             r = a.areas.get(area)
-            cells.append(gain(r.base_all_pass, r.post_all_pass) if r else "—")
+            cells.append(rate_change(r.base_all_pass, r.post_all_pass) if r else MISSING)
         lines.append(f"| {area} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
