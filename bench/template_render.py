@@ -1,18 +1,19 @@
 """Benchmark: what a model's own chat template costs a served request, against ChatML.
 
     .venv/bin/python bench/template_render.py [--requests 40] [--gap-s 0.2] [--renders 200]
-                                              [--out bench/results/template_render.json]
+                                              [--label L] [--out bench/results/template_render.json]
 
 Builds two random tiny Llamas that differ only in their chat template: uptake's ChatML, and a
 Zephyr-style template of the model's own (``<|user|>``, ``eos_token``: untrusted, so it takes
 the bounded-render path). Each is loaded by the serving engine (``TransformersEngine.load``,
 warm-up included) and answers ``--requests`` sequential one-token greedy requests, ``--gap-s``
-apart (requests arrive spaced in serving, so a spare render child has time to warm between
-them). Reports the median and p90 request latency of both models, interleaved, and the
-difference: what rendering the model's own template adds to a request. Then, render alone:
-the own template in its warm bounded child (``GenerationPrep.render``, what serving does)
-against the same template rendered in process (``apply_chat_template``, what serving would do
-if the bounded check alone guarded it), ``--renders`` times each.
+apart (0: back to back, as under load), interleaved. Reports the median and p90 request latency
+of both and the difference: what rendering the model's own template adds to a request. Then
+render alone: the own template in its warm bounded child (``GenerationPrep.render``, what
+serving does) against the same template in process (``apply_chat_template``, what serving
+would do if the check at load alone guarded it), ``--renders`` times each. ``--label`` keys
+the run in ``--out``, so runs of two commits sit side by side (``before``: the engine at
+64ea943, which started a render child per batch and has no render-alone numbers).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ async def run(args: argparse.Namespace, dirs: dict[str, Path]) -> dict[str, Any]
                 start = time.perf_counter()
                 await version.generate(REQUEST)
                 latencies[name].append(time.perf_counter() - start)
-        out_render = render_only(versions["own"].prep, args.renders)
+        own = versions["own"]  # before the shared prep (64ea943) the engine had no ``prep``
+        out_render = render_only(own.prep, args.renders) if hasattr(own, "prep") else None
     finally:
         await engine.aclose()
     out: dict[str, Any] = {
@@ -129,7 +131,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--gap-s", type=float, default=0.2)
     parser.add_argument("--renders", type=int, default=200)
-    parser.add_argument("--label", default="")
+    parser.add_argument("--label", default="run", help="key of this run in --out")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/template_render.json")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -137,7 +139,6 @@ def main() -> None:
         result = asyncio.run(run(args, build(Path(tmp))))
     result.update(
         {
-            "label": args.label,
             "requests": args.requests,
             "gap_s": args.gap_s,
             "load_avg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -147,7 +148,9 @@ def main() -> None:
     )
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    runs = json.loads(args.out.read_text()) if args.out.exists() else {}
+    runs[args.label] = result
+    args.out.write_text(json.dumps(runs, indent=2) + "\n")
 
 
 if __name__ == "__main__":
