@@ -72,4 +72,4 @@ def _kill_spare() -> None:
     spare = _spare
     if spare is not None and spare.owner == os.getpid() and spare.proc.poll() is None:
         spare.proc.kill()
-        spare.proc.wait(5)
+        spare.proc.communicate(timeout=5)  # reaps it and closes its pipes
