@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):  # interleaved, so both modes see the same machine load
             for size in runs:
                 runs[size].append(measure(backend, requests, size))
-        threads = backend.threads or torch.get_num_threads()
+        threads = backend.prep.threads or torch.get_num_threads()
         n_params = sum(p.numel() for p in backend.model.parameters())
     texts = [r["texts"] for size_runs in runs.values() for r in size_runs]
     identical = all(t == texts[0] for t in texts)

@@ -7,7 +7,8 @@ scored by the same graders on the same prompts.
 The transformers backend loads through ``uptake.models`` like training and serving:
 safetensors only, a model's own code only when its source is allow-listed (the same decision
 training makes), bf16 on CUDA. It decodes greedily in batches with left padding (prompts sorted
-by length, so little padding). A tokenizer without a chat template gets ChatML
+by length, so little padding). The prompt, padding and stop rules are serving's too
+(``uptake.models.generation``): a tokenizer without a chat template gets ChatML
 (``uptake/models/templates/chatml.jinja``), which is what docs/evaluation.md documents.
 """
 
@@ -25,10 +26,9 @@ from pydantic import BaseModel
 
 from uptake.errors import DependencyError, InputError
 from uptake.http_limits import ResponseTooLarge, limited_client
-from uptake.models import chatml, load_model_and_tokenizer
-from uptake.models.chat_templates import CHATML_STOP_TEXTS, render_bounded
+from uptake.models import load_model_and_tokenizer
+from uptake.models.generation import GenerationPrep
 
-SMALL_MODEL_PARAMS = 20_000_000  # below this, CPU generation uses one torch thread by default
 MAX_RESPONSE_BYTES = 8 << 20  # an endpoint's answer larger than this is a failure, not memory
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
@@ -63,7 +63,7 @@ class Backend(Protocol):
 
 def _cut_at_stop_text(text: str) -> str:
     """A fallback-template model may spell the turn end as text: cut there."""
-    for stop in CHATML_STOP_TEXTS:
+    for stop in GenerationPrep.stop_texts:
         index = text.find(stop)
         if index >= 0:
             text = text[:index]
@@ -75,6 +75,8 @@ class TransformersBackend:
 
     ``allowlist`` (settings' ``trust_remote_code_allowlist``) and ``repo_id`` (the hub repo the
     model came from) decide whether a model that needs its own code may run it, as in training.
+    Padding, end-of-turn ids, the chat template and its rendering, and the CPU-thread rule are
+    ``prep``'s (``uptake.models.generation``, shared with serving).
     """
 
     name = "transformers"
@@ -93,103 +95,39 @@ class TransformersBackend:
         loaded = load_model_and_tokenizer(path, allowlist=allowlist, repo_id=repo_id, device=device)
         self.model_name = str(path)
         self.seed = seed
-        self.threads = threads
         self.device = loaded.device
         self.dtype = loaded.dtype
         self.trust_remote_code = loaded.remote_code.trust_remote_code
-        tokenizer, model = loaded.tokenizer, loaded.model
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            if tokenizer.eos_token_id is None:
-                raise InputError(f"tokenizer in {path} has neither a pad nor an EOS token")
-            tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
-        self.model = model
-        self.uses_fallback_template = not getattr(tokenizer, "chat_template", None)
-        self.eos_ids = self._eos_ids()
-        self.max_positions = getattr(model.config, "max_position_embeddings", None)
-        if threads is None and self.device.type == "cpu":
-            n_params = sum(p.numel() for p in model.parameters())
-            self.threads = 1 if n_params < SMALL_MODEL_PARAMS else None
-
-    def _eos_ids(self) -> list[int]:
-        ids: set[int] = set()
-        configured = self.model.generation_config.eos_token_id
-        if isinstance(configured, int):
-            ids.add(configured)
-        elif configured:
-            ids.update(int(i) for i in configured)
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id and im_end >= 0:
-            ids.add(im_end)
-        return sorted(ids)
-
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The prompt text: the model's chat template, or the documented fallback (ChatML)."""
-        return self.render_all([messages])[0]
+        self.prep = GenerationPrep.of(loaded, name=str(path), threads=threads)
+        self.tokenizer = self.prep.tokenizer
+        self.model = loaded.model
 
     def render_all(self, conversations: list[list[dict[str, str]]]) -> list[str]:
-        """Prompt texts for many conversations at once.
+        """Prompt texts, as generation renders them (a model's own template: one bounded
+        render for all of them, in its warm child)."""
+        return self.prep.prompts([list(m) for m in conversations])
 
-        The fallback (uptake's ChatML) renders here; a model's own template comes with the
-        release and renders in one bounded child for all prompts (``render_bounded``): a
-        template that loops or floods refuses the model instead of hanging the evaluation.
-        """
-        if self.uses_fallback_template:
-            return [
-                self.tokenizer.apply_chat_template(
-                    m, chat_template=chatml(), tokenize=False, add_generation_prompt=True
-                )
-                for m in conversations
-            ]
-        template = self.tokenizer.chat_template
-        if isinstance(template, dict):
-            template = template.get("default") or next(iter(template.values()))
-        rendered = render_bounded(
-            str(template),
-            [list(m) for m in conversations],
-            add_generation_prompt=True,
-            variables=dict(self.tokenizer.special_tokens_map),
-        )
-        for i, r in enumerate(rendered):
-            if r.text is None:
-                raise InputError(
-                    f"the chat template of {self.model_name} fails on prompt #{i}: {r.error}"
-                )
-        return [str(r.text) for r in rendered]
+    def close(self) -> None:
+        """End the template's render child (the weights go with the backend)."""
+        self.prep.close()
 
     def generate(
         self, requests: Sequence[GenRequest], batch_size: int = 16, progress: Progress | None = None
     ) -> list[Generation]:
-        """Greedy completions in the order of ``requests``.
-
-        With ``threads`` set, torch uses that many CPU threads for the call (restored after).
-        Left unset, a model under SMALL_MODEL_PARAMS on CPU gets one thread: such a model's
-        kernels are too small to share, and on a busy 2-core machine a tiny model ran 15x
-        faster on 1 thread than on 2 oversubscribed ones (and no slower when the machine was idle).
-        """
+        """Greedy completions in the order of ``requests``, on the prep's torch thread count
+        for the call (restored after)."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        if self.threads is None:
+        with self.prep.torch_threads():
             return self._generate(requests, batch_size, progress)
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            return self._generate(requests, batch_size, progress)
-        finally:
-            torch.set_num_threads(before)
 
     def _generate(
         self, requests: Sequence[GenRequest], batch_size: int, progress: Progress | None
     ) -> list[Generation]:
-        prompts = self.render_all([r.messages for r in requests])
-        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        encoded = [self.prep.encode(p) for p in self.render_all([r.messages for r in requests])]
         limits = [
-            self._room(r.max_new_tokens, len(ids)) for r, ids in zip(requests, encoded, strict=True)
+            self.prep.room(r.max_new_tokens, len(ids))
+            for r, ids in zip(requests, encoded, strict=True)
         ]
         results: list[Generation | None] = [None] * len(requests)
         for i, limit in enumerate(limits):
@@ -229,36 +167,28 @@ class TransformersBackend:
                 progress(len(batch))
         return [r for r in results if r is not None]
 
-    def _room(self, max_new_tokens: int, prompt_tokens: int) -> int:
-        """New tokens a prompt may get: its ``max_new_tokens``, or what the context leaves."""
-        if not self.max_positions:
-            return max_new_tokens
-        return max(0, min(max_new_tokens, self.max_positions - prompt_tokens))
-
     def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[Generation]:
         import torch
 
-        width = max(len(ids) for ids in batch)
-        pad = int(self.tokenizer.pad_token_id)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        ids, mask = self.prep.left_pad(batch)
+        width = len(ids[0])
         torch.manual_seed(self.seed)
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
+                input_ids=torch.tensor(ids, device=self.device),
+                attention_mask=torch.tensor(mask, device=self.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 num_beams=1,
                 use_cache=True,  # trained checkpoints often say use_cache=false
-                eos_token_id=self.eos_ids,
-                pad_token_id=pad,
+                eos_token_id=self.prep.eos_ids,
+                pad_token_id=self.prep.pad_id,
                 temperature=None,
                 top_p=None,
                 top_k=None,
             )
         generations = []
-        eos = set(self.eos_ids)
+        eos = set(self.prep.eos_ids)
         for row in out[:, width:].tolist():
             stop = next((i for i, tok in enumerate(row) if tok in eos), None)
             kept = row if stop is None else row[:stop]
@@ -370,7 +300,9 @@ class OpenAIBackend:
         usage = usage if isinstance(usage, dict) else {}
         n_tokens = _count(usage.get("completion_tokens"))
         prompt_tokens = _count(usage.get("prompt_tokens"))
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        finish: Literal["stop", "length"] = (
+            "length" if choice.get("finish_reason") == "length" else "stop"
+        )
         return Generation(
             text=text.strip(), n_tokens=n_tokens, finish_reason=finish, prompt_tokens=prompt_tokens
         )

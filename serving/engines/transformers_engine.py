@@ -11,11 +11,10 @@ of its ``stop`` texts, or when its client went away; ``generate`` ends when ever
 Generation runs on that thread, never on the event loop: a request waits on an asyncio queue
 that the thread fills through ``loop.call_soon_threadsafe``.
 
-Prompts are rendered the way evaluation renders them, so the served champion scores what its
-directory scored: the model's chat template, or uptake's ChatML when it has none. uptake's own
-templates render in process; a release's own template is untrusted code and renders in a
-bounded child (``render_bounded``), one per batch, taken warm from ``render_child``'s spare
-(docs/serving.md).
+Prompts, padding, end-of-turn ids and the CPU-thread rule are evaluation's
+(``uptake.models.generation``), so the served champion scores what its directory scored: the
+model's chat template, or uptake's ChatML when it has none; a release's own template renders
+in the version's warm, bounded render child (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -34,12 +33,11 @@ from typing import Any
 
 from serving.engine import Generation, GenerationRequest, TextDelta
 from uptake.errors import InputError
-from uptake.models import chatml, chatml_training, load_model_and_tokenizer
-from uptake.models.chat_templates import CHATML_STOP_TEXTS, render_bounded
+from uptake.models import load_model_and_tokenizer
+from uptake.models.generation import GenerationPrep
 
 log = logging.getLogger(__name__)
 
-SMALL_MODEL_PARAMS = 20_000_000  # below this, one torch thread on CPU (as evaluation does)
 WARM_UP = GenerationRequest.model_validate(
     {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1, "temperature": 0}
 )
@@ -92,23 +90,6 @@ class _Row:
         return longest
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """End-of-turn tokens: the generation config's, the tokenizer's EOS, ChatML's ``<|im_end|>``
-    (the same set evaluation stops at)."""
-    ids: set[int] = set()
-    configured = model.generation_config.eos_token_id
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(int(i) for i in configured)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end >= 0 and im_end != tokenizer.unk_token_id:
-        ids.add(im_end)
-    return sorted(ids)
-
-
 class TransformersVersion:
     """One loaded version: its model, its queue and its batching thread."""
 
@@ -129,29 +110,10 @@ class TransformersVersion:
         loaded = load_model_and_tokenizer(model_dir, allowlist=allowlist, device=device)
         self.model = loaded.model
         self.device = loaded.device
-        tokenizer = loaded.tokenizer
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            if tokenizer.eos_token_id is None:
-                raise InputError(f"tokenizer in {model_dir} has neither a pad nor an EOS token")
-            tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
-        self.eos_ids = _eos_ids(self.model, tokenizer)
-        self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
-        template = getattr(tokenizer, "chat_template", None)
-        if isinstance(template, dict):
-            template = template.get("default") or next(iter(template.values()), None)
-        self.template: str = template or chatml()
-        self.trusted_template = self.template.strip() in (
-            chatml().strip(),
-            chatml_training().strip(),
-        )
+        self.prep = GenerationPrep.of(loaded, name=str(model_dir), threads=torch_threads)
+        self.tokenizer = self.prep.tokenizer
         self.window_s = batch_window_ms / 1000
         self.max_batch = max_batch
-        self.threads = torch_threads
-        if self.threads is None and self.device.type == "cpu":
-            n_params = sum(p.numel() for p in self.model.parameters())
-            self.threads = 1 if n_params < SMALL_MODEL_PARAMS else None
         self.batches = 0  # batches generated (the benchmark reads it)
         self.batched_requests = 0
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -204,6 +166,7 @@ class TransformersVersion:
         import gc
 
         self._thread.join(30)
+        self.prep.close()  # the template's render child
         self.model = None  # the weights go with the last reference
         gc.collect()
         if self.device.type == "cuda":
@@ -254,10 +217,7 @@ class TransformersVersion:
         return ("sample", request.temperature, request.top_p)
 
     def _run(self) -> None:
-        import torch
-
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
+        self.prep.set_torch_threads()
         while True:
             batch = self._take()
             if batch is None:
@@ -280,7 +240,7 @@ class TransformersVersion:
     def _serve(self, batch: list[_Pending]) -> None:
         try:
             rows = self._rows(batch)
-        except Exception as exc:  # a prompt the template refuses fails that batch only
+        except Exception as exc:  # a template that broke a bound fails that batch only
             for pending in batch:
                 pending.send(exc if isinstance(exc, InputError) else InputError(str(exc)))
             return
@@ -290,7 +250,7 @@ class TransformersVersion:
                 row.pending.send(
                     ContextExceeded(
                         f"the prompt has {len(row.pending.prompt_ids)} tokens, which fills the "
-                        f"model's context of {self.max_positions}"
+                        f"model's context of {self.prep.max_positions}"
                     )
                 )
             else:
@@ -306,52 +266,31 @@ class TransformersVersion:
                     row.pending.send(RuntimeError(f"generation failed: {exc}"))
 
     def _rows(self, batch: list[_Pending]) -> list[_Row]:
+        """The batch's rows; a request whose messages the template rejects gets its 400 and
+        no row (the others in the batch are served)."""
         conversations = [[m.model_dump() for m in p.request.messages] for p in batch]
-        prompts = self._render(conversations)
         rows = []
-        for pending, prompt in zip(batch, prompts, strict=True):
-            pending.prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            limit = pending.request.max_tokens
-            if self.max_positions:
-                limit = min(limit, self.max_positions - len(pending.prompt_ids))
-            stops = tuple(s for s in (*pending.request.stop, *CHATML_STOP_TEXTS) if s)
+        for pending, rendered in zip(batch, self.prep.render(conversations), strict=True):
+            if rendered.text is None:
+                pending.send(
+                    InputError(
+                        f"the model's chat template refuses these messages: {rendered.error}"
+                    )
+                )
+                continue
+            pending.prompt_ids = self.prep.encode(rendered.text)
+            limit = self.prep.room(pending.request.max_tokens, len(pending.prompt_ids))
+            stops = tuple(s for s in (*pending.request.stop, *self.prep.stop_texts) if s)
             rows.append(_Row(pending, limit, stops))
         return rows
-
-    def _render(self, conversations: list[list[dict[str, str]]]) -> list[str]:
-        if self.trusted_template:
-            return [
-                self.tokenizer.apply_chat_template(
-                    c, chat_template=self.template, tokenize=False, add_generation_prompt=True
-                )
-                for c in conversations
-            ]
-        rendered = render_bounded(
-            self.template,
-            conversations,
-            add_generation_prompt=True,
-            variables=dict(self.tokenizer.special_tokens_map),
-        )
-        out = []
-        for r in rendered:
-            if r.text is None:
-                raise InputError(f"the model's chat template refuses these messages: {r.error}")
-            out.append(r.text)
-        return out
 
     def _generate(self, rows: list[_Row]) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         first = rows[0].pending.request
-        width = max(len(r.pending.prompt_ids) for r in rows)
-        pad = int(self.tokenizer.pad_token_id)
-        ids = [[pad] * (width - len(r.pending.prompt_ids)) + r.pending.prompt_ids for r in rows]
-        mask = [
-            [0] * (width - len(r.pending.prompt_ids)) + [1] * len(r.pending.prompt_ids)
-            for r in rows
-        ]
-        eos = set(self.eos_ids)
+        ids, mask = self.prep.left_pad([r.pending.prompt_ids for r in rows])
+        eos = set(self.prep.eos_ids)
         owner = self
 
         class Rows(StoppingCriteria):
@@ -385,8 +324,8 @@ class TransformersVersion:
                 max_new_tokens=max(r.limit for r in rows),
                 num_beams=1,
                 use_cache=True,  # trained checkpoints often say use_cache=false
-                eos_token_id=self.eos_ids,
-                pad_token_id=pad,
+                eos_token_id=self.prep.eos_ids,
+                pad_token_id=self.prep.pad_id,
                 stopping_criteria=StoppingCriteriaList([Rows()]),
                 **sampling,
             )

@@ -56,32 +56,32 @@ def test_stops_at_eos(lively_backend: TransformersBackend, legal_suite) -> None:
     assert all(g.finish_reason == "length" for g in free)
     # Make the token the model emits third for the first prompt an end-of-sequence token.
     ids = lively_backend.tokenizer(free[0].text, add_special_tokens=False)["input_ids"]
-    saved = lively_backend.eos_ids
+    saved = lively_backend.prep.eos_ids
     try:
-        lively_backend.eos_ids = [*saved, ids[2]]
+        lively_backend.prep.eos_ids = [*saved, ids[2]]
         first = lively_backend.generate(reqs[:1], 1)[0]
     finally:
-        lively_backend.eos_ids = saved
+        lively_backend.prep.eos_ids = saved
     assert first.finish_reason == "stop"
     assert first.n_tokens < 10
     assert free[0].text.startswith(first.text)
 
 
 def test_chat_template_is_used(lively_backend: TransformersBackend) -> None:
-    text = lively_backend.render([{"role": "user", "content": "Hello"}])
+    (text,) = lively_backend.render_all([[{"role": "user", "content": "Hello"}]])
     assert text == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
-    assert not lively_backend.uses_fallback_template
+    assert not lively_backend.prep.uses_fallback_template
 
 
 def test_fallback_template_without_chat_template(tmp_path: Path) -> None:
     path = build_tiny_model(tmp_path / "nochat", TinyModelSpec(chat_template="none"))
     backend = TransformersBackend(path, device="cpu")
-    assert backend.uses_fallback_template
+    assert backend.prep.uses_fallback_template
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    assert backend.render(messages) == (
+    assert backend.render_all([messages]) == [
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\n"
-    )
+    ]
     assert "<|im_start|>" in chatml()
     out = backend.generate([GenRequest(messages=messages, max_new_tokens=5)], 1)
     assert out[0].n_tokens == 5
@@ -315,10 +315,6 @@ def test_openai_backend_asks_the_endpoint_for_its_model_name(
     _, url = judge_server  # the scripted server has no /v1/models
     with pytest.raises(InputError, match="pass the model name"):
         OpenAIBackend(url)
-
-
-def test_small_cpu_models_default_to_one_thread(lively_backend: TransformersBackend) -> None:
-    assert lively_backend.threads == 1  # ~0.4M parameters: below SMALL_MODEL_PARAMS
 
 
 def test_threads_apply_to_the_call_only(lively_model: Path, legal_suite) -> None:

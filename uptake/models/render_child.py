@@ -1,13 +1,14 @@
 """A spare render child, started ahead of need.
 
-``render_bounded``'s child imports transformers' jinja renderer before it reads its request:
-about 2 s of a process start on a 2-core machine, paid by every preflight, every evaluation
-and every serving batch when the child is started on demand. A spare started right after the
-previous one was taken does that import while its caller is busy elsewhere, so a render costs
-its template's time. Each child still renders one request and exits (no state passes from one
-untrusted template to the next). A spare belongs to the process that started it: a forked
-process never takes its parent's, and the spare is killed at exit; one whose parent died
-reads end-of-file and exits.
+A bounded render's child imports transformers' jinja renderer before it reads its request:
+about 2 s of a process start on a 2-core machine, paid by every preflight and every model that
+evaluation or serving prepares when the child is started on demand. A spare started right
+after the previous one was taken does that import while its caller is busy elsewhere, so a
+render costs its template's time. A taken child serves one template only: ``render_bounded``'s
+renders once and exits, a ``TemplateRenderer``'s renders that template until it is closed (no
+state passes from one untrusted template to the next). A spare belongs to the process that
+started it: a forked process never takes its parent's, and the spare is killed at exit; one
+whose parent died reads end-of-file and exits.
 """
 
 from __future__ import annotations
@@ -71,4 +72,4 @@ def _kill_spare() -> None:
     spare = _spare
     if spare is not None and spare.owner == os.getpid() and spare.proc.poll() is None:
         spare.proc.kill()
-        spare.proc.wait(5)
+        spare.proc.communicate(timeout=5)  # reaps it and closes its pipes

@@ -1,14 +1,18 @@
-"""The child process of ``render_bounded``: renders chat templates read from stdin as JSON.
+"""The child process of a bounded render: renders chat templates read from stdin as JSON.
 
-Run as ``python -m uptake.models.template_child``; it imports the renderer, then reads its request
-(so a spare started ahead is warm: ``render_child.py``) and limits its own memory and CPU time
-before the template runs, and the parent kills it at its wall-time limit. It renders with
-transformers' own ``render_jinja_template`` (a jinja2 ``ImmutableSandboxedEnvironment``), so the
-text is the one ``apply_chat_template`` gives. Each conversation is rendered alone: one that the
-template rejects gets its error, the others their text. A text over ``max_chars`` (or all of
-them over ``max_total_chars``) ends the child with exit code 3, and a template that runs out of
-memory or trips the sandbox (a range over its ``MAX_RANGE``, an unsafe attribute) with exit
-code 4: such a template is refused whatever it was given.
+Run as ``python -m uptake.models.template_child``; it imports the renderer, then reads requests,
+one JSON object a line, and answers each with one JSON line (so a spare started ahead is warm:
+``render_child.py``, and a ``TemplateRenderer`` keeps one child for its template's renders).
+Before each template run it limits its own memory and CPU time, and the parent kills it at its
+wall-time limit; end of input ends it. It renders with transformers' own
+``render_jinja_template`` (a jinja2 ``ImmutableSandboxedEnvironment``: a template can change
+no object it is given, so nothing passes from one render to the next), so the text is the one
+``apply_chat_template`` gives. Each
+conversation is rendered alone: one that the template rejects gets its error, the others their
+text. A text over ``max_chars`` (or all of them over ``max_total_chars``) ends the child with
+exit code 3, and a template that runs out of memory or trips the sandbox (a range over its
+``MAX_RANGE``, an unsafe attribute) with exit code 4: such a template is refused whatever it
+was given.
 """
 
 from __future__ import annotations
@@ -24,37 +28,33 @@ HOSTILE_EXIT = 4
 def _render_one(request: dict[str, Any], conversation: list[dict[str, Any]], gen: bool) -> str:
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    # transformers annotates the return as str; it is (rendered, generation indices)
-    rendered, _ = render_jinja_template(  # type: ignore[str-unpack]
+    # annotated ``-> str``; it returns (texts, generation indices)
+    output: Any = render_jinja_template(
         conversations=[conversation],
         chat_template=request["template"],
         add_generation_prompt=gen,
         **request["variables"],
     )
-    text: str = rendered[0]
-    return text
+    return str(output[0][0])
 
 
 def _limit(memory_bytes: int, cpu_s: int) -> None:
     """Bound this process before the template runs (the parent also kills it at its timeout).
-    The CPU limit counts from now: the import before the request is not the template's."""
+    The CPU limit counts from now, for this request: the import and earlier requests are not
+    this render's. Past it the kernel sends SIGXCPU, which ends the process."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     used = int(usage.ru_utime + usage.ru_stime) + 1
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (used + cpu_s, used + cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = used + cpu_s if hard == resource.RLIM_INFINITY else min(used + cpu_s, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def main() -> int:
-    # imported before the request arrives: a spare child (render_child.py) is warm when taken
-    import transformers.utils.chat_template_utils  # noqa: F401
-
-    data = sys.stdin.read()
-    if not data:  # a spare whose parent exited without taking it
-        return 0
-    request = json.loads(data)
-    _limit(request["memory_bytes"], request["cpu_s"])
+def _answer(request: dict[str, Any]) -> int:
+    """Render one request and write its answer line; an exit code when the template is refused."""
     results: list[dict[str, str]] = []
     total = 0
     for conversation, gen in zip(
@@ -76,7 +76,21 @@ def main() -> int:
             sys.stderr.write(f"rendered {max(len(text), total):,} characters\n")
             return TOO_LARGE_EXIT
         results.append({"text": text})
-    sys.stdout.write(json.dumps(results))
+    sys.stdout.write(json.dumps(results) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def main() -> int:
+    # imported before the request arrives: a spare child (render_child.py) is warm when taken
+    import transformers.utils.chat_template_utils  # noqa: F401
+
+    while line := sys.stdin.readline():  # end of input: the parent is done (or gone)
+        request = json.loads(line)
+        _limit(request["memory_bytes"], request["cpu_s"])
+        code = _answer(request)
+        if code:
+            return code
     return 0
 
 
