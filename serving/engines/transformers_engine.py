@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.engine import Generation, GenerationRequest, TextDelta
+from serving.engine import Generation, GenerationRequest, TextDelta, VersionClosed
 from uptake.errors import InputError
 from uptake.models import chatml, chatml_training, load_model_and_tokenizer
 from uptake.models.chat_templates import CHATML_STOP_TEXTS, render_bounded
@@ -47,10 +47,6 @@ WARM_UP = GenerationRequest.model_validate(
 
 class ContextExceeded(InputError):
     """The prompt alone fills the model's context: a 400 for the client, not a failure."""
-
-
-class VersionClosed(RuntimeError):
-    """The version was closed while the request waited: the API retries on the current one."""
 
 
 @dataclass
