@@ -48,7 +48,7 @@ Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, i
     + RetryableJobFailure - a later delivery may succeed
     + PermanentJobFailure - also a PermanentError
   x StageTimeout - a job stage ran past its limit (pipeline.worker.failures)
-  x LaunchedOutOfMemory - a launched rank ran out of memory, also a RuntimeError (same module)
+  x LaunchedOutOfMemory - a rank ran out of memory, also a RuntimeError (pipeline.worker.failures)
   x ServiceFailed - a service's thread died (uptake.service_runtime)
   x ApiError - an OpenAI-style error answer, its status says whose fault (serving.openai_api)
 
