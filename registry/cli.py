@@ -20,7 +20,7 @@ from registry.mlflow_registry import Registry
 from registry.rollback import rollback as do_rollback
 from registry.service import PRODUCER, PromoterService, make_context
 from uptake.bus import EventProducer
-from uptake.commands import ConfigOption, settings_from
+from uptake.config_option import ConfigOption, settings_from
 from uptake.errors import DependencyError, InputError
 from uptake.mlflow_contract import (
     APPROVAL_APPROVED,
@@ -31,8 +31,9 @@ from uptake.mlflow_contract import (
     DECISION_TAG,
     ApprovalVerdict,
 )
-from uptake.service_runtime import resolved_settings, stop_event
+from uptake.service_runtime import stop_event
 from uptake.settings import Settings
+from uptake.stack.local import resolved_settings
 from uptake.stack.probes import mlflow_healthy
 
 log = logging.getLogger(__name__)

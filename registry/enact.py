@@ -27,7 +27,7 @@ from registry import audit, db
 from registry.audit import HistoryEntry
 from registry.context import Context
 from registry.decision import Decision
-from uptake.errors import UptakeError
+from uptake.errors import ConflictError
 from uptake.events import ChampionChanged
 from uptake.mlflow_contract import (
     APPROVAL_PENDING,
@@ -48,7 +48,7 @@ from uptake.mlflow_contract import (
 log = logging.getLogger(__name__)
 
 
-class PromotionConflict(UptakeError):
+class PromotionConflict(ConflictError):
     """The champion is not the one the decision was based on: decide again."""
 
 

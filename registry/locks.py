@@ -9,7 +9,7 @@ A lease expires after ``lease_s`` so a crashed promoter cannot block the model f
 a heartbeat thread renews it every ``lease_s / 3`` while it is held, so a decision slowed by
 MLflow keeps it. Every acquisition takes the next **generation** of the row (a fencing
 token): a holder that stalled past its expiry (a frozen process, a state store it could not
-reach) finds another generation in the row and ``fence`` raises ``LeaseLost`` before it
+reach) finds another generation in the row and ``fence`` raises ``ModelLeaseLost`` before it
 writes the alias. Promoters that do not share a store are caught later by the alias
 compare-and-set (``enact.promote``).
 """
@@ -28,16 +28,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from registry import db
-from uptake.errors import UptakeError
+from uptake.errors import ConflictError
 
 log = logging.getLogger(__name__)
 
 
-class LockTimeout(UptakeError):
+class LockTimeout(ConflictError):
     """Another promoter held the model's lease for longer than we would wait."""
 
 
-class LeaseLost(UptakeError):
+class ModelLeaseLost(ConflictError):
     """Our lease on a model expired or was taken over: whatever we were about to write could
     race the new holder, so nothing is written (retryable: the work is resumed under a new
     lease, against what the new holder left)."""
@@ -150,10 +150,10 @@ class ModelLocks:
         """Check, right before (and after) a write that must not race, that this thread still
         holds ``model``'s lease: same holder, same generation, and at least a third of
         ``lease_s`` left (the heartbeat renews it every third; less means it is failing).
-        Returns the generation; raises ``LeaseLost`` otherwise."""
+        Returns the generation; raises ``ModelLeaseLost`` otherwise."""
         lease = self._held.get(model)
         if lease is None:
-            raise LeaseLost(f"{model}: the promotion lease is not held here")
+            raise ModelLeaseLost(f"{model}: the promotion lease is not held here")
         t = db.leases
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -168,7 +168,7 @@ class ModelLocks:
             or left < self.lease_s / 3
         ):
             holder = None if row is None else f"{row.holder} (generation {row.generation})"
-            raise LeaseLost(
+            raise ModelLeaseLost(
                 f"{model}: promotion lease generation {lease.generation} lost "
                 f"(row: {holder}, {left:.1f}s left); not writing"
             )

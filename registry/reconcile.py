@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from registry import audit
 from registry.context import Context
-from registry.decide import Candidate, decide_once, handle_approval, resume
+from registry.decision_flow import Candidate, decide_once, handle_approval, resume
 from registry.enact import record_change
 from registry.managed import managed_models
 from uptake.mlflow_contract import (

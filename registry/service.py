@@ -21,7 +21,7 @@ from kafka import KafkaConsumer
 from registry.alerts.service import AlerterService
 from registry.context import Context
 from registry.db import make_engine
-from registry.decide import handle_candidate
+from registry.decision_flow import handle_candidate
 from registry.locks import ModelLocks
 from registry.managed import require_managed
 from registry.mlflow_registry import Registry, bound_mlflow_requests
@@ -32,8 +32,9 @@ from registry.webhook_receiver import DeliveryLog, ReceiverServer, ReceiverStats
 from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
 from uptake.errors import DependencyError
 from uptake.events import CandidateRegistered, Event
-from uptake.service_runtime import Supervisor, resolved_settings, stop_consumer
+from uptake.service_runtime import Supervisor, stop_consumer
 from uptake.settings import Settings
+from uptake.stack.local import resolved_settings
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from serving.openai_api import (
     completion_id,
     parse_request,
 )
-from serving.swap import Live, NoChampion, SwapManager, UnknownModel
+from serving.swap import NoChampion, ServedVersion, SwapManager, UnknownModel
 from uptake.errors import InputError
 from uptake.http_server import BadContentLength, BodyTooLarge, read_body
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 VERSION_HEADER = "x-uptake-model-version"
 
 
-def _error(exc: ApiError, live: Live | None = None) -> JSONResponse:
+def _error(exc: ApiError, live: ServedVersion | None = None) -> JSONResponse:
     headers = {VERSION_HEADER: live.label} if live is not None else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
@@ -172,7 +172,7 @@ def create_app(
         metrics.tokens.labels(model, "completion").inc(completion)
 
     def _stream(
-        parsed: ChatCompletionRequest, gen: GenerationRequest, live: Live, started: float
+        parsed: ChatCompletionRequest, gen: GenerationRequest, live: ServedVersion, started: float
     ) -> StreamingResponse:
         model = parsed.model
         cid = completion_id()

@@ -8,9 +8,10 @@ import typer
 from rich.console import Console
 
 from serving.service import ServingService, served_models
-from uptake.commands import ConfigOption, settings_from
+from uptake.config_option import ConfigOption, settings_from
 from uptake.errors import DependencyError
-from uptake.service_runtime import freeze_after_imports, resolved_settings, stop_event
+from uptake.service_runtime import freeze_after_imports, stop_event
+from uptake.stack.local import resolved_settings
 from uptake.stack.probes import wait_for_mlflow
 
 console = Console(stderr=True)

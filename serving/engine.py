@@ -16,6 +16,13 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from uptake.errors import DependencyError
+
+
+class VersionClosed(DependencyError):
+    """A request reached a version after its ``close`` began (the swap manager's pointer had
+    moved on): the next request is answered by the current version."""
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

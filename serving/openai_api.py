@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from serving.engine import ChatMessage, Generation, GenerationRequest
-from uptake.errors import printable_field
+from uptake.errors import UptakeError, printable_field
 
 MAX_STOPS = 4  # OpenAI's own limit
 UNSUPPORTED = (
@@ -36,8 +36,8 @@ UNSUPPORTED = (
 )
 
 
-class ApiError(Exception):
-    """An OpenAI-style error answer."""
+class ApiError(UptakeError):
+    """An OpenAI-style error answer; its ``status`` says whose fault it is."""
 
     def __init__(self, status: int, message: str, type_: str, code: str | None = None) -> None:
         super().__init__(message)

@@ -26,7 +26,7 @@ from pathlib import Path
 from serving.champions import ChampionSource
 from serving.engine import Engine, LoadedVersion
 from serving.metrics import ServingMetrics
-from uptake.errors import describe_exception
+from uptake.errors import DependencyError, InputError, describe_exception
 from uptake.events import AlertRaised
 
 log = logging.getLogger(__name__)
@@ -35,16 +35,16 @@ COMPONENT = "serving"
 SWAP_FAILED = "swap_failed"
 
 
-class UnknownModel(LookupError):
+class UnknownModel(InputError, LookupError):
     """The request names a model this server does not serve (404)."""
 
 
-class NoChampion(LookupError):
+class NoChampion(DependencyError, LookupError):
     """The model is served here but no version is loaded yet (503)."""
 
 
 @dataclass(eq=False)
-class Live:
+class ServedVersion:
     """A loaded version and the requests it is answering."""
 
     model: str
@@ -61,7 +61,7 @@ class Live:
 @dataclass
 class _Slot:
     model: str
-    current: Live | None = None
+    current: ServedVersion | None = None
     kick: asyncio.Event = field(default_factory=asyncio.Event)
     failed: dict[str, float] = field(default_factory=dict)  # version -> when it failed
     loading: str | None = None
@@ -96,7 +96,7 @@ class SwapManager:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def acquire(self, model: str) -> Live:
+    def acquire(self, model: str) -> ServedVersion:
         """A lease on the version answering for ``model`` now; pair with ``release``."""
         slot = self._slots.get(model)
         if slot is None:
@@ -108,13 +108,13 @@ class SwapManager:
         self.metrics.in_flight.labels(model).inc()
         return live
 
-    def release(self, live: Live) -> None:
+    def release(self, live: ServedVersion) -> None:
         live.leases -= 1
         self.metrics.in_flight.labels(live.model).dec()
         if live.retired and live.leases == 0:
             self._close_later(live)
 
-    def current(self, model: str) -> Live | None:
+    def current(self, model: str) -> ServedVersion | None:
         slot = self._slots.get(model)
         return slot.current if slot else None
 
@@ -196,7 +196,7 @@ class SwapManager:
             return
         finally:
             slot.loading = None
-        new = Live(slot.model, version, loaded)
+        new = ServedVersion(slot.model, version, loaded)
         slot.current = new  # the switch: from here on new requests get the new version
         slot.failed.pop(version, None)
         self.metrics.switched(slot.model, old.version if old else None, version)
@@ -224,7 +224,9 @@ class SwapManager:
         except Exception as exc:  # the timeline tag is nice to have, never worth a failure
             log.warning("cannot tag %s/%s as served: %s", model, version, describe_exception(exc))
 
-    async def _failed(self, slot: _Slot, version: str, reason: str, old: Live | None) -> None:
+    async def _failed(
+        self, slot: _Slot, version: str, reason: str, old: ServedVersion | None
+    ) -> None:
         slot.failed[version] = time.monotonic()
         self.metrics.swap_failures.labels(slot.model).inc()
         keeping = old.label if old else "nothing (no version loaded)"
@@ -264,12 +266,12 @@ class SwapManager:
         except Exception as exc:  # the broker is down: the metric and the log still say it
             log.error("cannot publish alert %s: %s", alert.key(), describe_exception(exc))
 
-    def _close_later(self, live: Live) -> None:
+    def _close_later(self, live: ServedVersion) -> None:
         task = asyncio.get_running_loop().create_task(self._close(live))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close(self, live: Live) -> None:
+    async def _close(self, live: ServedVersion) -> None:
         try:
             await live.loaded.close()
             log.info("%s closed (its last request finished)", live.label)

@@ -1,8 +1,9 @@
 """The ``uptake`` command line: one typer app that each package adds its commands to.
 
-Core commands (up, broker, mlflow, status) live in ``uptake.commands``; each service package
-exposes ``register(app)`` in its own ``cli`` module. Which modules those are is said once, in
-``uptake.services``.
+The local stack's commands (up, broker, mlflow, status) live in ``uptake.stack_cli``, the
+demo's in ``uptake.demo.cli``; each service package exposes ``register(app)`` in its own ``cli``
+module. Which modules those are is said once, in ``uptake.services``; the ``--config`` option
+they all take is ``uptake.config_option``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from uptake.commands import ConfigOption
+from uptake.config_option import ConfigOption
 from uptake.config_reference import PAGES, committed_block, page, render, replace_block
 from uptake.config_show import EffectiveSettings, effective_settings
 from uptake.errors import InputError

@@ -1,20 +1,85 @@
-"""Errors that the CLI turns into one clear line and an exit code instead of a traceback."""
+"""Every failure uptake expects, in one tree: the CLI prints it as one line with its exit code,
+the bus and the worker read from its class whether another try could help.
+
+Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, inherited):
+
+* UptakeError - an expected failure: one line, no traceback (exit 1, retryable)
+  x InputError - the input is wrong as given; the same input fails again (exit 2, not retryable)
+    + ConfigError - the settings or YAML config (uptake.errors)
+      - ChannelNotReady - an alert channel's secret is not set (registry.alerts.http)
+    + TemplateRenderError - a chat template cannot render (uptake.models.chat_templates)
+    + MalformedWeights - unreadable safetensors (uptake.models.files)
+    + EventDecodeError - a message that is no known event, also a ValueError (uptake.events)
+    + BodyTooLarge - also a ValueError (uptake.http_server)
+    + BadContentLength - also a ValueError (uptake.http_server)
+    + MalformedModel - a folder's metadata cannot be read (watcher.sources.dirs)
+    + RecipeError - (pipeline.train.recipe)
+    + DataError - training data (pipeline.train.data)
+    + PreflightError - (pipeline.train.preflight.report)
+    + ContextExceeded - the prompt fills the context (serving.engines.transformers_engine)
+    + UpstreamInputError - vLLM refused the request (serving.vllm.protocol)
+    + UnknownModel - not served here, also a LookupError (serving.swap)
+  x DependencyError - something uptake needs is unavailable or misbehaved (exit 3, retryable)
+    + StateStoreError - (uptake.db)
+    + LimitError - a call past its deadline or size cap (uptake.http_limits)
+      - DeadlineError
+        · DeadlineExceeded - also an httpx.TimeoutException
+      - SizeError
+        · ResponseTooLarge - also an httpx.HTTPError
+    + SourceFault - a watcher poll that failed (watcher.faults)
+    + JudgeError - (pipeline.eval.judge)
+    + NoChampion - no version loaded yet, also a LookupError (serving.swap)
+    + VersionClosed - a request reached a closed version (serving.engine)
+    + UpstreamError - the vLLM server failed a request (serving.vllm.protocol)
+    + VllmStartError - (serving.vllm.server)
+  x PermanentError - a refusal that no retry can change (exit 1, not retryable)
+    + WebhookRejected - not provably from the sender, also a ValueError (uptake.webhooks)
+    + FetchRefused - (pipeline.worker.fetch)
+    + EventMismatch - (registry.evidence)
+    + UnknownVersion - (registry.evidence)
+    + UnmanagedModel - (registry.managed)
+    + ReportError - (registry.report.model)
+  x ConflictError - someone else got there first; redo against what they left (exit 1, retryable)
+    + JobLeaseLost - another worker took the job's lease (pipeline.worker.lease)
+    + ModelLeaseLost - another promoter took the model's lease (registry.locks)
+    + LockTimeout - the model's lease stayed taken too long (registry.locks)
+    + PromotionConflict - the champion moved under a decision (registry.enact)
+  x JobFailed - how a worker job ended badly, with its stage (pipeline.worker.failures)
+    + RetryableJobFailure - a later delivery may succeed
+    + PermanentJobFailure - also a PermanentError
+  x StageTimeout - a job stage ran past its limit (pipeline.worker.failures)
+  x LaunchedOutOfMemory - a rank ran out of memory, also a RuntimeError (pipeline.worker.failures)
+  x ServiceFailed - a service's thread died (uptake.service_runtime)
+  x ApiError - an OpenAI-style error answer, its status says whose fault (serving.openai_api)
+
+A new exception goes under the branch that says what a caller should do about it, in the module
+that raises it; a private one that only steers control flow (``_Interrupted``) stays outside.
+``tests/core/test_error_tree.py`` holds every public exception of the five packages to this tree.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import ValidationError
+
+ONE_LINE_CHARS = 1_000  # a reason in a log line, an event, a run tag, an exit message
 
 
 class UptakeError(Exception):
     """Base for expected failures: the message is shown to the user as is."""
 
-    exit_code: int = 1
+    exit_code: ClassVar[int] = 1
+    retryable: ClassVar[bool] = True  # unless a branch says otherwise, another try may help
 
 
 class InputError(UptakeError):
-    """Bad input from the user (config, suite, recipe, arguments): exit code 2."""
+    """Bad input (config, suite, recipe, arguments, a request or message): exit code 2.
+
+    Not retryable: the same input fails the same way; the bus dead-letters it at once."""
 
     exit_code = 2
+    retryable = False
 
 
 class ConfigError(InputError):
@@ -22,26 +87,43 @@ class ConfigError(InputError):
 
 
 class DependencyError(UptakeError):
-    """A required external piece (broker binary, server) is missing or unreachable."""
+    """A required external piece (broker binary, server, endpoint) is missing, unreachable or
+    misbehaving: exit code 3, and retryable, since it may be back later."""
 
     exit_code = 3
+    retryable = True
 
 
 class PermanentError(UptakeError):
-    """A failure that no retry can fix (a refused model, a record too large for the broker).
+    """A refusal that no retry can fix (a refused model, a record too large for the broker).
 
     The bus dead-letters it at once instead of retrying; a long job that raises it is not run
-    again. Any exception with a boolean ``retryable`` attribute is classified by it the same
-    way (see ``is_retryable``), so a library's own error types can say so too.
-    """
+    again."""
 
     retryable = False
 
 
+class ConflictError(UptakeError):
+    """Another holder or writer got there first (a lease taken over, a champion that moved):
+    nothing more is written, and the work is done again against what the other one left."""
+
+    retryable = True
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Whether retrying could help: the exception's own ``retryable`` flag, else yes."""
+    """Whether another try could help: for uptake's errors, their class says; any other
+    exception is retryable unless it carries a boolean ``retryable`` of its own (google-auth's
+    errors do, which MLflow raises for a GCS artifact store)."""
+    if isinstance(exc, UptakeError):
+        return type(exc).retryable
     flag = getattr(exc, "retryable", None)
     return flag if isinstance(flag, bool) else True
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line and at most ``ONE_LINE_CHARS`` long (cut with an ellipsis)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= ONE_LINE_CHARS else flat[: ONE_LINE_CHARS - 1] + "…"
 
 
 def describe_exception(exc: BaseException) -> str:

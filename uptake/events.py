@@ -20,12 +20,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticSerializationError
 
-from uptake.errors import describe_validation_error
+from uptake.errors import InputError, describe_validation_error
 
 MAX_REASON_CHARS = 2_000  # a decode error names the problem; it never echoes a whole message
 
 
-class EventDecodeError(ValueError):
+class EventDecodeError(InputError, ValueError):
     """A message that cannot be turned into a known event; ``reason`` says why (for the DLQ)."""
 
     def __init__(self, reason: str, kind: str) -> None:

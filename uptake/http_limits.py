@@ -35,11 +35,14 @@ from typing import Any, TypeVar
 import httpcore
 import httpx
 
+from uptake.errors import DependencyError
+
 T = TypeVar("T")
 
 
-class LimitError(Exception):
-    """Base of both limits, whichever httpx flavour raised them."""
+class LimitError(DependencyError):
+    """Base of both limits, whichever httpx flavour raised them: the other side was too slow or
+    sent too much (retryable, as any failed dependency)."""
 
 
 class DeadlineError(LimitError):

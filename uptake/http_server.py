@@ -22,18 +22,18 @@ from typing import Self
 import uvicorn
 from fastapi import FastAPI, Request
 
-from uptake.errors import DependencyError
+from uptake.errors import DependencyError, InputError
 
 log = logging.getLogger(__name__)
 
 MAX_LENGTH_DIGITS = 12  # a Content-Length longer than this is over any cap (and int() stays cheap)
 
 
-class BodyTooLarge(ValueError):
+class BodyTooLarge(InputError, ValueError):
     """The request body is over the cap: answer 413 without reading (more of) it."""
 
 
-class BadContentLength(ValueError):
+class BadContentLength(InputError, ValueError):
     """The Content-Length header is not a number: answer 400."""
 
 

@@ -1,5 +1,5 @@
-"""What every long-running service process does: find its endpoints, stop on a signal, and
-exit when one of its background threads dies.
+"""What every long-running service process does: stop on a signal, and exit when one of its
+background threads dies (its endpoints come from ``uptake.stack.local.resolved_settings``).
 
 A service (watcher, promoter, alerter, …) does its work in background threads — a bus
 consumer, an HTTP server, a reconcile loop — while the main thread waits. A thread that dies
@@ -20,30 +20,17 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from uptake.errors import UptakeError
-from uptake.settings import Settings
+from uptake.errors import UptakeError, one_line
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-MAX_REASON_CHARS = 500
 
 
 class ServiceFailed(UptakeError):
     """A part of the service stopped on its own; the process must exit non-zero."""
 
     exit_code = 1
-
-
-def resolved_settings(settings: Settings) -> Settings:
-    """``settings`` with the broker and MLflow filled in: explicit settings, else the running
-    local stack (``uptake up``), else the defaults (``uptake.stack.local.resolved_endpoints``)."""
-    from uptake.stack.local import resolved_endpoints  # the stack pulls in the bus: load late
-
-    bootstrap, tracking = resolved_endpoints(settings)
-    return settings.model_copy(
-        update={"kafka_bootstrap": bootstrap, "mlflow_tracking_uri": tracking}
-    )
 
 
 def on_stop_signals(action: Callable[[], object]) -> bool:
@@ -62,12 +49,6 @@ def stop_event() -> threading.Event:
     stop = threading.Event()
     on_stop_signals(stop.set)
     return stop
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line, bounded: it goes to a log line and an exit message."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= MAX_REASON_CHARS else flat[: MAX_REASON_CHARS - 1] + "…"
 
 
 class EventConsumerLike(Protocol):

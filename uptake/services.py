@@ -68,7 +68,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
 
 # Modules that add commands but run no service of their own (the core and the one-shot tools).
 TOOL_MODULES: tuple[str, ...] = (
-    "uptake.commands",
+    "uptake.stack_cli",
+    "uptake.demo.cli",
     "pipeline.eval.cli",
     "pipeline.train.cli",
     "registry.report.cli",

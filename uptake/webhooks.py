@@ -16,13 +16,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, SecretStr
 
+from uptake.errors import PermanentError
+
 MLFLOW_SIGNATURE_HEADER = "x-mlflow-signature"
 MLFLOW_TIMESTAMP_HEADER = "x-mlflow-timestamp"
 MLFLOW_DELIVERY_HEADER = "x-mlflow-delivery-id"
 HF_SECRET_HEADER = "x-webhook-secret"
 
 
-class WebhookRejected(ValueError):
+class WebhookRejected(PermanentError, ValueError):
     """The request is not provably from the expected sender; answer 401 and do nothing."""
 
 

@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uptake.commands import ConfigOption, settings_from
+from uptake.config_option import ConfigOption, settings_from
 from uptake.errors import DependencyError
-from uptake.service_runtime import Supervisor, resolved_settings, stop_event
+from uptake.service_runtime import Supervisor, stop_event
 from uptake.settings import Settings
+from uptake.stack.local import resolved_settings
 
 if TYPE_CHECKING:  # the service pulls in huggingface_hub, kafka, SQLAlchemy: load it late
     from watcher.service import WatcherService

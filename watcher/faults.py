@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from uptake.errors import DependencyError
 from uptake.urls import redact_urls
 
 FaultKind = Literal[
@@ -18,8 +19,9 @@ FaultKind = Literal[
 ]
 
 
-class SourceFault(Exception):
-    """A poll that could not complete; nothing it saw is trusted or published.
+class SourceFault(DependencyError):
+    """A poll that could not complete; nothing it saw is trusted or published (retried with
+    backoff, whatever the kind).
 
     ``retry_after_s`` carries the server's ``Retry-After`` / ``RateLimit`` hint, which the
     backoff honours as a lower bound.

@@ -269,7 +269,7 @@ def _log_run(settings: Any, result: Any, baseline: Any, price: Any) -> str:
     import mlflow
 
     from pipeline.eval.mlflow_log import log_to_mlflow
-    from uptake.service_runtime import resolved_settings
+    from uptake.stack.local import resolved_settings
     from uptake.stack.probes import mlflow_healthy
 
     uri = resolved_settings(settings).tracking_uri

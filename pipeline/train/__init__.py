@@ -17,7 +17,7 @@ from pipeline.train.mlflow_log import log_training
 from pipeline.train.preflight import Adapter, PreflightError, PreflightReport, preflight
 from pipeline.train.recipe import Recipe, RecipeError, load_recipe, parse_recipe
 from pipeline.train.results import StageResult, TrainProgress, TrainResult
-from pipeline.train.tracking import TrainOutcome, train_and_log
+from pipeline.train.tracked_training import TrainOutcome, train_and_log
 from pipeline.train.trainer import train
 
 __all__ = [

@@ -22,7 +22,7 @@ from rich.table import Table
 from pipeline.train.preflight import PreflightError
 from pipeline.train.recipe import PROFILES, Recipe, halved_batch, load_recipe
 from pipeline.train.results import ProgressHook, TrainProgress, TrainResult
-from uptake.commands import ConfigOption
+from uptake.config_option import ConfigOption
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -119,7 +119,7 @@ def _bar_updater(bar: Progress) -> ProgressHook:
 def _also_to_file(hook: ProgressHook, path: Path) -> ProgressHook:
     """``hook``, and each update appended to ``path`` as one JSON line, from the main process
     only: how a supervisor (the pipeline worker) follows a training it launched."""
-    from pipeline.train.stages import is_main_process
+    from pipeline.train.trl_stages import is_main_process
 
     def on_progress(p: TrainProgress) -> None:
         hook(p)
@@ -147,7 +147,7 @@ def _relaunch(**args: Any) -> None:
 def _train_logged(settings: Settings, recipe: Recipe, **args: Any) -> tuple[TrainResult, str]:
     """``train_and_log`` into MLflow: the result and the run id. A refusal is logged there,
     then fails the command."""
-    from pipeline.train.tracking import train_and_log
+    from pipeline.train.tracked_training import train_and_log
 
     outcome = train_and_log(
         recipe=recipe,

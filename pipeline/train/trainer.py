@@ -1,7 +1,7 @@
 """The training engine: preflight, SFT (then optional DPO) with TRL, export one merged model.
 
 ``train()`` reads the data, checks the run directory, runs preflight, then hands each stage to
-the shared stage runner (``stages.py``). The run directory's layout is in ``run_dir.py``.
+the shared stage runner (``trl_stages.py``). The run directory's layout is in ``run_dir.py``.
 
 Retrying the same release with ``resume=True`` continues from the last complete checkpoint,
 skips finished stages, and returns the stored result when the run had already finished. A run
@@ -22,7 +22,7 @@ from pipeline.train.preflight import PreflightReport, Prepared, run_preflight
 from pipeline.train.recipe import Recipe, load_recipe
 from pipeline.train.results import ProgressHook, StageResult, TrainResult
 from pipeline.train.run_dir import RunDir, RunIdentity, fingerprint
-from pipeline.train.stages import StageContext, StagePlan, is_main_process, run_stage
+from pipeline.train.trl_stages import StageContext, StagePlan, is_main_process, run_stage
 from uptake.errors import InputError
 
 log = logging.getLogger(__name__)

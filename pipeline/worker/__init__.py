@@ -6,12 +6,13 @@ The job engine (docs/worker.md):
   picklable for the spawned child; ``job_key(spec)`` — (release id, track, recipe sha,
   suite sha), the idempotency key;
 - ``job.run_job(spec) -> JobOutcome`` — runs the stages inside the child ``LongJob`` starts;
-  raises ``failures.JobFailed`` (``retryable``, ``stage``) or ``lease.LeaseLost``;
-- ``events.failure_event(spec, stage, reason, retryable=...)`` — the ``run.failed`` a service
+  raises ``failures.JobFailed`` (retryable or permanent by class, with its ``stage``) or
+  ``lease.JobLeaseLost``;
+- ``job_events.failure_event(spec, stage, reason, retryable=...)`` — the ``run.failed`` a service
   publishes for a child that died without reporting;
 - ``register.register_candidate`` — idempotent registration (the registry's tests use it).
 
 The Kafka service around it (consumer group, fan-out to tracks, CLI, status) is in
-``service.py``, ``cli.py``, ``status.py`` and ``live.py``. Heavy libraries are imported inside
-functions, so importing this package stays fast.
+``service.py``, ``cli.py``, ``status.py`` and ``progress_board.py``. Heavy libraries are
+imported inside functions, so importing this package stays fast.
 """

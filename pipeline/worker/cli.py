@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from pipeline.worker.service import GROUP, WorkerService, WorkerStats
-from uptake.commands import ConfigOption, settings_from
+from uptake.config_option import ConfigOption, settings_from
 from uptake.errors import DependencyError
 from uptake.stack.probes import wait_for_mlflow
 

@@ -1,8 +1,9 @@
 """Failure classes of a job (docs/worker.md "Failures"): permanent, transient, out of memory.
 
 - permanent: no retry can fix it (a refused model, a suite that overlaps the training data, a
-  bad recipe, a changed drop): ``uptake.errors.PermanentError``, any ``InputError``, and the
-  hub's "no such repo / revision / file" and gated-repo errors;
+  bad recipe, a changed drop): any exception whose class is not retryable
+  (``uptake.errors.PermanentError``, ``InputError``; see ``uptake.errors.is_retryable``), and
+  the hub's "no such repo / revision / file" and gated or disabled repo errors;
 - transient: the network, the hub or MLflow was unavailable (``OSError``, HTTP errors, a hub
   5xx/429, an MLflow error other than a refused request, a lock wait that timed out): the
   stage is retried ``transient_retries`` times with doubling backoff;
@@ -10,96 +11,101 @@
   twice the accumulation (``halved_batch``), recorded as a run tag;
 - anything else (a bug, a stage timeout): the job fails at once, marked retryable so a later
   delivery may try again.
+
+Library errors are told apart by their classes, imported where they are needed (importing the
+worker stays fast).
 """
 
 from __future__ import annotations
 
-from uptake.errors import InputError, PermanentError
+from uptake.errors import PermanentError, UptakeError, is_retryable
 
-_PERMANENT_HUB = {
-    "RepositoryNotFoundError",
-    "RevisionNotFoundError",
-    "EntryNotFoundError",
-    "RemoteEntryNotFoundError",
-    "GatedRepoError",
-    "DisabledRepoError",
-}
 _REFUSED_MLFLOW = {"INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED"}
 
 
-class JobFailed(PermanentError):
-    """How ``run_job`` reports a failed job to ``LongJob``: the stage, a one-line reason and
-    whether another delivery could help (``JobOutcome.retryable`` / ``.stage`` read them)."""
+class JobFailed(UptakeError):
+    """How ``run_job`` reports a failed job to ``LongJob``: the stage and a one-line reason
+    (``JobOutcome.stage`` reads it); the subclass says whether another delivery could help."""
 
-    def __init__(self, stage: str, reason: str, *, retryable: bool) -> None:
+    def __init__(self, stage: str, reason: str) -> None:
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
-        self.retryable = retryable
+
+    @staticmethod
+    def of(stage: str, reason: str, *, retryable: bool) -> JobFailed:
+        """The failure of the subclass that ``retryable`` calls for."""
+        return (RetryableJobFailure if retryable else PermanentJobFailure)(stage, reason)
 
 
-class StageTimeout(Exception):
-    """A stage ran past ``stage_timeout_s``."""
+class RetryableJobFailure(JobFailed):
+    """A later delivery may succeed (an outage that outlasted the stage's retries, a bug, a
+    stage timeout)."""
+
+    retryable = True
 
 
-class LaunchedOutOfMemory(RuntimeError):
-    """A rank of a launched (multi-GPU) training ran out of memory: its log said so."""
+class PermanentJobFailure(JobFailed, PermanentError):
+    """The job fails the same way every time (a refused model, a bad recipe or suite)."""
+
+    retryable = False
+
+
+class StageTimeout(UptakeError):
+    """A stage ran past ``stage_timeout_s`` (retryable by a later delivery, not at once)."""
+
+
+class LaunchedOutOfMemory(UptakeError, RuntimeError):
+    """A rank of a launched (multi-GPU) training ran out of memory: its log said so (a
+    RuntimeError, as torch's own ``OutOfMemoryError`` is)."""
 
 
 def is_oom(exc: BaseException) -> bool:
     """A CUDA (or other accelerator) out-of-memory error from torch, here or in a rank."""
     if isinstance(exc, LaunchedOutOfMemory):
         return True
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
+    import torch
+
     return isinstance(exc, torch.OutOfMemoryError)
 
 
+def _hub_refused(exc: BaseException) -> bool:
+    """The hub answered that the repo, revision or file does not exist, or is gated or
+    disabled (``GatedRepoError`` is a ``RepositoryNotFoundError``)."""
+    from huggingface_hub.errors import (
+        DisabledRepoError,
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, LocalEntryNotFoundError):  # an EntryNotFoundError too, but transient
+        return False
+    refusals = RepositoryNotFoundError | RevisionNotFoundError | EntryNotFoundError
+    return isinstance(exc, refusals | DisabledRepoError)
+
+
 def is_permanent(exc: BaseException) -> bool:
-    if isinstance(exc, PermanentError | InputError):
-        return True
-    if getattr(exc, "retryable", None) is False:
-        return True
-    return type(exc).__name__ in _PERMANENT_HUB
+    """Whether no retry can fix ``exc`` (see the module docstring)."""
+    return not is_retryable(exc) or _hub_refused(exc)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same stage soon could help."""
     if is_permanent(exc) or isinstance(exc, StageTimeout):
         return False
-    if type(exc).__name__ == "Timeout" and type(exc).__module__.startswith("filelock"):
-        return True
-    try:
-        from mlflow.exceptions import MlflowException
+    import filelock
+    import httpx
+    import requests
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from mlflow.exceptions import MlflowException
 
-        if isinstance(exc, MlflowException):
-            return exc.error_code not in _REFUSED_MLFLOW
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-        if isinstance(exc, LocalEntryNotFoundError):
-            return True  # raised when the hub cannot be reached and nothing is cached
-        if isinstance(exc, HfHubHTTPError):
-            status = exc.response.status_code if exc.response is not None else None
-            return status is None or status >= 500 or status in (408, 429)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import requests
-
-        if isinstance(exc, requests.RequestException):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(exc, OSError)
+    if isinstance(exc, filelock.Timeout | LocalEntryNotFoundError):
+        return True  # a lock wait that timed out; the hub unreachable with nothing cached
+    if isinstance(exc, MlflowException):
+        return exc.error_code not in _REFUSED_MLFLOW
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status is None or status >= 500 or status in (408, 429)
+    return isinstance(exc, requests.RequestException | httpx.TransportError | OSError)

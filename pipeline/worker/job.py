@@ -14,9 +14,10 @@ job key before any work (``runs.py``):
 Every stage's start and end are run tags (``uptake.stage.<stage>.started_at``), next to the
 release's ``created_at`` and detection time: the adoption timeline. Progress goes out as
 ``run.stage`` events. A failure publishes ``run.failed`` (stage, one-line reason, track, run
-link), marks the run FAILED and raises ``JobFailed`` with ``retryable`` and ``stage``, which
-``LongJob`` carries into ``JobOutcome``; failure classes are in ``failures.py``. Losing the
-lease to another worker raises ``LeaseLost`` (retryable) and leaves the run to its new holder.
+link), marks the run FAILED and raises ``JobFailed`` (``RetryableJobFailure`` or
+``PermanentJobFailure``) with its ``stage``, which ``LongJob`` carries into ``JobOutcome``;
+failure classes are in ``failures.py``. Losing the lease to another worker raises
+``JobLeaseLost`` (retryable) and leaves the run to its new holder.
 """
 
 from __future__ import annotations
@@ -33,12 +34,19 @@ from typing import Any, TypeVar
 
 from pipeline.train.launch import needs_launch
 from pipeline.train.recipe import halved_batch
-from pipeline.worker.events import JobEvents, failure_event, one_line
-from pipeline.worker.failures import JobFailed, StageTimeout, is_oom, is_permanent, is_transient
+from pipeline.worker.failures import (
+    JobFailed,
+    PermanentJobFailure,
+    StageTimeout,
+    is_oom,
+    is_permanent,
+    is_transient,
+)
 from pipeline.worker.fetch import fetch_release
+from pipeline.worker.job_events import JobEvents, failure_event
 from pipeline.worker.job_spec import JobKey, JobSpec, job_key
 from pipeline.worker.launched_train import LaunchedTraining
-from pipeline.worker.lease import Lease, LeaseLost, read_lease
+from pipeline.worker.lease import JobLeaseLost, Lease, read_lease
 from pipeline.worker.register import event_of_version, register_candidate, versions_of_key
 from pipeline.worker.runs import canonical_run, mark_stage, run_url
 from pipeline.worker.stages import Rate, cached_baseline, evaluate, holdout
@@ -54,6 +62,7 @@ from pipeline.worker.tags import (
     STAGE_TAG,
 )
 from uptake.bus.jobs import JobOutcome
+from uptake.errors import is_retryable, one_line
 from uptake.mlflow_contract import (
     ALL_PASS_RATE,
     BASE_MODEL_TAG,
@@ -198,7 +207,7 @@ class Job:
     def run(self) -> JobOutcome:
         try:
             return self._run()
-        except LeaseLost:
+        except JobLeaseLost:
             raise  # the run is another worker's now: neither tag nor event from us
         except Exception as exc:
             raise self._fail(exc) from exc
@@ -232,7 +241,7 @@ class Job:
             if self.retrying("MLflow lookup", self.registered) is not None:
                 return False
             if time.monotonic() >= deadline:
-                raise LeaseLost(
+                raise JobLeaseLost(
                     f"{self.key}: leased by {holder.owner} for longer than the job's deadline"
                 )
             log.info("run %s is leased by %s; waiting", self.run_id, holder.owner)
@@ -280,7 +289,7 @@ class Job:
             if report.refusals:
                 log_refusal(report, recipe, run_id=rid, tracking_uri=spec.tracking_uri)
                 reasons = "; ".join(f"{r.check}: {r.reason}" for r in report.refusals)
-                raise JobFailed("preflight", f"model refused: {reasons}", retryable=False)
+                raise PermanentJobFailure("preflight", f"model refused: {reasons}")
 
         self.run_stage("preflight", check)
         self.run_stage("holdout", lambda: holdout(recipe, suite))
@@ -342,7 +351,7 @@ class Job:
                 force=p.step == p.total_steps,
             )
             if self.lease is not None and self.lease.lost.is_set():
-                raise LeaseLost(f"lease on run {rid} lost mid-training")
+                raise JobLeaseLost(f"lease on run {rid} lost mid-training")
 
         def attempt(halve: bool) -> Path:
             if needs_launch(recipe.hardware.num_processes):  # several GPUs: accelerate's ranks
@@ -371,7 +380,7 @@ class Job:
                 on_progress=progress,
             )
             if outcome.status == "refused" or outcome.result is None:
-                raise JobFailed("train", f"model refused: {outcome.reason}", retryable=False)
+                raise PermanentJobFailure("train", f"model refused: {outcome.reason}")
             return Path(outcome.result.model_dir)
 
         try:
@@ -436,7 +445,7 @@ class Job:
 
     def _fail(self, exc: BaseException) -> JobFailed:
         if isinstance(exc, JobFailed):
-            stage, reason, retryable = exc.stage, exc.reason, exc.retryable
+            stage, reason, retryable = exc.stage, exc.reason, is_retryable(exc)
         else:
             stage = self.stage
             reason = one_line(f"{type(exc).__name__}: {exc}")
@@ -466,7 +475,7 @@ class Job:
             )
         except Exception as pub_exc:
             log.warning("run.failed not published: %s", pub_exc)
-        return JobFailed(stage, reason, retryable=retryable)
+        return JobFailed.of(stage, reason, retryable=retryable)
 
     def close(self) -> None:
         self.events.close()
@@ -474,7 +483,8 @@ class Job:
 
 def run_job(spec: JobSpec) -> JobOutcome:
     """Adopt ``spec.release`` into ``spec.track`` (see the module docstring). Returns
-    ``JobOutcome(ok=True)``; raises ``JobFailed`` (``retryable``, ``stage``) or ``LeaseLost``."""
+    ``JobOutcome(ok=True)``; raises ``JobFailed`` (its class says whether a retry could help)
+    or ``JobLeaseLost``."""
     if spec.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     elif spec.gpus is not None:

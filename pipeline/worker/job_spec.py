@@ -1,6 +1,6 @@
 """``JobSpec``: everything one adoption job needs, handed to the spawned child as one object.
 
-The service (W2's ``service.py``) builds one spec per (release, matching track) and starts
+The service (``service.py``) builds one spec per (release, matching track) and starts
 ``run_job(spec)`` in a child with ``uptake.bus.LongJob``; the child reads no settings file, so
 the spec carries what it needs: the release, the track (paths resolved), MLflow, the state dir,
 the broker and topics for its own events, the remote-code allow-list and the device. It is a

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.train.launch import accelerate_command
 from pipeline.train.results import TrainProgress
-from pipeline.worker.failures import JobFailed, LaunchedOutOfMemory
+from pipeline.worker.failures import LaunchedOutOfMemory, PermanentJobFailure
 from uptake.errors import InputError
 
 POLL_S = 0.5
@@ -118,7 +118,7 @@ class LaunchedTraining(BaseModel):
         if any(marker in line for line in tail for marker in _OOM_MARKERS):
             return LaunchedOutOfMemory(f"out of memory in a training rank: {last.strip()}")
         if code == InputError.exit_code:  # a refused model or bad input: no retry fixes it
-            return JobFailed("train", f"launched training refused: {last.strip()}", retryable=False)
+            return PermanentJobFailure("train", f"launched training refused: {last.strip()}")
         return RuntimeError(
             f"launched training exited with code {code}: {last.strip()} (see {self.log_path})"
         )

@@ -12,7 +12,7 @@ holds the lease. Two takers whose read and write are more than ``settle_s`` apar
 win; registration is idempotent on the key (``register.py``) as the last line, so even then a
 key gets one version. The heartbeat checks the tags each beat: a holder that finds another
 generation (or could not renew for a whole ``ttl_s``) has lost the lease, and ``fence``
-raises ``LeaseLost`` before its next stage.
+raises ``JobLeaseLost`` before its next stage.
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.worker.tags import LEASE_EXPIRES_TAG, LEASE_GENERATION_TAG, LEASE_OWNER_TAG
-from uptake.errors import UptakeError
+from uptake.errors import ConflictError
 
 log = logging.getLogger(__name__)
 
 
-class LeaseLost(UptakeError):
+class JobLeaseLost(ConflictError):
     """Another worker took this key over: stop before writing anything more (retryable: the
     event comes back and the job resumes under whoever holds the lease then)."""
-
-    retryable = True
 
 
 @dataclass(frozen=True)
@@ -127,12 +125,12 @@ class Lease:
                     return
 
     def fence(self) -> None:
-        """Raise ``LeaseLost`` unless we still hold the lease (checked in MLflow, not cached)."""
+        """Raise ``JobLeaseLost`` unless we still hold the lease (checked in MLflow, not cached)."""
         if self.generation is None:
-            raise LeaseLost(f"lease on run {self.run_id} not held")
+            raise JobLeaseLost(f"lease on run {self.run_id} not held")
         state = read_lease(self.client, self.run_id)
         if self.lost.is_set() or state.owner != self.owner or state.generation != self.generation:
-            raise LeaseLost(
+            raise JobLeaseLost(
                 f"lease on run {self.run_id} lost to {state.owner} (generation "
                 f"{state.generation}, ours {self.generation}); not writing"
             )

@@ -41,7 +41,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.worker.job_spec import JobSpec, spec_for
-from pipeline.worker.live import ProgressBoard, RunFeed
+from pipeline.worker.progress_board import ProgressBoard, RunFeed
 from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
 from uptake.bus.jobs import (
     STOP_GRACE_S,
@@ -51,10 +51,11 @@ from uptake.bus.jobs import (
     LongJob,
     preloaded_context,
 )
-from uptake.errors import ConfigError, describe_exception
+from uptake.errors import ConfigError, describe_exception, one_line
 from uptake.events import Event, ReleaseDetected, RunFailed
-from uptake.service_runtime import on_stop_signals, one_line, resolved_settings
+from uptake.service_runtime import on_stop_signals
 from uptake.settings import Settings
+from uptake.stack.local import resolved_settings
 from uptake.tracks import Track
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ PRELOAD_MODULES = (
     "pipeline.worker.job",
     "pipeline.train",
     "pipeline.train.config",
-    "pipeline.train.stages",
+    "pipeline.train.trl_stages",
     "trl.trainer.sft_trainer",
     "pipeline.eval",
 )

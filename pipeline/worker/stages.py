@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.eval import EvalResult, Suite, load_results, run_eval, save_results
 from pipeline.eval.holdout import check_holdout
 from pipeline.train.recipe import Recipe
-from pipeline.worker.failures import JobFailed
+from pipeline.worker.failures import PermanentJobFailure
 from pipeline.worker.job_spec import JobSpec, safe_name
 from uptake.settings import JudgeSettings
 
@@ -83,7 +83,7 @@ def holdout(recipe: Recipe, suite: Suite) -> None:
     try:
         check_holdout(recipe.stages.sft.data, suite)
     except Exception as exc:
-        raise JobFailed("holdout", str(exc), retryable=False) from None
+        raise PermanentJobFailure("holdout", str(exc)) from None
 
 
 class Rate:

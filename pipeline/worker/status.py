@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipeline.worker.live import TrackProgress
+from pipeline.worker.progress_board import TrackProgress
 from pipeline.worker.tags import (
     FAILURE_RETRYABLE_TAG,
     FAILURE_TAG,

@@ -12,12 +12,13 @@ import httpx
 from pydantic import BaseModel
 
 from registry.alerts.model import SendResult
+from uptake.errors import ConfigError
 from uptake.http_limits import ResponseTooLarge, limited_client
 
 MAX_RESPONSE_BYTES = 64 << 10  # what a channel answers is only read for its first 200 chars
 
 
-class ChannelNotReady(Exception):
+class ChannelNotReady(ConfigError):
     """The channel cannot be used at all (its secret is not in the environment)."""
 
 

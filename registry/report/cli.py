@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from registry.mlflow_registry import Registry
 from registry.report.write import write_all, write_version
-from uptake.commands import ConfigOption, settings_from
+from uptake.config_option import ConfigOption, settings_from
 from uptake.cost import Price
 from uptake.cost_options import (
     CpuHourPriceOption,
@@ -19,7 +19,7 @@ from uptake.cost_options import (
     PriceOutOption,
 )
 from uptake.errors import DependencyError, InputError, describe_validation_error
-from uptake.service_runtime import resolved_settings
+from uptake.stack.local import resolved_settings
 from uptake.stack.probes import mlflow_healthy
 
 

@@ -12,11 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from uptake.errors import UptakeError
+from uptake.errors import PermanentError
 from uptake.events import GateCheck
 
 
-class ReportError(UptakeError):
+class ReportError(PermanentError):
     """A version cannot be reported (no such version, no run, no headline metrics): exit 1."""
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.engine import Generation, GenerationRequest, TextDelta
+from serving.engine import Generation, GenerationRequest, TextDelta, VersionClosed
 from uptake.errors import InputError
 from uptake.models import load_model_and_tokenizer
 from uptake.models.generation import GenerationPrep
@@ -45,10 +45,6 @@ WARM_UP = GenerationRequest.model_validate(
 
 class ContextExceeded(InputError):
     """The prompt alone fills the model's context: a 400 for the client, not a failure."""
-
-
-class VersionClosed(RuntimeError):
-    """The version was closed while the request waited: the API retries on the current one."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from serving.engine import Generation, GenerationRequest, TextDelta
+from serving.engine import Generation, GenerationRequest, TextDelta, VersionClosed
 from serving.vllm.config import VllmConfig
 from serving.vllm.protocol import (
     StreamState,
@@ -44,10 +44,6 @@ WARM_UP = GenerationRequest.model_validate(
     {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1, "temperature": 0}
 )
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
-
-
-class VersionClosed(UpstreamError):
-    """A request reached a version after ``close`` began (the swap manager's pointer moved)."""
 
 
 def has_chat_template(model_dir: Path) -> bool:
@@ -273,7 +269,7 @@ class VllmEngine:
                 f"{loaded.served_name}: warm-up request got no answer in "
                 f"{self.config.warm_timeout_s:g}s; log: {loaded.server.log_path}"
             ) from None
-        except (UpstreamError, InputError) as exc:
+        except (UpstreamError, VersionClosed, InputError) as exc:
             raise VllmStartError(f"{loaded.served_name}: warm-up request failed: {exc}") from None
 
     async def _stop(self, server: VllmServer) -> None:

@@ -20,10 +20,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from serving.engine import Generation, GenerationRequest, TextDelta
-from uptake.errors import InputError, UptakeError
+from uptake.errors import DependencyError, InputError
 
 
-class UpstreamError(UptakeError):
+class UpstreamError(DependencyError):
     """The vLLM server failed a request or answered something that is not its API."""
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 
 from serving.vllm.config import VllmConfig
-from uptake.errors import UptakeError
+from uptake.errors import DependencyError
 from uptake.stack.process import ManagedProcess, free_port, group_members, terminate_group
 
 
-class VllmStartError(UptakeError):
+class VllmStartError(DependencyError):
     """The server exited, stayed unhealthy past the start timeout, or failed its warm-up."""
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from registry import audit
-from registry.decide import handle_candidate
+from registry.decision_flow import handle_candidate
 from registry.mlflow_registry import Registry
 from registry.service import PromoterService, make_context
 from tests.core.kafka_helpers import read_topic

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from registry import db
 from registry.db import make_engine
-from registry.locks import LeaseLost, LockTimeout, ModelLocks
+from registry.locks import LockTimeout, ModelLeaseLost, ModelLocks
 from registry.webhook_receiver import MAX_BODY_BYTES, DeliveryLog, ReceiverServer, make_app
 from tests.conftest import POSTGRES_URL_ENV, _drop_postgres_database, _postgres_database
 from uptake import db as state_db
@@ -225,12 +225,12 @@ def test_a_lapsed_holder_is_fenced_off_and_cannot_release_the_new_lease(engine) 
         assert stalled.fence("m") == old.generation
         with other.hold("m") as new:  # waits until the stalled holder's lease lapses
             assert new.generation == old.generation + 1
-            with pytest.raises(LeaseLost, match=f"generation {old.generation} lost"):
+            with pytest.raises(ModelLeaseLost, match=f"generation {old.generation} lost"):
                 stalled.fence("m")
             assert other.fence("m") == new.generation
-        with pytest.raises(LeaseLost):
+        with pytest.raises(ModelLeaseLost):
             stalled.fence("m")  # released by its new holder: still not ours
-    with pytest.raises(LeaseLost, match="not held"):
+    with pytest.raises(ModelLeaseLost, match="not held"):
         stalled.fence("m")
     assert other.try_acquire("m") == old.generation + 2
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 
-from registry.decide import handle_candidate
+from registry.decision_flow import handle_candidate
 from registry.mlflow_registry import Registry
 from registry.report import (
     Price,

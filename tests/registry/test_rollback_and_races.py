@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import pytest
 
 from registry import audit
-from registry.decide import handle_candidate
+from registry.decision_flow import handle_candidate
 from registry.enact import PromotionConflict, promote
-from registry.locks import LeaseLost
+from registry.locks import ModelLeaseLost
 from registry.mlflow_registry import Registry
 from registry.reconcile import OUTSIDE, reconcile_once
 from registry.rollback import rollback
@@ -332,7 +332,7 @@ def test_a_holder_whose_lease_lapsed_cannot_move_the_alias(
             started = time.monotonic()
             with other.locks.hold(model_name):  # taken over once the stalled lease lapsed
                 assert time.monotonic() - started < 5
-                with pytest.raises(LeaseLost, match="lost"):
+                with pytest.raises(ModelLeaseLost, match="lost"):
                     promote(
                         stalled,
                         model_name,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from registry.decide import handle_candidate
+from registry.decision_flow import handle_candidate
 from registry.evidence import Evidence, event_differences
 from registry.mlflow_registry import Registry
 from registry.service import PromoterService, make_context

@@ -22,11 +22,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from serving.engine import GenerationRequest
+from serving.engine import GenerationRequest, VersionClosed
 from serving.vllm import (
     UpstreamError,
     UpstreamInputError,
-    VersionClosed,
     VllmConfig,
     VllmEngine,
     VllmStartError,

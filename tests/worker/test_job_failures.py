@@ -193,6 +193,32 @@ def test_failure_classes() -> None:
     assert not is_transient(HfHubHTTPError("forbidden", response=answer(403)))
 
 
+def test_failure_classes_go_by_class_not_name() -> None:
+    """Subclasses count (a gated repo is a missing one to the hub client); a hub that cannot be
+    reached with nothing cached is an ``EntryNotFoundError`` too, yet transient."""
+    import filelock
+    import httpx
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+    )
+
+    from pipeline.worker.failures import PermanentJobFailure, RetryableJobFailure, StageTimeout
+    from pipeline.worker.lease import JobLeaseLost
+
+    answer = httpx.Response(404, request=httpx.Request("GET", "http://hub.invalid/x"))
+    assert is_permanent(GatedRepoError("gated", response=answer))
+    assert is_permanent(RemoteEntryNotFoundError("no such file", response=answer))
+    offline = LocalEntryNotFoundError("hub unreachable and nothing cached")
+    assert not is_permanent(offline) and is_transient(offline)
+    assert is_transient(filelock.Timeout("/tmp/x.lock"))
+    assert not is_permanent(StageTimeout("train")) and not is_transient(StageTimeout("train"))
+    assert is_permanent(PermanentJobFailure("train", "refused"))
+    assert not is_permanent(RetryableJobFailure("fetch", "down"))
+    assert not is_permanent(JobLeaseLost("taken over")) and not is_transient(JobLeaseLost("x"))
+
+
 def test_content_hash_agrees_with_the_watcher(drops, base_drop) -> None:
     from pipeline.worker.fetch import content_hash, visible_files
     from watcher.sources.dirs import content_hash as watcher_hash

@@ -233,7 +233,7 @@ def test_instance_id_is_stable_and_names_the_devices() -> None:
 
 
 def test_the_progress_board_follows_a_jobs_events() -> None:
-    from pipeline.worker.live import ProgressBoard
+    from pipeline.worker.progress_board import ProgressBoard
     from uptake.events import CandidateRegistered, RunStage
 
     rid = release().release_id

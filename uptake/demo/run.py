@@ -41,7 +41,7 @@ from uptake.demo.config import (
     write_demo_config,
 )
 from uptake.demo.follow import BusFollower
-from uptake.demo.live import Row, render
+from uptake.demo.live_view import Row, render
 from uptake.demo.releases import RELEASES, build, publish
 from uptake.demo.results import Adoption, DemoMlflow
 from uptake.demo.summary import adoption_table, area_table, markdown

@@ -21,9 +21,8 @@ from pydantic import BaseModel
 
 from uptake.bus.producer import EventProducer
 from uptake.bus.topics import ensure_topics
-from uptake.errors import DependencyError
+from uptake.errors import DependencyError, one_line
 from uptake.events import AlertRaised
-from uptake.service_runtime import one_line
 from uptake.services import SERVICES, ServiceSpec, resolve
 from uptake.settings import Settings
 from uptake.stack.broker import embedded_broker, resolve_broker_bin
@@ -156,6 +155,15 @@ def resolved_endpoints(settings: Settings) -> tuple[str, str]:
         info.mlflow_tracking_uri if info else settings.tracking_uri
     )
     return bootstrap, tracking
+
+
+def resolved_settings(settings: Settings) -> Settings:
+    """``settings`` with the broker and MLflow filled in as ``resolved_endpoints`` finds them:
+    what a service process runs with."""
+    bootstrap, tracking = resolved_endpoints(settings)
+    return settings.model_copy(
+        update={"kafka_bootstrap": bootstrap, "mlflow_tracking_uri": tracking}
+    )
 
 
 def _service_probe(ref: str, settings: Settings, proc: ManagedProcess) -> Callable[[], bool]:

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from uptake.errors import InputError
 from uptake.models.files import MalformedWeights, read_safetensors_header_params
 from uptake.models.files import folder_content_hash as content_hash
 from uptake.watcher_config import DirSourceConfig
@@ -50,7 +51,7 @@ MAX_METADATA_BYTES = 16 << 20  # config.json / README.md read in full: bounded
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class MalformedModel(Exception):
+class MalformedModel(InputError):
     """A folder's metadata (config, card, safetensors header) cannot be understood."""
 
 

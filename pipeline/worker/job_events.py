@@ -13,16 +13,11 @@ import time
 from typing import Any
 
 from pipeline.worker.job_spec import JobSpec
+from uptake.errors import one_line
 from uptake.events import Event, RunFailed, RunStage, RunStarted
 
 log = logging.getLogger(__name__)
 PRODUCER = "pipeline-worker"
-MAX_REASON = 1_000
-
-
-def one_line(text: str, limit: int = MAX_REASON) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def failure_event(

@@ -22,8 +22,8 @@ from pipeline.train.mlflow_log import DEFAULT_EXPERIMENT, log_refusal, log_train
 from pipeline.train.preflight import PreflightError, PreflightReport
 from pipeline.train.recipe import Recipe, load_recipe
 from pipeline.train.results import ProgressHook, TrainResult
-from pipeline.train.stages import is_main_process
 from pipeline.train.trainer import train
+from pipeline.train.trl_stages import is_main_process
 
 
 class TrainOutcome(BaseModel):

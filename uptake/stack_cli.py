@@ -1,4 +1,4 @@
-"""Core CLI commands: ``up``, ``broker``, ``mlflow``, ``status`` and ``demo``."""
+"""The local stack's commands: ``up``, ``broker``, ``mlflow`` and ``status``."""
 
 from __future__ import annotations
 
@@ -12,37 +12,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from uptake.demo.cli import register as register_demo
+from uptake.config_option import ConfigOption, settings_from
 from uptake.errors import InputError
 from uptake.service_runtime import on_stop_signals
-from uptake.settings import Settings, load_settings
+from uptake.settings import Settings
 from uptake.stack.local import LocalStack
 from uptake.status import StatusReport, collect_status
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $UPTAKE_CONFIG)."),
-]
-
 console = Console()
-CHATTY_LOGGERS = (
-    *("kafka", "httpx", "httpx2", "httpcore", "urllib3"),
-    *("huggingface_hub", "apscheduler"),
-)
-
-
-def settings_from(config: Path | None) -> Settings:
-    """Load settings and configure logging; every command starts here."""
-    settings = load_settings(config)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # These libraries narrate every connection attempt or request (health probes and Hub
-    # polls included) at INFO; keep that for DEBUG only.
-    if settings.log_level != "DEBUG":
-        for name in CHATTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
-    return settings
 
 
 def _raise_keyboard_interrupt() -> None:
@@ -177,4 +154,3 @@ def register(app: typer.Typer) -> None:
     app.command()(broker)
     app.command()(mlflow)
     app.command()(status)
-    register_demo(app)
