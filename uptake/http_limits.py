@@ -44,6 +44,10 @@ class LimitError(DependencyError):
     """Base of both limits, whichever httpx flavour raised them: the other side was too slow or
     sent too much (retryable, as any failed dependency)."""
 
+    # the request it failed on, set where it is raised (httpx's own errors carry one); an
+    # annotation only, so httpx's ``request`` property stays in charge of its flavours
+    request: Any
+
 
 class DeadlineError(LimitError):
     """The call did not complete within its total deadline."""
@@ -148,7 +152,7 @@ def _build(
                 raise deadline_cls(budget.expired_message()) from None
             raise
 
-    class Stream(core.NetworkStream):  # type: ignore[misc,name-defined]
+    class Stream(core.NetworkStream):  # type: ignore[misc,name-defined]  # base known at run time
         def __init__(self, inner: Any) -> None:
             self._inner = inner
 
@@ -172,7 +176,7 @@ def _build(
         def get_extra_info(self, info: str) -> Any:
             return self._inner.get_extra_info(info)
 
-    class Backend(core.NetworkBackend):  # type: ignore[misc,name-defined]
+    class Backend(core.NetworkBackend):  # type: ignore[misc,name-defined]  # base known at run time
         def __init__(self, inner: Any) -> None:
             self._inner = inner
 
@@ -204,7 +208,7 @@ def _build(
     def too_large(budget: _Budget, detail: str) -> SizeError:
         return size_cls(f"{budget.what}: response {detail} (limit {budget.max_bytes} bytes)")
 
-    class Body(hx.SyncByteStream):  # type: ignore[misc,name-defined]
+    class Body(hx.SyncByteStream):  # type: ignore[misc,name-defined]  # base known at run time
         """The response body, read under the request's budget and counted against its cap."""
 
         def __init__(self, inner: Any, budget: _Budget, request: Any) -> None:
@@ -222,21 +226,21 @@ def _build(
                 except StopIteration:
                     return
                 except LimitError as exc:
-                    exc.request = self._request  # type: ignore[attr-defined]
+                    exc.request = self._request
                     raise
                 finally:
                     _current.reset(token)
                 budget.received += len(chunk)
                 if budget.max_bytes is not None and budget.received > budget.max_bytes:
                     err = too_large(budget, f"body over {budget.max_bytes} bytes")
-                    err.request = self._request  # type: ignore[attr-defined]
+                    err.request = self._request
                     raise err
                 yield chunk
 
         def close(self) -> None:
             self._inner.close()
 
-    class Transport(hx.HTTPTransport):  # type: ignore[misc,name-defined]
+    class Transport(hx.HTTPTransport):  # type: ignore[misc,name-defined]  # base known at run time
         """An ``HTTPTransport`` (same keyword arguments) whose requests obey a deadline and a
         size cap: the transport's own (per request) and the enclosing ``limits()`` scope's."""
 
@@ -271,7 +275,7 @@ def _build(
             try:
                 response = super().handle_request(request)
             except LimitError as exc:
-                exc.request = request  # type: ignore[attr-defined]
+                exc.request = request
                 raise
             finally:
                 _current.reset(token)
@@ -280,7 +284,7 @@ def _build(
                 if problem:
                     response.close()
                     err = too_large(budget, problem)
-                    err.request = request  # type: ignore[attr-defined]
+                    err.request = request
                     raise err
             response.stream = Body(response.stream, budget, request)
             return response

@@ -30,7 +30,7 @@ from uptake.config_model import ConfigModel
 from uptake.errors import ConfigError, describe_validation_error
 from uptake.registry_config import AlertSettings, RegistrySettings
 from uptake.serving_config import ServingSettings
-from uptake.stack.restarts import StackSettings
+from uptake.stack_config import StackSettings
 from uptake.tracks import Track, check_unique, resolve_track_paths
 from uptake.watcher_config import Sources, WatcherSettings
 from uptake.webhooks import WebhookSecret

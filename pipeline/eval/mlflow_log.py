@@ -159,7 +159,12 @@ def log_to_mlflow(
     active = mlflow.active_run()
     own_run = run_id is None and active is None
     run = mlflow.start_run() if own_run else None
-    rid = run_id or (run.info.run_id if run is not None else active.info.run_id)  # type: ignore[union-attr]
+    started = run or active
+    if run_id is not None:
+        rid = run_id
+    else:
+        assert started is not None  # own_run started one when none was active
+        rid = started.info.run_id
     try:
         client = mlflow.MlflowClient()
         client.set_tag(rid, SUITE_SHA_TAG, result.suite_sha256)

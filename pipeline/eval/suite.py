@@ -74,13 +74,17 @@ class _Combinator(_Strict):
     checks: list[DeterministicCheck] | None = None
     ignore_case: bool = False
 
+    def _kind(self) -> str:
+        """The subclass's ``type`` (``any_of`` / ``all_of``), for the error text."""
+        return str(getattr(self, "type", "check"))
+
     @model_validator(mode="after")
     def _one_source(self) -> _Combinator:
         given = [x for x in (self.values, self.checks) if x is not None]
         if len(given) != 1:
-            raise ValueError(f"{self.type} needs exactly one of 'values' or 'checks'")  # type: ignore[attr-defined]
+            raise ValueError(f"{self._kind()} needs exactly one of 'values' or 'checks'")
         if not given[0]:
-            raise ValueError(f"{self.type} needs at least one entry")  # type: ignore[attr-defined]
+            raise ValueError(f"{self._kind()} needs at least one entry")
         return self
 
 

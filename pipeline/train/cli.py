@@ -200,7 +200,7 @@ def register(app: typer.Typer) -> None:
         spec = load_recipe(recipe)  # exit 2 on a bad recipe, before torch is imported
         if profile is not None and profile not in PROFILES:
             raise InputError(f"--profile: expected one of {PROFILES}, got {profile!r}")
-        resolved = spec.resolve(profile)  # type: ignore[arg-type]
+        resolved = spec.resolve(profile)
         if halve_batch:
             resolved, note = halved_batch(resolved)
             console.print(f"halved batch: {note}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import (
@@ -199,14 +199,15 @@ class Recipe(_Section):
     def source(self) -> Path | None:
         return self._source
 
-    def resolve(self, profile: ProfileName | None = None) -> Recipe:
-        """The recipe with ``profile`` (default: detected from the machine) merged in."""
+    def resolve(self, profile: str | None = None) -> Recipe:
+        """The recipe with ``profile`` (default: detected from the machine) merged in; any
+        text is accepted and checked here, so a CLI flag or a job spec passes it as it is."""
         if self.profile is not None:
             return self
         profile = profile or detect_profile()
         if profile not in PROFILES:
             raise RecipeError(f"unknown hardware profile {profile!r} (expected one of {PROFILES})")
-        merged = _deep_merge(self._raw, self.profiles.get(profile, {}))
+        merged = _deep_merge(self._raw, self.profiles.get(cast(ProfileName, profile), {}))
         merged["profile"] = profile
         merged.pop("profiles", None)
         resolved = _validate(merged, self._source, prefix=f"profiles.{profile}")

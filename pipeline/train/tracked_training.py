@@ -59,9 +59,7 @@ def train_and_log(
     left as it was (its owner ends it); a refusal marks it FAILED, as the job cannot go on.
     ``allowlist``: the settings' ``trust_remote_code_allowlist``.
     """
-    resolved = (recipe if isinstance(recipe, Recipe) else load_recipe(recipe)).resolve(
-        profile  # type: ignore[arg-type]
-    )
+    resolved = (recipe if isinstance(recipe, Recipe) else load_recipe(recipe)).resolve(profile)
     reports: list[PreflightReport] = []
 
     def keep_report(report: PreflightReport) -> None:

@@ -177,7 +177,7 @@ def train(
     ``on_preflight`` the preflight report before training starts (also when it refuses)."""
     started = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    recipe = recipe.resolve(profile)  # type: ignore[arg-type]
+    recipe = recipe.resolve(profile)
     base_dir = Path(model_dir).expanduser().resolve()
     if not (base_dir / "config.json").is_file():
         raise InputError(f"not a model directory (no config.json): {model_dir}")

@@ -281,7 +281,7 @@ class Job:
         client.set_tag(rid, FETCH_CACHED_TAG, str(not fetched).lower())
         self.stage = "preflight"  # a bad recipe or suite fails there
         profile = "cpu" if spec.device == "cpu" else None
-        recipe = load_recipe(spec.track.recipe).resolve(profile)  # type: ignore[arg-type]
+        recipe = load_recipe(spec.track.recipe).resolve(profile)
         suite = load_suite(spec.track.suite)
 
         def check() -> None:

@@ -92,7 +92,7 @@ class JobEvents:
             producer=PRODUCER,
             release_id=self.spec.release.release_id,
             run_id=self.run_id,
-            stage=stage,  # type: ignore[arg-type]
+            stage=stage,
             track=self.spec.track.name,
             **fields,
         )

@@ -14,6 +14,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -27,6 +28,10 @@ from uptake.events import (
     decode_event,
 )
 from uptake.settings import Settings
+
+if TYPE_CHECKING:  # rich is imported only when a live board is drawn
+    from rich.live import Live
+    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class ProgressBoard:
         # registered model -> track: candidate.registered names the model, not the track
         self.models = models or {}
         self.live_enabled = sys.stdout.isatty() if live is None else live
-        self._live = None
+        self._live: Live | None = None
 
     def apply(self, event: RunEvent) -> None:
         track = getattr(event, "track", None)
@@ -138,7 +143,7 @@ class ProgressBoard:
         row.state, row.detail = state, detail or row.detail
         self.refresh()
 
-    def table(self):  # -> rich.table.Table
+    def table(self) -> Table:
         from rich.table import Table
 
         table = Table(title=f"uptake worker: {self.release_id}")

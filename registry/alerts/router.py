@@ -12,6 +12,7 @@ group's notifications are queued here when due.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from registry import db
 from registry.alerts import grouping
 from registry.alerts.model import Alert
-from uptake.registry_config import SEVERITY_ORDER, AlertSettings
+from uptake.registry_config import SEVERITY_ORDER, AlertKind, AlertSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def flush_groups(engine: Engine, cfg: AlertSettings) -> int:
 def enqueue(engine: Engine, alert: Alert, cfg: AlertSettings) -> int:
     """Queue ``alert`` for its channels; return how many deliveries were queued."""
     t = db.alert_deliveries
-    rule = cfg.grouping.get(alert.kind)  # type: ignore[call-overload]
+    rule = cfg.grouping.get(cast(AlertKind, alert.kind))  # an unknown kind finds no rule
     if rule is not None and alert.action == "trigger":
         if not routes(alert, cfg):
             return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mlflow.entities import ViewType
+from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
 from registry.mlflow_registry import Registry
@@ -86,11 +86,11 @@ def _point(
     )
 
 
-def _runs_on_suite(reg: Registry, suite_sha: str) -> list[object]:
+def _runs_on_suite(reg: Registry, suite_sha: str) -> list[Run]:
     client = reg.client
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     escaped = suite_sha.replace("'", "\\'")
-    runs: list[object] = []
+    runs: list[Run] = []
     for start in range(0, len(experiments), 100):  # search_runs takes a bounded id list
         runs += client.search_runs(
             experiments[start : start + 100],
@@ -120,9 +120,9 @@ def cost_points(
         return []
     points: dict[str, CostPoint] = {}
     for run in runs:
-        rid = run.info.run_id  # type: ignore[attr-defined]
-        metrics = dict(run.data.metrics)  # type: ignore[attr-defined]
-        tags = dict(run.data.tags)  # type: ignore[attr-defined]
+        rid = run.info.run_id
+        metrics = dict(run.data.metrics)
+        tags = dict(run.data.tags)
         base = tags.get(BASE_MODEL_TAG) or tags.get(BASELINE_EVAL_MODEL_TAG)
         version = versions.get(rid)
         if version is not None:
@@ -130,7 +130,7 @@ def cost_points(
             label = f"{model} v{version}" + (f" ({base} post-trained)" if base else "")
         else:
             kind = "candidate" if tags.get(RELEASE_ID_TAG) else "external"
-            label = tags.get(EVAL_MODEL_TAG) or run.info.run_name or rid  # type: ignore[attr-defined]
+            label = tags.get(EVAL_MODEL_TAG) or run.info.run_name or rid
         point = _point(label, kind, rid, metrics, price)
         if point is not None:
             point.this_version = rid == this_run

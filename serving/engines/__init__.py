@@ -14,7 +14,7 @@ def make_engine(settings: Settings, name: str | None = None) -> Engine:
         from serving.vllm.engine import VllmEngine  # httpx only; vLLM itself runs as a child
 
         return VllmEngine(
-            cfg.vllm,  # type: ignore[arg-type]  # the same fields as serving.vllm.config
+            cfg.vllm,
             settings.state_dir,
             trust_remote_code_allowlist=settings.trust_remote_code_allowlist,
         )

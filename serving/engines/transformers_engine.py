@@ -29,7 +29,7 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from serving.engine import Generation, GenerationRequest, TextDelta, VersionClosed
 from uptake.errors import InputError
@@ -352,7 +352,14 @@ class TransformersVersion:
             row.pending.send(TextDelta(text=text[row.sent : upto]))
             row.sent = upto
 
-    def _finish(self, row: _Row, reason: str, *, text: str | None = None, counted: int = 0) -> None:
+    def _finish(
+        self,
+        row: _Row,
+        reason: Literal["stop", "length"],
+        *,
+        text: str | None = None,
+        counted: int = 0,
+    ) -> None:
         if text is None:
             text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
             for stop in row.stops:
@@ -363,7 +370,7 @@ class TransformersVersion:
         row.pending.send(
             TextDelta(
                 text=text[row.sent :] if len(text) > row.sent else "",
-                finish_reason=reason,  # type: ignore[arg-type]
+                finish_reason=reason,
                 prompt_tokens=len(row.pending.prompt_ids),
                 completion_tokens=len(row.ids) + counted,
             )

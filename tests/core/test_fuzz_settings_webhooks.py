@@ -31,7 +31,7 @@ from registry.webhook_receiver import DeliveryLog, make_app
 from uptake.errors import ConfigError
 from uptake.registry_config import AlertSettings, RegistrySettings
 from uptake.settings import SECRET_FIELDS, Settings, load_settings
-from uptake.stack.restarts import StackSettings
+from uptake.stack_config import StackSettings
 from uptake.watcher_config import Sources, WatcherSettings
 from uptake.webhooks import (
     HF_SECRET_HEADER,

@@ -28,8 +28,9 @@ from uptake.services import SERVICES
 from uptake.settings import Settings
 from uptake.stack.local import StackInfo, clean_stale_stack, stack_file
 from uptake.stack.process import free_port, port_open, start_ticks
-from uptake.stack.restarts import ComponentRecord, RestartTracker, StackSettings
+from uptake.stack.restarts import ComponentRecord, RestartTracker
 from uptake.stack.watchdog import Watchdog
+from uptake.stack_config import StackSettings
 
 CRASH_LOOP_EXITS = 3
 

@@ -81,7 +81,7 @@ class _DeadLetterFailed(Exception):
     """The DLQ write failed: the message stays uncommitted and is handled again later."""
 
 
-class _PauseNewAssignments(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka: untyped
+class _PauseNewAssignments(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types
     def __init__(self, owner: EventConsumer) -> None:
         self.owner = owner
 
