@@ -32,8 +32,12 @@ def chromium_executable() -> Path:
     return Path(os.environ.get(BROWSER_ENV) or DEFAULT_EXECUTABLE)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per test module, not per session: Playwright's sync API keeps an asyncio
+    loop running in the main thread while it is started, so a later test module in the same
+    xdist worker that calls ``asyncio.run`` would fail ("cannot be called from a running event
+    loop"). Stopping it after each browser module gives the thread back."""
     executable = chromium_executable()
     if not (executable.is_file() and os.access(executable, os.X_OK)):
         message = (
