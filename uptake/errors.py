@@ -12,11 +12,13 @@ Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, i
     + EventDecodeError - a message that is no known event, also a ValueError (uptake.events)
     + BodyTooLarge - also a ValueError (uptake.http_server)
     + BadContentLength - also a ValueError (uptake.http_server)
+    + BodyTimeout - the body came too slowly, also a TimeoutError (uptake.http_server)
     + MalformedModel - a folder's metadata cannot be read (watcher.sources.dirs)
     + RecipeError - (pipeline.train.recipe)
     + DataError - training data (pipeline.train.data)
     + PreflightError - (pipeline.train.preflight.report)
     + ContextExceeded - the prompt fills the context (serving.engines.transformers_engine)
+    + ToolsUnsupported - tools for a template without any (serving.engine)
     + UpstreamInputError - vLLM refused the request (serving.vllm.protocol)
     + UnknownModel - not served here, also a LookupError (serving.swap)
   x DependencyError - something uptake needs is unavailable or misbehaved (exit 3, retryable)
@@ -30,6 +32,7 @@ Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, i
     + JudgeError - (pipeline.eval.judge)
     + NoChampion - no version loaded yet, also a LookupError (serving.swap)
     + VersionClosed - a request reached a closed version (serving.engine)
+    + QueueFull - the version's queue is full, a 429 (serving.engine)
     + UpstreamError - the vLLM server failed a request (serving.vllm.protocol)
     + VllmStartError - (serving.vllm.server)
   x PermanentError - a refusal that no retry can change (exit 1, not retryable)
@@ -50,7 +53,7 @@ Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, i
   x StageTimeout - a job stage ran past its limit (pipeline.worker.failures)
   x LaunchedOutOfMemory - a rank ran out of memory, also a RuntimeError (pipeline.worker.failures)
   x ServiceFailed - a service's thread died (uptake.service_runtime)
-  x ApiError - an OpenAI-style error answer, its status says whose fault (serving.openai_api)
+  x ApiError - an OpenAI-style error answer, its status says whose fault (serving.api.protocol)
 
 A new exception goes under the branch that says what a caller should do about it, in the module
 that raises it; a private one that only steers control flow (``_Interrupted``) stays outside.
