@@ -58,8 +58,8 @@ def as_api_error(exc: BaseException) -> ApiError:
             headers = {}
             if isinstance(exc, QueueFull):
                 headers["retry-after"] = str(exc.retry_after_s)
-            if isinstance(exc, BodyTimeout | BodyTooLarge | BadContentLength):
-                headers["connection"] = "close"  # the rest of the body is never read
+            if isinstance(exc, BodyTimeout):
+                headers["connection"] = "close"  # a slow client's connection is not kept
             return ApiError(status, _messages(exc), type_, code, headers=headers)
     return ApiError(500, f"generation failed: {exc}", "server_error", "server_error")
 
