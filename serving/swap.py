@@ -335,7 +335,7 @@ class SwapManager:
         self.metrics.swap_failures.labels(slot.model).inc()
         keeping = old.label if old else "nothing (no version loaded)"
         log.error(
-            "%s/%s failed to load (attempt %d, next in %.0fs): %s; still answering: %s",
+            "%s/%s failed to load (attempt %d, next in %.1fs): %s; still answering: %s",
             slot.model,
             version,
             failures.count,

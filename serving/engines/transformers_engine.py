@@ -537,6 +537,10 @@ class TransformersEngine:
         self.torch_threads = torch_threads
         self._versions: weakref.WeakSet[TransformersVersion] = weakref.WeakSet()
         self._late: set[asyncio.Task[None]] = set()
+        # one load at a time: transformers builds a model under process-wide patches (meta
+        # device initialisation), and two loads on two threads broke each other ("Cannot copy
+        # out of meta tensor") when one server followed several models
+        self._loading = threading.Lock()
 
     async def load(
         self, registered_model: str, version: str, model_dir: Path
@@ -545,7 +549,7 @@ class TransformersEngine:
         loading thread cannot be stopped, so a version it still completes is closed then."""
         building = asyncio.ensure_future(
             asyncio.to_thread(
-                TransformersVersion,
+                self._build,
                 registered_model,
                 version,
                 Path(model_dir),
@@ -569,6 +573,10 @@ class TransformersEngine:
             raise
         self._versions.add(loaded)
         return loaded
+
+    def _build(self, *args: Any, **kwargs: Any) -> TransformersVersion:
+        with self._loading:
+            return TransformersVersion(*args, **kwargs)
 
     def _close_late(self, building: asyncio.Future[TransformersVersion]) -> None:
         if building.cancelled() or building.exception() is not None:

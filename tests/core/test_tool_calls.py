@@ -94,7 +94,7 @@ def test_arguments_given_as_json_text_stay_that_text() -> None:
 
 
 def test_the_format_is_read_from_the_template() -> None:
-    qwen = "{% if tools %}<tools>{{ tools | tojson }}</tools> reply in <tool_call></tool_call>{% endif %}"
+    qwen = "{% if tools %}{{ tools | tojson }} reply in <tool_call></tool_call>{% endif %}"
     assert detect_format(qwen) == "hermes" and template_supports_tools(qwen)
     assert detect_format("{{ '[TOOL_CALLS]' }}{% if tools %}{% endif %}") == "mistral"
     assert detect_format("{% if tools %}<|python_tag|>{% endif %}") == "llama3_json"
