@@ -21,8 +21,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from serving.api.protocol import ApiError, bad_request
@@ -192,18 +192,18 @@ class ChatCompletionRequest(BaseModel):
                 )
         return [s for s in stops if s]
 
-    @model_validator(mode="after")
-    def _tool_choice(self) -> ChatCompletionRequest:
-        choice = self.tool_choice
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(
+        cls, choice: str | NamedToolChoice | None, info: ValidationInfo
+    ) -> str | NamedToolChoice | None:
+        tools = info.data.get("tools") or []
         if isinstance(choice, NamedToolChoice):
-            names = [t.function.name for t in self.tools or []]
-            if choice.function.name not in names:
-                raise ValueError(
-                    f"tool_choice names {choice.function.name!r}, which is not among the tools"
-                )
-        elif choice == "required" and not self.tools:
-            raise ValueError("tool_choice 'required' needs tools")
-        return self
+            if choice.function.name not in [t.function.name for t in tools]:
+                raise ValueError(f"names {choice.function.name!r}, which is not among the tools")
+        elif choice == "required" and not tools:
+            raise ValueError("'required' needs tools")
+        return choice
 
     def generation(self, default_max_tokens: int, max_tokens_limit: int) -> GenerationRequest:
         """The seam's request; raises ``ApiError`` for what it cannot honour."""
