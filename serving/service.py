@@ -125,7 +125,7 @@ class ServingService:
             default_max_tokens=cfg.default_max_tokens,
             max_tokens_limit=cfg.max_tokens_limit,
         )
-        app = build_app(self.manager, self.metrics, limits, api_key=api_key)
+        self.app = app = build_app(self.manager, self.metrics, limits, api_key=api_key)
         app.router.lifespan_context = self._lifespan
         self.connection_limits = ConnectionLimits(
             max_connections=fit_to_open_files(cfg.max_connections),
