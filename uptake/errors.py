@@ -35,6 +35,8 @@ Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, i
     + QueueFull - the version's queue is full, a 429 (serving.engine)
     + UpstreamError - the vLLM server failed a request (serving.vllm.protocol)
     + VllmStartError - (serving.vllm.server)
+    + CorruptCopy - a cached version's files fail their checksum (serving.champions)
+    + LoadTimeout - a download or load past its deadline, also a TimeoutError (serving.swap)
   x PermanentError - a refusal that no retry can change (exit 1, not retryable)
     + WebhookRejected - not provably from the sender, also a ValueError (uptake.webhooks)
     + FetchRefused - (pipeline.worker.fetch)
