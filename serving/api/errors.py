@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from serving.api.protocol import ApiError
 from serving.api.state import CHAT_PATH, request_model, request_version, serving_state
@@ -28,6 +29,7 @@ VERSION_HEADER = "x-uptake-model-version"
 
 # exception class -> (status, OpenAI error type, code); the most specific class wins
 ERRORS: dict[type[Exception], tuple[int, str, str]] = {
+    ClientDisconnect: (499, "invalid_request_error", "client_closed"),  # left mid-body: no answer
     BodyTooLarge: (413, "invalid_request_error", "request_too_large"),
     BadContentLength: (400, "invalid_request_error", "invalid_request"),
     BodyTimeout: (408, "invalid_request_error", "request_timeout"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -205,6 +206,26 @@ def test_slow_bodies_are_cut_at_the_body_deadline(server: ServingService, model:
         dripper.join(5)
         for sock in socks:
             sock.close()
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(
+    server: ServingService, model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = raw_request({"model": model, "messages": PROMPT, "max_tokens": 2})
+    before = metric(server, "uptake_serving_requests_total", model="", status="499") or 0
+    sock = connect(server)
+    sock.sendall(body[: len(body) - 10])  # all but the last bytes, then gone
+    time.sleep(0.2)
+    sock.close()
+    wait_for(
+        lambda: (
+            metric(server, "uptake_serving_requests_total", model="", status="499") == before + 1
+        ),
+        timeout_s=10,
+        what="the request counted as 499",
+    )
+    assert metric(server, "uptake_serving_requests_total", model="", status="500") is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_slow_headers_and_idle_connections_are_closed(server: ServingService) -> None:
