@@ -171,9 +171,12 @@ class GenerationPrep:
         self.template = own or chatml()
         self.supports_tools = template_supports_tools(self.template)
         self.tool_format: ToolCallFormat | None = detect_format(self.template)
-        special = set(tokenizer.all_special_ids)
+        # what plain decoding skips (tokens flagged special), less the tokens that mark a call
+        special = set(tokenizer.all_special_ids) | {
+            i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special
+        }
         markers = {tokenizer.convert_tokens_to_ids(t) for t in MARKER_TOKENS}
-        self._dropped_ids = special - markers  # decoding with call markers kept
+        self._dropped_ids = special - markers
         self._renderer: TemplateRenderer | None = None
         if not is_uptake_template(self.template):
             self._renderer = self._checked_renderer(render_timeout_s)
