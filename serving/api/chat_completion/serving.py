@@ -45,9 +45,13 @@ class LeasedStreamingResponse(StreamingResponse):
     client left: what it holds (the version's lease) is given back exactly once."""
 
     def __init__(
-        self, content: AsyncIterator[str], *, on_close: Callable[[], Awaitable[None]], **kw: object
+        self,
+        content: AsyncIterator[str],
+        *,
+        on_close: Callable[[], Awaitable[None]],
+        headers: dict[str, str],
     ) -> None:
-        super().__init__(content, **kw)  # type: ignore[arg-type]
+        super().__init__(content, media_type="text/event-stream", headers=headers)
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,17 +68,22 @@ class ServingChat:
         self.limits = limits
 
     async def create(self, request: ChatCompletionRequest, raw: Request) -> Response:
-        started = time.monotonic()
+        try:
+            return await self._create(request, raw, time.monotonic())
+        except asyncio.CancelledError:  # the client left first (cancel_on_disconnect)
+            if getattr(raw.state, "model", None):
+                self.metrics.requests.labels(request.model, str(CLIENT_CLOSED)).inc()
+            raise
+
+    async def _create(
+        self, request: ChatCompletionRequest, raw: Request, started: float
+    ) -> Response:
         async with contextlib.AsyncExitStack() as stack:
             served = await stack.enter_async_context(self.manager.lease(request.model))
             raw.state.model, raw.state.version = request.model, served.label
             gen = request.generation(self.limits.default_max_tokens, self.limits.max_tokens_limit)
             if not request.stream:
-                try:
-                    result = await served.loaded.generate(gen)
-                except asyncio.CancelledError:  # the client left (cancel_on_disconnect)
-                    self.metrics.requests.labels(request.model, str(CLIENT_CLOSED)).inc()
-                    raise
+                result = await served.loaded.generate(gen)
                 self._count(
                     request.model, "200", result.prompt_tokens, result.completion_tokens, started
                 )
@@ -92,7 +101,6 @@ class ServingChat:
             return LeasedStreamingResponse(
                 events,
                 on_close=stack.pop_all().aclose,
-                media_type="text/event-stream",
                 headers={VERSION_HEADER: served.label, "cache-control": "no-cache"},
             )
         raise AssertionError("unreachable")  # pragma: no cover
