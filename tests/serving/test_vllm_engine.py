@@ -423,3 +423,27 @@ def test_the_tool_parser_is_configured_not_passed_as_a_flag(tmp_path: Path, mode
     engine = VllmEngine(VllmConfig(tool_call_parser="llama3_json"), tmp_path / "state")
     args, _ = engine._args(model_dir)
     assert args[args.index("--tool-call-parser") + 1] == "llama3_json"
+
+
+def test_a_version_takes_at_most_max_queue_requests_at_once(
+    tmp_path: Path, model_dir: Path, name: str
+):
+    from serving.engine import QueueFull
+
+    async def scenario() -> None:
+        engine = engine_for(tmp_path, "--latency", "1.5")
+        engine.max_queue = 2
+        try:
+            version = await engine.load(name, "1", model_dir)
+            slow = [asyncio.create_task(version.generate(ask(f"q{i}"))) for i in range(2)]
+            await asyncio.sleep(0.3)
+            assert version.queue_depth == 2
+            with pytest.raises(QueueFull, match=r"serving\.max_queue"):
+                await version.generate(ask("one too many"))
+            assert all(a.finish_reason == "stop" for a in await asyncio.gather(*slow))
+            assert version.queue_depth == 0
+            assert (await version.generate(ask("room again"))).text.endswith("room again")
+        finally:
+            await engine.aclose()
+
+    run(scenario())
