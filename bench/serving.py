@@ -1,8 +1,9 @@
-"""Benchmark: `uptake serve` under load at steady state, during a forward swap and a rollback,
-and batched vs one-at-a-time throughput, in one run.
+"""Benchmark: `uptake serve` under load at steady state, under hostile traffic, during a forward
+swap and a rollback, and batched vs one-at-a-time throughput, in one run.
 
     .venv/bin/python bench/serving.py [--clients 16] [--max-tokens 24] [--steady-s 12]
-                                      [--arm-s 10] [--out bench/results/serving.json]
+                                      [--hostile-s 12] [--arm-s 10]
+                                      [--out bench/results/serving.json]
 
 Starts everything itself in a temporary state dir: the embedded broker, an MLflow server
 (SQLite), two tiny random Llamas registered as versions 1 and 2 of one model (``champion`` =
@@ -13,6 +14,13 @@ forward swap), then back to 1 (the rollback). A swap window runs from the alias 
 3 s after the first answer from the new version (loading, warm-up, switch and the old
 version's drain all fall inside it). Then, at 16 clients, the same server (``max_batch`` 16)
 and a second one with ``max_batch`` 1 are timed for ``--arm-s`` each: batched vs one at a time.
+
+The hostile phase (``--hostile-s``, between the steady window and the swaps) keeps the same
+clients measuring while careless and hostile ones arrive: 64 non-streaming requests for 1,000
+tokens each whose clients leave right after sending (four bursts of 16), 50 connections that
+send a body a byte a second, and 4 requests with four 200,000-character stop texts. The server
+runs with its default limits except ``body_timeout_s`` (5 s, so the slow bodies are cut inside
+the phase); the JSON records how each kind was answered.
 
 Latency is client-side, request sent to last byte. Prints a rich table, writes JSON with the
 machine's load average (the 2-core development machine is shared; ratios are the claim).
@@ -44,6 +52,8 @@ from uptake.stack.mlflow_server import mlflow_server  # noqa: E402
 from uptake.stack.process import ManagedProcess, free_port  # noqa: E402
 
 HEADER = "x-uptake-model-version"
+ABANDONED, SLOW_BODIES, LONG_STOPS = 64, 50, 4
+BODY_TIMEOUT_S = 5
 
 
 @dataclass
@@ -145,6 +155,101 @@ def _ready(url: str) -> bool:
         return False
 
 
+def raw_request(model: str, body: dict) -> bytes:
+    data = json.dumps({"model": model, **body}).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+async def abandoned(port: int, model: str, i: int) -> None:
+    """A non-streaming request for many tokens whose client leaves right after sending it."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    messages = [{"role": "user", "content": f"Abandoned {i}: write everything about deadlines."}]
+    writer.write(raw_request(model, {"messages": messages, "max_tokens": 1000, "temperature": 0}))
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.close()
+
+
+async def slow_body(port: int, model: str, give_up_s: float) -> tuple[str, float]:
+    """Headers, then the body one byte a second; what the server answered, and when."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = raw_request(model, {"messages": [{"role": "user", "content": "x"}]})
+    head, body = request.split(b"\r\n\r\n", 1)
+    writer.write(head + b"\r\n\r\n")
+    started = time.monotonic()
+    answer = "still open"
+    for i in range(len(body)):
+        try:
+            data = await asyncio.wait_for(reader.read(64), 1.0)
+            answer = data.split(b"\r\n", 1)[0].decode("latin-1") or "closed"
+            break
+        except TimeoutError:
+            pass
+        if time.monotonic() - started > give_up_s:
+            break
+        try:
+            writer.write(body[i : i + 1])
+            await writer.drain()
+        except ConnectionError:
+            answer = "closed"
+            break
+    held = time.monotonic() - started
+    writer.close()
+    return answer, round(held, 2)
+
+
+async def long_stops(http: httpx.AsyncClient, model: str) -> int:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Stop me."}],
+        "max_tokens": 512,
+        "stop": ["s" * 200_000] * 4,
+    }
+    return (await http.post("/v1/chat/completions", json=body)).status_code
+
+
+async def hostile_traffic(url: str, model: str, http: httpx.AsyncClient, seconds: float) -> dict:
+    """The careless and hostile clients of the hostile phase; how each was answered."""
+    port = int(url.rsplit(":", 1)[1])
+    slow = [
+        asyncio.create_task(slow_body(port, model, seconds + BODY_TIMEOUT_S))
+        for _ in range(SLOW_BODIES)
+    ]
+    stops = [asyncio.create_task(long_stops(http, model)) for _ in range(LONG_STOPS)]
+    for burst in range(4):
+        await asyncio.gather(
+            *(abandoned(port, model, burst * 16 + i) for i in range(ABANDONED // 4))
+        )
+        await asyncio.sleep(seconds / 5)
+    slow_answers = await asyncio.gather(*slow)
+    stop_statuses = await asyncio.gather(*stops)
+    statuses: dict[str, int] = {}
+    for answer, _ in slow_answers:
+        statuses[answer] = statuses.get(answer, 0) + 1
+    return {
+        "abandoned_requests": ABANDONED,
+        "slow_bodies": {
+            "count": SLOW_BODIES,
+            "answers": statuses,
+            "held_s_max": max(h for _, h in slow_answers),
+        },
+        "long_stop_statuses": sorted(stop_statuses),
+    }
+
+
+async def server_counts(http: httpx.AsyncClient, model: str) -> dict[str, float]:
+    text = (await http.get("/metrics")).text
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith(f'uptake_serving_requests_total{{model="{model}",status="'):
+            counts[line.split('status="')[1].split('"')[0]] = float(line.split()[-1])
+    return counts
+
+
 async def run_swaps(url: str, model: str, args, crown, publish) -> dict:
     rec = Recorder()
     limits = httpx.Limits(max_connections=args.clients + 4)
@@ -160,6 +265,21 @@ async def run_swaps(url: str, model: str, args, crown, publish) -> dict:
         phases = {
             "steady": summary(rec.window(steady_start, steady_end), steady_end - steady_start)
         }
+        before = await server_counts(http, model)
+        hostile_start = time.monotonic()
+        hostile = asyncio.create_task(hostile_traffic(url, model, http, args.hostile_s))
+        await asyncio.sleep(args.hostile_s)
+        hostile_end = time.monotonic()
+        answered = await hostile
+        after = await server_counts(http, model)
+        phases["hostile"] = {
+            **summary(rec.window(hostile_start, hostile_end), hostile_end - hostile_start),
+            **answered,
+            "server_statuses_during": {
+                k: int(v - before.get(k, 0)) for k, v in after.items() if v != before.get(k, 0)
+            },
+        }
+        await asyncio.sleep(2)
         for phase, version in (("forward_swap", "2"), ("rollback", "1")):
             start = time.monotonic()
             await asyncio.to_thread(crown, version)
@@ -207,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--steady-s", type=float, default=12.0)
+    parser.add_argument("--hostile-s", type=float, default=12.0)
     parser.add_argument("--arm-s", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serving.json")
     args = parser.parse_args(argv)
@@ -258,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 "UPTAKE_MLFLOW_TRACKING_URI": tracking,
                 "UPTAKE_SERVING__DEVICE": "cpu",
                 "UPTAKE_SERVING__RECONCILE_INTERVAL_S": "600",  # the swaps come by event
+                "UPTAKE_SERVING__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
                 "UPTAKE_KAFKA__MAX_POLL_INTERVAL_MS": "3000",
                 "UPTAKE_KAFKA__SESSION_TIMEOUT_MS": "6000",
             }
@@ -301,9 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     errors = sum(p["errors"] for p in phases.values())
     ratio_fwd = fwd["p99_ms"] / steady["p99_ms"]
     ratio_back = back["p99_ms"] / steady["p99_ms"]
+    ratio_hostile = phases["hostile"]["p99_ms"] / steady["p99_ms"]
     speedup = batched["requests_per_s"] / single["requests_per_s"]
     report = {
-        "benchmark": "serving: steady state, forward swap, rollback; batched vs one at a time",
+        "benchmark": "serving: steady state, hostile clients, forward swap, rollback; batched vs "
+        "one at a time",
         "model": "two random tiny Llamas (hidden 64, weight_scale 5), transformers engine, CPU",
         "clients": args.clients,
         "max_tokens": args.max_tokens,
@@ -315,12 +439,25 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.monotonic() - began, 1),
         "phases": phases,
         "errors_total": errors,
+        "p99_hostile_over_steady": round(ratio_hostile, 2),
         "p99_swap_over_steady": round(ratio_fwd, 2),
         "p99_rollback_over_steady": round(ratio_back, 2),
         "batching_speedup_16_clients": round(speedup, 2),
-        "targets": {"errors": 0, "p99_during_swap_over_steady_max": 2.0, "batching_min": 3.0},
+        "hostile_traffic": {
+            "abandoned_non_streaming": ABANDONED,
+            "slow_body_connections": SLOW_BODIES,
+            "long_stop_requests": LONG_STOPS,
+            "body_timeout_s": BODY_TIMEOUT_S,
+        },
+        "targets": {
+            "errors": 0,
+            "p99_hostile_over_steady_max": 2.0,
+            "p99_during_swap_over_steady_max": 2.0,
+            "batching_min": 3.0,
+        },
         "met": {
             "zero_errors": errors == 0,
+            "p99_hostile": ratio_hostile <= 2.0,
             "p99_swap": ratio_fwd <= 2.0 and ratio_back <= 2.0,
             "batching": speedup >= 3.0,
         },
@@ -341,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     console.print(table)
     console.print(
-        f"errors {errors}; p99 swap/steady {ratio_fwd:.2f}x, rollback/steady {ratio_back:.2f}x "
-        f"(target <= 2x); batching at 16 clients {speedup:.2f}x (target >= 3x)"
+        f"errors {errors}; p99 hostile/steady {ratio_hostile:.2f}x, swap/steady {ratio_fwd:.2f}x, "
+        f"rollback/steady {ratio_back:.2f}x (target <= 2x); batching at 16 clients "
+        f"{speedup:.2f}x (target >= 3x)"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -2,11 +2,16 @@
 
 The alias is the truth (DESIGN.md "Serving"); events only say when to look. A version's files
 are downloaded once into ``<state dir>/serving/<model>/<version>``: into a temporary folder
-first and renamed when complete, so a download cut short is never mistaken for a model.
+first and renamed when complete, so a download cut short is never mistaken for a model. The
+download writes a manifest of its files (size and SHA-256, ``MANIFEST``); a cached copy is
+checked against it before it is used again, so a copy truncated or changed on disk since is
+found (``CorruptCopy``), and ``discard`` removes it for a fresh download.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -17,6 +22,51 @@ from uptake.errors import DependencyError
 from uptake.mlflow_contract import CHAMPION_ALIAS, SERVED_AT_TAG
 
 log = logging.getLogger(__name__)
+
+MANIFEST = ".uptake-manifest.json"
+
+
+class CorruptCopy(DependencyError):
+    """A cached version's files differ from what its download wrote (a checksum failed)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(root: Path) -> None:
+    entries = {
+        str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in _files(root)
+    }
+    (root / MANIFEST).write_text(json.dumps(entries, indent=1, sort_keys=True))
+
+
+def verify_manifest(root: Path) -> None:
+    """Raise ``CorruptCopy`` when the files under ``root`` are not the ones its manifest lists
+    (a copy without a manifest, from before manifests, is not checked)."""
+    try:
+        entries = json.loads((root / MANIFEST).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise CorruptCopy(f"{root}: unreadable manifest: {exc}") from None
+    present = {str(p.relative_to(root)) for p in _files(root)}
+    if present != set(entries):
+        missing = sorted(set(entries) - present) or sorted(present - set(entries))
+        raise CorruptCopy(f"{root}: files differ from the download ({missing[0]})")
+    for name, entry in entries.items():
+        path = root / name
+        if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+            raise CorruptCopy(f"{root}: {name} differs from the download (checksum)")
 
 
 class ChampionSource:
@@ -49,6 +99,19 @@ class ChampionSource:
     def model_dir(self, model: str, version: str) -> Path:
         return self.cache_dir / model / version
 
+    def cached(self, model: str, version: str) -> Path | None:
+        """The version's directory when a download of it is complete here, else None."""
+        final = self.model_dir(model, version)
+        return final if final.is_dir() else None
+
+    def discard(self, model: str, version: str) -> None:
+        """Remove the cached copy (the next ``download`` fetches it again)."""
+        final = self.model_dir(model, version)
+        if final.is_dir():
+            trash = Path(tempfile.mkdtemp(prefix=f".{version}-discarded-", dir=final.parent))
+            final.rename(trash / "model")  # out of the way at once, then removed
+            shutil.rmtree(trash, ignore_errors=True)
+
     def download(self, model: str, version: str) -> Path:
         """The version's model directory, downloaded on first use."""
         import mlflow.artifacts
@@ -65,6 +128,7 @@ class ChampionSource:
                     artifact_uri=uri, dst_path=str(tmp), tracking_uri=self.tracking_uri
                 )
             )
+            write_manifest(got)
             got.rename(final) if got != tmp else tmp.rename(final)
         except OSError:
             if not final.is_dir():  # another replica sharing the state dir won the race

@@ -10,13 +10,17 @@ its in-flight requests have finished.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from uptake.errors import DependencyError
+from uptake.errors import DependencyError, InputError
+from uptake.models.tool_calls import ToolCall
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+ToolChoice = Literal["auto", "required", "function"]
 
 
 class VersionClosed(DependencyError):
@@ -24,11 +28,33 @@ class VersionClosed(DependencyError):
     moved on): the next request is answered by the current version."""
 
 
+class QueueFull(DependencyError):
+    """The version already holds ``serving.max_queue`` waiting requests: a 429 with
+    ``Retry-After``, so one client's flood cannot grow the wait of everyone behind it."""
+
+    retry_after_s = 1
+
+
+class ToolsUnsupported(InputError):
+    """Tools were sent to a model whose chat template does not render them (400)."""
+
+
 class ChatMessage(BaseModel):
+    """One message as the chat template sees it. ``tool_calls`` are an assistant's earlier
+    calls (OpenAI's ``{"id", "type", "function": {"name", "arguments"}}``, arguments as JSON
+    text), ``tool_call_id`` ties a ``tool`` message to the call it answers."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message for a chat template (only the fields it has)."""
+        return self.model_dump(exclude_none=True)
 
 
 class GenerationRequest(BaseModel):
@@ -42,28 +68,40 @@ class GenerationRequest(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    """OpenAI tool definitions to render into the prompt (none: no tools, no call parsing)."""
+    tool_choice: ToolChoice = "auto"
+    """``auto``: the model may call; ``required``: it must call one; ``function``: it must call
+    ``forced_tool``."""
+    forced_tool: str | None = None
 
 
 class Generation(BaseModel):
-    """One finished completion with OpenAI's usage counts."""
+    """One finished completion with OpenAI's usage counts. ``text`` is the content (the text
+    before any call), ``tool_calls`` the calls read from the answer."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class TextDelta(BaseModel):
-    """One piece of a streamed completion; the last one carries ``finish_reason`` and usage."""
+    """One piece of a streamed completion; the last one carries ``finish_reason``, usage and
+    the tool calls. An engine's stream yields a first (empty) delta once the request was
+    admitted: its own errors (a prompt over the context, a template that rejects it) raise
+    before it, so the API can answer them with a status instead of an error chunk."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text: str = ""
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class LoadedVersion(Protocol):
@@ -72,9 +110,17 @@ class LoadedVersion(Protocol):
     registered_model: str
     version: str
 
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for their turn (``/metrics``: ``uptake_serving_queue_depth``)."""
+        ...
+
     async def generate(self, request: GenerationRequest) -> Generation: ...
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]: ...
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[TextDelta, None]:
+        """The answer piece by piece; raises ``QueueFull`` when the version's queue is full,
+        ``InputError`` for a request it cannot take (before the first, admitting delta)."""
+        ...
 
     async def close(self) -> None:
         """Free the version (GPU memory, child process). Called once no request uses it."""

@@ -55,6 +55,17 @@ class ServingMetrics:
             ["model"],
             registry=r,
         )
+        self.queue_depth = Gauge(
+            "uptake_serving_queue_depth",
+            "Requests waiting for a batch on the version answering (vLLM engine: in flight).",
+            ["model"],
+            registry=r,
+        )
+
+    def observe_queues(self, depths: dict[str, int]) -> None:
+        """Set each model's queue depth (read when /metrics is scraped)."""
+        for model, depth in depths.items():
+            self.queue_depth.labels(model).set(depth)
 
     def switched(self, model: str, old: str | None, new: str) -> None:
         if old is not None and (model, old) in self._versions():

@@ -1,6 +1,11 @@
 """``uptake serve`` as one object: the API on uvicorn, the swap manager on its event loop, and
 a bystander consumer of ``uptake.decisions`` that kicks the manager on ``champion.changed``.
 
+The API is bounded against careless and hostile clients (docs/serving.md "Limits"): a
+connection cap fitted to the open-files limit, deadlines for a request's headers and body,
+idle keep-alive closed, resource errors logged once a minute. A non-loopback address without
+an API key is refused at start unless ``serving.allow_unauthenticated`` says so.
+
 The consumer's group is this replica's own (prefix, host, port and a uuid): every replica sees
 every change, and none takes partitions from another. It only reads; the promoter owns the
 topic, so an undecodable message is skipped here (the promoter dead-letters it). It commits
@@ -24,18 +29,25 @@ from pathlib import Path
 import uvicorn
 from kafka.consumer.fetcher import ConsumerRecord
 
-from serving.api import create_app
+from serving.api import build_app
+from serving.api.state import RequestLimits
 from serving.champions import ChampionSource
 from serving.engines import make_engine
 from serving.metrics import ServingMetrics
 from serving.swap import SwapManager
 from uptake.bus import EventConsumer, EventProducer
 from uptake.bus.topics import ensure_topics, topic_for
-from uptake.errors import InputError
+from uptake.errors import ConfigError, InputError
 from uptake.events import ChampionChanged, Event
+from uptake.http_guard import (
+    ConnectionLimits,
+    fit_to_open_files,
+    quiet_resource_errors,
+    server_config,
+)
 from uptake.http_server import bind_socket
 from uptake.service_runtime import Supervisor, stop_consumer
-from uptake.serving_config import ServingSettings
+from uptake.serving_config import ServingSettings, is_loopback
 from uptake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +63,16 @@ def served_models(settings: Settings, model: str | None = None) -> list[str]:
     if settings.tracks:
         return [t.registered_model for t in settings.tracks]
     return [settings.mlflow.registered_model]
+
+
+def refuse_open_exposure(host: str, api_key: str | None, *, allow: bool) -> None:
+    """A non-loopback address without an API key is an open model server for anyone who can
+    reach the port: refused unless the settings say so explicitly."""
+    if api_key is None and not allow and not is_loopback(host):
+        raise ConfigError(
+            f"serving would listen on {host} with no API key: set serving.api_key_env (and "
+            "that variable), bind 127.0.0.1, or set serving.allow_unauthenticated: true"
+        )
 
 
 def health_file(settings: Settings) -> Path:
@@ -73,6 +95,8 @@ class ServingService:
         self.settings = settings
         self.models = models or served_models(settings)
         api_key = cfg.api_key()  # a configured but unset key fails here, not on first request
+        self.host = host or cfg.host
+        refuse_open_exposure(self.host, api_key, allow=cfg.allow_unauthenticated)
         self.metrics = ServingMetrics()
         self.producer = EventProducer(settings, producer_name="serving")
         self.source = ChampionSource(settings.tracking_uri, settings.state_dir / "serving")
@@ -83,9 +107,11 @@ class ServingService:
             self.metrics,
             alert=self.producer.publish,
             retry_failed_s=cfg.retry_failed_s,
+            retry_failed_max_s=cfg.retry_failed_max_s,
+            download_timeout_s=cfg.download_timeout_s,
+            load_timeout_s=cfg.load_timeout_s,
             on_served=self.source.mark_served,
         )
-        self.host = host or cfg.host
         wanted = cfg.port if port is None else port
         self._sock = bind_socket(
             self.host, wanted, name="serving", default_port=ServingSettings.DEFAULT_PORT
@@ -93,18 +119,23 @@ class ServingService:
         self.port: int = self._sock.getsockname()[1]
         shown = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
         self.url = cfg.public_url or f"http://{shown}:{self.port}"
-        app = create_app(
-            self.manager,
-            self.metrics,
-            api_key=api_key,
+        limits = RequestLimits(
             max_request_bytes=cfg.max_request_bytes,
+            body_timeout_s=cfg.body_timeout_s,
             default_max_tokens=cfg.default_max_tokens,
             max_tokens_limit=cfg.max_tokens_limit,
         )
+        self.app = app = build_app(self.manager, self.metrics, limits, api_key=api_key)
         app.router.lifespan_context = self._lifespan
+        self.connection_limits = ConnectionLimits(
+            max_connections=fit_to_open_files(cfg.max_connections),
+            header_timeout_s=cfg.header_timeout_s,
+            keep_alive_s=cfg.keep_alive_s,
+        )
         self._server = uvicorn.Server(
-            uvicorn.Config(
+            server_config(
                 app,
+                self.connection_limits,
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
@@ -135,6 +166,7 @@ class ServingService:
             self.manager.kick(event.registered_model)
 
     def start(self, timeout_s: float = 30.0) -> ServingService:
+        quiet_resource_errors()
         ensure_topics(self.settings)
         self.consumer = EventConsumer(
             self.settings,

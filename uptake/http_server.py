@@ -7,11 +7,14 @@ one, or any free port when it is taken (two local stacks, parallel tests); an ex
 must be free. ``alive`` tells a supervisor whether the server thread still runs.
 
 ``read_body`` reads a request body under a size cap, refusing a declared ``Content-Length``
-over it before reading anything and stopping a chunked body as soon as it passes the cap.
+over it before reading anything and stopping a chunked body as soon as it passes the cap, and
+within a deadline when one is given (a client that sends its body a byte at a time would
+otherwise hold the connection for as long as it likes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -37,8 +40,23 @@ class BadContentLength(InputError, ValueError):
     """The Content-Length header is not a number: answer 400."""
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body of ``request``, never holding more than ``max_bytes`` of it in memory."""
+class BodyTimeout(InputError, TimeoutError):
+    """The body did not arrive within its deadline: answer 408 and close the connection."""
+
+
+async def read_body(request: Request, max_bytes: int, *, timeout_s: float | None = None) -> bytes:
+    """The body of ``request``, never holding more than ``max_bytes`` of it in memory, read
+    within ``timeout_s`` (None: no deadline)."""
+    if timeout_s is None:
+        return await _read_body(request, max_bytes)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, max_bytes)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout_s:g}s") from None
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
         length = length.strip()

@@ -8,6 +8,7 @@ The vLLM engine's own knobs (``serving.vllm``) are defined here for the same rea
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from typing import ClassVar, Literal
@@ -30,6 +31,8 @@ VLLM_MANAGED_ARGS = (
     "--load-format",
     "--trust-remote-code",
     "--api-key",
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
 )
 
 
@@ -68,6 +71,12 @@ class VllmConfig(ConfigModel):
     )
     stop_grace_s: float = Field(30.0, ge=0, description="Seconds from SIGTERM to SIGKILL.")
     max_connections: int = Field(512, ge=1, description="Proxy connections to each server.")
+    tool_call_parser: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="vLLM's `--tool-call-parser` (`hermes`, `llama3_json`, `mistral`, …); null: "
+        "the parser for the call format the model's chat template shows, none when it shows none.",
+    )
     guard_children: bool = Field(
         True, description="A watchdog stops the servers if `uptake serve` is killed (even -9)."
     )
@@ -84,6 +93,11 @@ class VllmConfig(ConfigModel):
     def _no_managed_args(cls, value: list[str]) -> list[str]:
         for arg in value:
             name = arg.split("=", 1)[0]
+            if name in ("--enable-auto-tool-choice", "--tool-call-parser"):
+                raise ValueError(
+                    f"{name} is set by uptake from the model's chat template; choose a parser "
+                    "with serving.vllm.tool_call_parser instead"
+                )
             if name in VLLM_MANAGED_ARGS:
                 raise ValueError(
                     f"{name} is set by uptake (model, address, safetensors-only loading and "
@@ -94,6 +108,16 @@ class VllmConfig(ConfigModel):
     def argv(self) -> list[str]:
         """The program to run, before the per-version arguments."""
         return list(self.command) or [sys.executable, "-m", VLLM_MODULE]
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is a loopback address or name (a wildcard or any other address is not)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ServingSettings(ConfigModel):
@@ -136,6 +160,37 @@ class ServingSettings(ConfigModel):
     max_request_bytes: int = Field(
         1 << 20, ge=1024, description="Largest request body, bytes; larger ones get 413."
     )
+    max_queue: int = Field(
+        256,
+        ge=1,
+        description="Requests one version holds waiting for a batch (vLLM engine: in flight); "
+        "one more gets 429 with Retry-After.",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Open client connections; one more is answered 503 and closed at once.",
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection stays open."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers (from connecting, or from "
+        "its first byte after an answer); then the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client has to send a request's body once its headers are in; "
+        "then 408 and the connection is closed.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Allow binding a non-loopback `host` without `api_key_env`; false: such a "
+        "start is refused.",
+    )
     max_tokens_limit: int = Field(
         4096, ge=1, description="The most `max_tokens` a request may ask for (400 above)."
     )
@@ -148,7 +203,24 @@ class ServingSettings(ConfigModel):
         description="Seconds between re-reads of every champion alias (catches missed events).",
     )
     retry_failed_s: float = Field(
-        300.0, ge=0, description="Seconds before a version that failed to load is tried again."
+        300.0,
+        ge=0,
+        description="Seconds before a version that failed to load is tried again; doubled after "
+        "each further failure, up to `retry_failed_max_s`.",
+    )
+    retry_failed_max_s: float = Field(
+        3600.0, ge=0, description="Longest wait before a failed version is tried again, seconds."
+    )
+    download_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a version's download may take; then it counts as a failed load.",
+    )
+    load_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a version's load and warm-up may take; then it counts as a failed "
+        "load.",
     )
     api_key_env: str | None = Field(
         None, description="Name of the env var holding the API key; null: no key needed."
@@ -168,6 +240,11 @@ class ServingSettings(ConfigModel):
         if value is not None and not value.replace("_", "a").isalnum():
             raise ValueError(f"{value!r} is not an environment variable name")
         return value or None
+
+    @property
+    def binds_loopback(self) -> bool:
+        """The API is reachable from this machine only."""
+        return is_loopback(self.host)
 
     def api_key(self) -> str | None:
         """The key requests must present, from the environment; None when none is configured.

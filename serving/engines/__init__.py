@@ -17,6 +17,7 @@ def make_engine(settings: Settings, name: str | None = None) -> Engine:
             cfg.vllm,
             settings.state_dir,
             trust_remote_code_allowlist=settings.trust_remote_code_allowlist,
+            max_queue=cfg.max_queue,
         )
     from serving.engines.transformers_engine import TransformersEngine
 
@@ -25,5 +26,6 @@ def make_engine(settings: Settings, name: str | None = None) -> Engine:
         allowlist=list(settings.trust_remote_code_allowlist),
         batch_window_ms=cfg.batch_window_ms,
         max_batch=cfg.max_batch,
+        max_queue=cfg.max_queue,
         torch_threads=cfg.torch_threads,
     )

@@ -9,7 +9,14 @@ the old version serving whenever ``load`` raises.
 
 The proxy speaks vLLM's OpenAI-compatible API with httpx: non-streaming answers map to
 ``Generation``, streams are relayed chunk by chunk as ``TextDelta`` with the usage vLLM sends
-in its last chunk (``stream_options.include_usage``).
+in its last chunk (``stream_options.include_usage``). A version takes at most ``max_queue``
+requests at once (vLLM queues and batches them itself); one more is refused (429).
+
+Tools pass through: a server is started with ``--enable-auto-tool-choice --tool-call-parser
+P``, ``P`` being ``serving.vllm.tool_call_parser`` or else the parser for the call format the
+model's chat template shows (``uptake.models.tool_calls``: hermes, mistral, llama3_json,
+qwen3_coder); a model whose template shows none gets no parser, and tools sent to it are
+refused here with a 400, as the transformers engine refuses them.
 """
 
 from __future__ import annotations
@@ -17,13 +24,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from serving.engine import Generation, GenerationRequest, TextDelta, VersionClosed
+from serving.engine import (
+    Generation,
+    GenerationRequest,
+    QueueFull,
+    TextDelta,
+    ToolsUnsupported,
+    VersionClosed,
+)
 from serving.vllm.config import VllmConfig
 from serving.vllm.protocol import (
     StreamState,
@@ -36,6 +50,7 @@ from serving.vllm.server import VllmServer, VllmStartError
 from uptake.errors import InputError
 from uptake.models import chatml, check_model_dir, decide_remote_code
 from uptake.models.chat_templates import CHATML_STOP_TEXTS
+from uptake.models.tool_calls import detect_format, template_supports_tools
 from uptake.stack.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -46,14 +61,41 @@ WARM_UP = GenerationRequest.model_validate(
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
+VLLM_TOOL_PARSERS = {"hermes": "hermes", "mistral": "mistral", "llama3_json": "llama3_json"}
+
+
+def chat_template_text(model_dir: Path) -> str | None:
+    """The model's own chat template (all of them, when it has several), or None."""
+    texts = []
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        texts.append(jinja.read_text("utf-8", errors="replace"))
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        try:
+            config = json.loads((model_dir / name).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        template = config.get("chat_template") if isinstance(config, dict) else None
+        if isinstance(template, str):
+            texts.append(template)
+        elif isinstance(template, list):
+            texts += [t["template"] for t in template if isinstance(t, dict) and "template" in t]
+    return "\n".join(texts) if texts else None
+
+
 def has_chat_template(model_dir: Path) -> bool:
-    if any((model_dir / name).is_file() for name in TEMPLATE_FILES):
-        return True
-    try:
-        config = json.loads((model_dir / "tokenizer_config.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and bool(config.get("chat_template"))
+    return chat_template_text(model_dir) is not None
+
+
+def tool_call_parser(template: str | None) -> str | None:
+    """vLLM's ``--tool-call-parser`` for the call format ``template`` shows; None for a
+    template without tool support or a format vLLM has no parser for."""
+    if template is None or not template_supports_tools(template):
+        return None
+    fmt = detect_format(template)
+    if fmt == "hermes" and "<parameter=" in template:
+        return "qwen3_coder"  # <tool_call><function=…><parameter=…>
+    return VLLM_TOOL_PARSERS.get(fmt or "")
 
 
 class VllmVersion:
@@ -68,6 +110,9 @@ class VllmVersion:
         config: VllmConfig,
         extra_stop: tuple[str, ...],
         on_closed: Callable[[VllmVersion], None] = lambda _: None,
+        *,
+        max_queue: int = 256,
+        tools_enabled: bool = False,
     ) -> None:
         self.registered_model = registered_model
         self.version = version
@@ -75,6 +120,8 @@ class VllmVersion:
         self._client = client
         self._config = config
         self._extra_stop = extra_stop
+        self.max_queue = max_queue
+        self.tools_enabled = tools_enabled
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -87,12 +134,26 @@ class VllmVersion:
         return self._in_flight
 
     @property
+    def queue_depth(self) -> int:
+        return self._in_flight
+
+    @property
     def served_name(self) -> str:
         return self.server.served_name
 
-    def _enter(self) -> None:
+    def _enter(self, request: GenerationRequest) -> None:
         if self._closing:
             raise VersionClosed(f"{self.served_name} is closed")
+        if request.tools and not self.tools_enabled:
+            raise ToolsUnsupported(
+                f"{self.served_name}: the model's chat template has no tool support (no "
+                "tool-call parser for it); send the request without tools"
+            )
+        if self._in_flight >= self.max_queue:
+            raise QueueFull(
+                f"{self.served_name} has {self._in_flight} requests in flight, its limit "
+                "(serving.max_queue); retry shortly"
+            )
         self._in_flight += 1
         self._idle.clear()
 
@@ -112,7 +173,7 @@ class VllmVersion:
         return UpstreamError(f"vLLM server for {self.served_name}: {type(exc).__name__}: {exc}")
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        self._enter()
+        self._enter(request)
         try:
             body = self._request_body(request, stream=False)
             try:
@@ -130,8 +191,8 @@ class VllmVersion:
         finally:
             self._leave()
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
-        self._enter()
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[TextDelta, None]:
+        self._enter(request)
         try:
             body = self._request_body(request, stream=True)
             state = StreamState()
@@ -141,6 +202,7 @@ class VllmVersion:
                     if response.status_code >= 400:
                         text = (await response.aread()).decode("utf-8", "replace")
                         raise_for_status(response.status_code, text)
+                    yield TextDelta()  # admitted: vLLM took the request
                     async for line in response.aiter_lines():
                         if not line.startswith("data:"):
                             continue  # blank separators, comments, other SSE fields
@@ -189,8 +251,10 @@ class VllmEngine:
         state_dir: Path,
         *,
         trust_remote_code_allowlist: Iterable[str] = (),
+        max_queue: int = 256,
     ) -> None:
         self.config = config
+        self.max_queue = max_queue
         self.log_dir = Path(state_dir) / "serving" / "vllm"
         self.allowlist = list(trust_remote_code_allowlist)
         limits = httpx.Limits(max_connections=config.max_connections)
@@ -201,7 +265,8 @@ class VllmEngine:
         self._watchdog: Watchdog | None = None
 
     def _args(self, model_dir: Path) -> tuple[list[str], tuple[str, ...]]:
-        """vLLM arguments for ``model_dir`` and stop texts; raises InputError when refused."""
+        """vLLM arguments for ``model_dir`` and stop texts; raises InputError when refused.
+        Tool calling is on when the arguments hold ``--tool-call-parser``."""
         check_model_dir(model_dir)
         # matched by absolute path: a served checkpoint is a local download, not a hub repo
         decision = decide_remote_code(model_dir, self.allowlist)
@@ -218,6 +283,9 @@ class VllmEngine:
             template.write_text(chatml(), "utf-8")
             args += ["--chat-template", str(template)]
             extra_stop = CHATML_STOP_TEXTS
+        parser = self.config.tool_call_parser or tool_call_parser(chat_template_text(model_dir))
+        if parser:
+            args += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
         return args, extra_stop
 
     def _guard(self, server: VllmServer) -> None:
@@ -250,6 +318,8 @@ class VllmEngine:
                 self.config,
                 extra_stop,
                 on_closed=self._closed,
+                max_queue=self.max_queue,
+                tools_enabled="--tool-call-parser" in args,
             )
             await self._warm(loaded)
         except BaseException:  # failed, timed out or cancelled: leave nothing running

@@ -8,6 +8,12 @@ and the whole request's ``usage``, then ``data: [DONE]``. An error is
 ``{"error": {"message", "type", "code"}}`` (older releases: ``{"object": "error",
 "message", ...}``), also inside a stream.
 
+Tool calls (vLLM started with ``--enable-auto-tool-choice --tool-call-parser …``): the
+request carries ``tools`` and ``tool_choice``; an answer carries ``message.tool_calls`` and
+``finish_reason: "tool_calls"``, a stream sends ``delta.tool_calls`` pieces by ``index`` (the
+first with the call's id and name, then pieces of its arguments), gathered here into whole
+calls on the final delta.
+
 Everything read back is checked with pydantic: a server that answers something else gets a
 one-line ``UpstreamError``, never a KeyError deep in the proxy.
 """
@@ -15,12 +21,13 @@ one-line ``UpstreamError``, never a KeyError deep in the proxy.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from serving.engine import Generation, GenerationRequest, TextDelta
+from serving.engine import FinishReason, Generation, GenerationRequest, TextDelta
 from uptake.errors import DependencyError, InputError
+from uptake.models.tool_calls import ToolCall
 
 
 class UpstreamError(DependencyError):
@@ -35,8 +42,20 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class _Function(_Lenient):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(_Lenient):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
 class _Message(_Lenient):
     content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(_Lenient):
@@ -74,15 +93,22 @@ def request_body(
         body["stop"] = stop
     if request.seed is not None:
         body["seed"] = request.seed
+    if request.tools:
+        body["tools"] = list(request.tools)
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": request.forced_tool}}
+            if request.tool_choice == "function"
+            else request.tool_choice
+        )
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
 
 
-def _finish(reason: str | None) -> Literal["stop", "length"]:
+def _finish(reason: str | None) -> FinishReason:
     """vLLM also says ``abort`` (the engine dropped the request): that is a failure."""
-    if reason == "length":
-        return "length"
+    if reason in ("length", "tool_calls"):
+        return "length" if reason == "length" else "tool_calls"
     if reason == "abort":
         raise UpstreamError("vLLM aborted the request")
     return "stop"
@@ -118,21 +144,49 @@ def parse_completion(data: Any) -> Generation:
     if choice is None or choice.message is None:
         raise UpstreamError("chat completion without a message")
     usage = completion.usage or _Usage()
+    calls = _whole_calls(choice.message.tool_calls or [])
     return Generation(
         text=choice.message.content or "",
-        finish_reason=_finish(choice.finish_reason),
+        finish_reason="tool_calls" if calls else _finish(choice.finish_reason),
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
+        tool_calls=calls,
     )
+
+
+def _whole_calls(pieces: list[_ToolCall]) -> tuple[ToolCall, ...]:
+    """Calls from ``tool_calls`` entries; entries with one ``index`` are pieces of one call."""
+    names: dict[int, str] = {}
+    ids: dict[int, str] = {}
+    arguments: dict[int, list[str]] = {}
+    for piece in pieces:
+        arguments.setdefault(piece.index, [])
+        if piece.id:
+            ids[piece.index] = piece.id
+        if piece.function is not None:
+            if piece.function.name:
+                names[piece.index] = piece.function.name
+            if piece.function.arguments:
+                arguments[piece.index].append(piece.function.arguments)
+    calls = []
+    for index in sorted(arguments):
+        if index not in names:
+            raise UpstreamError(f"vLLM sent tool call #{index} without a function name")
+        extra = {"id": ids[index]} if index in ids else {}
+        calls.append(
+            ToolCall(name=names[index], arguments="".join(arguments[index]) or "{}", **extra)
+        )
+    return tuple(calls)
 
 
 class StreamState:
     """Turns ``data:`` payloads into TextDeltas; the final delta carries finish and usage."""
 
     def __init__(self) -> None:
-        self.finish_reason: Literal["stop", "length"] | None = None
+        self.finish_reason: FinishReason | None = None
         self.usage: _Usage | None = None
         self.done = False
+        self._call_pieces: list[_ToolCall] = []
 
     def feed(self, payload: str) -> TextDelta | None:
         """One SSE ``data:`` payload; a delta with new text, or None."""
@@ -156,6 +210,8 @@ class StreamState:
         for choice in chunk.choices[:1]:
             if choice.delta is not None and choice.delta.content:
                 text = choice.delta.content
+            if choice.delta is not None and choice.delta.tool_calls:
+                self._call_pieces.extend(choice.delta.tool_calls)
             if choice.finish_reason is not None:
                 self.finish_reason = _finish(choice.finish_reason)
         return TextDelta(text=text) if text else None
@@ -166,8 +222,10 @@ class StreamState:
         if self.finish_reason is None:
             raise UpstreamError("vLLM stream ended without a finish_reason")
         usage = self.usage or _Usage()
+        calls = _whole_calls(self._call_pieces)
         return TextDelta(
-            finish_reason=self.finish_reason,
+            finish_reason="tool_calls" if calls else self.finish_reason,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
+            tool_calls=calls,
         )

@@ -141,6 +141,8 @@ def test_app_env_and_mounted_config_are_valid_uptake_configuration(
 def test_secrets_are_references_not_literals(compose: dict) -> None:
     for name, service in compose["services"].items():
         for key, value in _env(service).items():
+            if key.endswith("_ENV"):
+                continue  # the name of the variable that holds a secret, not the secret
             if any(word in key for word in ("PASSWORD", "SECRET", "TOKEN", "KEY")):
                 assert value.startswith("${"), f"{name}.{key} holds a literal secret"
 
@@ -223,6 +225,31 @@ def test_serving_publishes_the_api_and_answers_health(compose: dict) -> None:
     port = env["UPTAKE_SERVING__PORT"]
     assert f"{port}:{port}" in [str(p).split()[0].strip('"') for p in serving["ports"]]
     assert f"127.0.0.1:{port}/healthz" in " ".join(serving["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("name", ["serving", "serving-vllm"])
+def test_serving_on_every_interface_requires_a_key_from_env(
+    compose: dict, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Published on every interface: the key comes from the environment (compose refuses to
+    start without it), and serving's own start-up check passes only because it is set."""
+    from serving.service import refuse_open_exposure
+    from uptake.errors import ConfigError
+
+    env = _env(compose["services"][name])
+    variable = env["UPTAKE_SERVING__API_KEY_ENV"]
+    assert re.fullmatch(rf"\$\{{{variable}:\?.+\}}", env[variable]), env[variable]
+    for key, value in env.items():
+        if key.startswith("UPTAKE_") and key != "UPTAKE_CONFIG":
+            plain = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+            monkeypatch.setenv(key, "secret-from-env" if plain.startswith("${") else plain)
+    settings = load_settings(_mounted_config(compose["services"][name]))
+    assert settings.serving.host == "0.0.0.0" and not settings.serving.allow_unauthenticated
+    key = settings.serving.api_key()
+    assert key == "secret-from-env"
+    refuse_open_exposure(settings.serving.host, key, allow=False)  # passes: a key is set
+    with pytest.raises(ConfigError, match="no API key"):
+        refuse_open_exposure(settings.serving.host, None, allow=False)
 
 
 def test_vllm_profile_serves_with_the_vllm_engine_on_a_gpu(

@@ -179,3 +179,57 @@ def test_thread_rule(loaded: LoadedModel) -> None:
         assert torch.get_num_threads() == 1  # for good (serving's generation thread)
     finally:
         torch.set_num_threads(before)
+
+
+# A Hermes-style template that renders tools and earlier calls (arguments as an object).
+HERMES = (
+    "{% if tools %}{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}"
+    "{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<tool_call>{{ c.function.name }}:{{ c.function.arguments.city }}</tool_call>"
+    "{% endfor %}{% else %}<|{{ m.role }}|>{{ m.content }}{% endif %}{% endfor %}"
+)
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+CALLED = [
+    *USER,
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "18 C"},
+]
+
+
+@pytest.mark.parametrize("in_child", [True, False])
+def test_tools_render_with_the_template_and_calls_reach_it_as_objects(
+    loaded: LoadedModel, in_child: bool
+) -> None:
+    prep = prep_with(loaded, HERMES)
+    try:
+        if not in_child:  # the same rule in process (as for uptake's own templates)
+            prep._renderer.close()  # type: ignore[union-attr]
+            prep._renderer = None
+        assert prep.supports_tools and prep.tool_format == "hermes"
+        with_tools, without = prep.render([CALLED, CALLED], [TOOLS, None])
+        assert with_tools.text is not None and with_tools.text.startswith("get_weather;")
+        assert "<tool_call>get_weather:Paris</tool_call>" in with_tools.text
+        assert without.text is not None and not without.text.startswith("get_weather;")
+    finally:
+        prep.close()
+    plain = prep_with(loaded, None)  # uptake's ChatML: no tools
+    assert not plain.supports_tools and plain.tool_format is None
+
+
+def test_decoding_for_tools_keeps_the_call_markers(loaded: LoadedModel) -> None:
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<tool_call>", "</tool_call>"]})
+    prep = GenerationPrep(tokenizer, loaded.model, loaded.device, name="acme/tiny")
+    ids = prep.encode('<tool_call>{"name": "f"}</tool_call><|im_end|>')
+    assert prep.decode(ids) == '{"name": "f"}'  # special tokens dropped: the call is lost
+    assert prep.decode(ids, keep_tool_markers=True) == '<tool_call>{"name": "f"}</tool_call>'

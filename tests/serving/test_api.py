@@ -117,7 +117,7 @@ def test_no_champion_is_503_and_not_ready(client: httpx.Client, names: dict[str,
     resp = chat(client, names["empty"])
     assert resp.status_code == 503
     err = resp.json()["error"]
-    assert set(err) == {"message", "type", "code"} and err["code"] == "no_champion"
+    assert set(err) == {"message", "type", "param", "code"} and err["code"] == "no_champion"
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["ready"] is False
     assert client.get("/healthz").status_code == 200
@@ -131,7 +131,12 @@ def test_no_champion_is_503_and_not_ready(client: httpx.Client, names: dict[str,
         (json.dumps({"messages": PROMPT}).encode(), 400, "invalid_parameter"),
         ({"messages": [], "max_tokens": 4}, 400, "invalid_parameter"),
         ({"messages": PROMPT, "n": 2}, 400, "unsupported_parameter"),
-        ({"messages": PROMPT, "tools": [{"type": "function"}]}, 400, "unsupported_parameter"),
+        ({"messages": PROMPT, "tools": [{"type": "function"}]}, 400, "invalid_parameter"),
+        (
+            {"messages": PROMPT, "response_format": {"type": "json_object"}},
+            400,
+            "unsupported_parameter",
+        ),
         ({"messages": PROMPT, "temperature": "hot"}, 400, "invalid_parameter"),
         ({"messages": PROMPT, "max_tokens": -1}, 400, "invalid_parameter"),
         ({"messages": PROMPT, "max_tokens": 10**9}, 400, "invalid_request"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from serving.service import served_models
+from serving.service import ServingService, refuse_open_exposure, served_models
 from uptake.errors import ConfigError
 from uptake.serving_config import ServingSettings
 from uptake.settings import Settings
@@ -63,3 +63,18 @@ def test_env_reaches_the_serving_section(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("UPTAKE_SERVING__ENGINE", "vllm")
     settings = Settings(home=tmp_path)
     assert settings.serving.port == 9123 and settings.serving.engine == "vllm"
+
+
+def test_an_open_address_without_a_key_refuses_to_start(tmp_path: Path) -> None:
+    exposed = Settings(home=tmp_path, serving=ServingSettings(host="0.0.0.0", port=0))
+    with pytest.raises(ConfigError, match="no API key") as refused:
+        ServingService(exposed, models=["m"])
+    assert "serving.allow_unauthenticated" in str(refused.value)
+    for host in ("10.1.2.3", "::", "example.org"):
+        with pytest.raises(ConfigError):
+            refuse_open_exposure(host, None, allow=False)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        refuse_open_exposure(host, None, allow=False)  # loopback: this machine only
+    refuse_open_exposure("0.0.0.0", "k3y", allow=False)  # a key: open but guarded
+    refuse_open_exposure("0.0.0.0", None, allow=True)  # said so explicitly
+    assert ServingSettings(allow_unauthenticated=True).allow_unauthenticated

@@ -278,5 +278,21 @@ def test_the_api_key_is_enforced(keyed: tuple[ServingService, Track]) -> None:
     assert httpx.get(f"{service.url}/v1/models").status_code == 401
     ok = httpx.post(url, json=body, headers={"Authorization": "Bearer s3cret-key"}, timeout=30)
     assert ok.status_code == 200
-    assert httpx.get(f"{service.url}/healthz").status_code == 200  # probes need no key
+    for public in ("/healthz", "/readyz", "/metrics"):  # probes and scrapers need no key
+        assert httpx.get(f"{service.url}{public}").status_code == 200, public
     assert os.environ.get(KEY_ENV) == "s3cret-key"
+
+
+def test_every_path_but_the_public_ones_needs_the_key(keyed: tuple[ServingService, Track]) -> None:
+    """The key is checked in front of every route: one added later (or none at all) is
+    guarded without doing anything."""
+    service, _ = keyed
+    service.app.add_api_route("/v1/added-later", lambda: {"open": True}, methods=["GET"])
+    for path in ("/v1/added-later", "/v1/no-such-route", "/internal"):
+        resp = httpx.get(f"{service.url}{path}", timeout=10)
+        assert resp.status_code == 401, path
+        assert resp.json()["error"]["code"] == "invalid_api_key"
+    key = {"Authorization": "Bearer s3cret-key"}
+    assert httpx.get(f"{service.url}/v1/added-later", headers=key).json() == {"open": True}
+    missing = httpx.get(f"{service.url}/v1/no-such-route", headers=key)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -305,7 +305,7 @@ def test_model_without_template_gets_chatml_and_its_stop_texts(tmp_path: Path, n
 
 
 def test_config_refuses_flags_uptake_owns():
-    for flag in ("--trust-remote-code", "--port=9", "--model", "--load-format"):
+    for flag in ("--trust-remote-code", "--port=9", "--model", "--load-format", "--api-key"):
         with pytest.raises(ValidationError, match="set by uptake"):
             VllmConfig(extra_args=[flag])
     assert VllmConfig().argv()[1:] == ["-m", "vllm.entrypoints.openai.api_server"]
@@ -347,3 +347,103 @@ def test_servers_do_not_outlive_a_killed_engine(tmp_path: Path, model_dir: Path,
         if holder.poll() is None:
             holder.kill()
             holder.wait(5)
+
+
+HERMES = (
+    "{% if tools %}{{ tools | tojson }} answer with <tool_call>{...}</tool_call>{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}"
+)
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def test_tools_pass_through_to_a_server_with_the_templates_parser(tmp_path: Path, name: str):
+    hermes = write_checkpoint(tmp_path / "hermes", template=HERMES)
+
+    async def scenario() -> None:
+        engine = engine_for(tmp_path)
+        try:
+            version = await engine.load(name, "1", hermes)
+            state = await asyncio.to_thread(standin_state, version)
+            args = state["other_args"]
+            assert "--enable-auto-tool-choice" in args
+            assert args[args.index("--tool-call-parser") + 1] == "hermes"
+            request = ask("weather in Paris", tools=(WEATHER_TOOL,))
+            answer = await version.generate(request)
+            assert answer.finish_reason == "tool_calls" and answer.text == ""
+            [call] = answer.tool_calls
+            assert (call.name, json.loads(call.arguments)) == (
+                "get_weather",
+                {"echo": "weather in Paris"},
+            )
+            assert call.id.startswith("chatcmpl-tool-")  # vLLM's id, kept
+            deltas = [d async for d in version.stream(request)]
+            last = deltas[-1]
+            assert last.finish_reason == "tool_calls"
+            assert [(c.name, c.arguments) for c in last.tool_calls] == [
+                (call.name, call.arguments)
+            ]  # gathered from the pieces vLLM streamed
+            named = ask("x", tools=(WEATHER_TOOL,), tool_choice="function", forced_tool="f")
+            body = version._request_body(named, stream=False)
+            assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+            assert body["tools"] == [WEATHER_TOOL]
+        finally:
+            await engine.aclose()
+
+    run(scenario())
+
+
+def test_tools_for_a_model_without_tool_support_are_refused(
+    tmp_path: Path, model_dir: Path, name: str
+):
+    from serving.engine import ToolsUnsupported
+
+    async def scenario() -> None:
+        engine = engine_for(tmp_path)
+        try:
+            version = await engine.load(name, "1", model_dir)  # ChatML: no tools
+            state = await asyncio.to_thread(standin_state, version)
+            assert "--tool-call-parser" not in state["other_args"]
+            with pytest.raises(ToolsUnsupported, match="no tool support"):
+                await version.generate(ask("hi", tools=(WEATHER_TOOL,)))
+            after = await asyncio.to_thread(standin_state, version)
+            assert after["requests"] == state["requests"]  # refused before it was sent
+        finally:
+            await engine.aclose()
+
+    run(scenario())
+
+
+def test_the_tool_parser_is_configured_not_passed_as_a_flag(tmp_path: Path, model_dir: Path):
+    for flag in ("--tool-call-parser", "--enable-auto-tool-choice"):
+        with pytest.raises(ValidationError, match=r"serving\.vllm\.tool_call_parser"):
+            VllmConfig(extra_args=[flag])
+    engine = VllmEngine(VllmConfig(tool_call_parser="llama3_json"), tmp_path / "state")
+    args, _ = engine._args(model_dir)
+    assert args[args.index("--tool-call-parser") + 1] == "llama3_json"
+
+
+def test_a_version_takes_at_most_max_queue_requests_at_once(
+    tmp_path: Path, model_dir: Path, name: str
+):
+    from serving.engine import QueueFull
+
+    async def scenario() -> None:
+        engine = engine_for(tmp_path, "--latency", "1.5")
+        engine.max_queue = 2
+        try:
+            version = await engine.load(name, "1", model_dir)
+            slow = [asyncio.create_task(version.generate(ask(f"q{i}"))) for i in range(2)]
+            await asyncio.sleep(0.3)
+            assert version.queue_depth == 2
+            with pytest.raises(QueueFull, match=r"serving\.max_queue"):
+                await version.generate(ask("one too many"))
+            assert all(a.finish_reason == "stop" for a in await asyncio.gather(*slow))
+            assert version.queue_depth == 0
+            assert (await version.generate(ask("room again"))).text.endswith("room again")
+        finally:
+            await engine.aclose()
+
+    run(scenario())

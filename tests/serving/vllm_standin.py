@@ -7,6 +7,11 @@ shapes: ``GET /health`` (empty 200), ``GET /v1/models``, ``POST /v1/chat/complet
 ``stream_options.include_usage`` is set, then ``data: [DONE]``). Every answer says which
 served name produced it, so a test can see which version answered.
 
+Tool calls as vLLM makes them: a request with ``tools`` is refused (400) unless the server was
+started with ``--enable-auto-tool-choice``; then the answer is a call of the named function
+(``tool_choice``) or the first tool, with ``{"echo": <last message>}`` as arguments, streamed as
+vLLM streams calls (id and name first, then the arguments in pieces).
+
 Behaviour flags (placed before the engine's own arguments in the engine's ``command``):
 ``--startup-delay S`` before serving, ``--fail-start`` (log an error, exit 1 before healthy),
 ``--hang`` (never healthy), ``--latency S`` per request, ``--spawn-child`` (a grandchild in
@@ -81,6 +86,14 @@ def build_app(args: argparse.Namespace, others: list[str]):  # -> FastAPI
         prompt = str(messages[-1].get("content", ""))
         if prompt == "too long":
             return error(400, "This model's maximum context length is 8 tokens.")
+        if body.get("tools"):
+            if "--enable-auto-tool-choice" not in others:
+                return error(
+                    400,
+                    '"auto" tool choice requires --enable-auto-tool-choice and '
+                    "--tool-call-parser to be set",
+                )
+            return tool_call(body, prompt)
         words = [f"{name}", "answered:", *prompt.split()][: int(body.get("max_tokens", 16))]
         finish = "length" if len(words) < len(prompt.split()) + 2 else "stop"
         usage = {
@@ -139,6 +152,55 @@ def build_app(args: argparse.Namespace, others: list[str]):  # -> FastAPI
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    def tool_call(body: dict, prompt: str) -> Response:
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            fn = choice["function"]["name"]
+        else:
+            fn = body["tools"][0]["function"]["name"]
+        arguments = json.dumps({"echo": prompt})
+        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        call_id = f"chatcmpl-tool-{uuid.uuid4().hex[:8]}"
+        usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+        state["requests"] += 1
+        if not body.get("stream"):
+            call = {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": fn, "arguments": arguments},
+            }
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": name,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                }
+            )
+
+        def chunk(choices: list, **extra) -> str:
+            data = {"id": cid, "object": "chat.completion.chunk", "created": created}
+            return f"data: {json.dumps({**data, 'model': name, 'choices': choices, **extra})}\n\n"
+
+        def piece(**call) -> str:
+            return chunk([{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}}])
+
+        async def events():
+            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
+            head = {"name": fn, "arguments": ""}
+            yield piece(id=call_id, type="function", function=head)
+            half = len(arguments) // 2
+            for part in (arguments[:half], arguments[half:]):
+                yield piece(function={"arguments": part})
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+            yield chunk([], usage=usage)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     return app
 
 
@@ -171,10 +233,11 @@ def main(argv: list[str]) -> int:
 STANDIN = Path(__file__).resolve()
 
 
-def write_checkpoint(path: Path, *, template: bool = True) -> Path:
+def write_checkpoint(path: Path, *, template: bool | str = True) -> Path:
     """A Llama-shaped directory the engine's checks accept (config, safetensors weights,
     tokenizer config). The stand-in never reads the weights, so they are one small tensor and
-    no torch import is paid for them; the chat template is the one uptake ships."""
+    no torch import is paid for them; the chat template is the one uptake ships, ``template``
+    itself when it is a text, none when False."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -184,7 +247,8 @@ def write_checkpoint(path: Path, *, template: bool = True) -> Path:
     config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8}
     (path / "config.json").write_text(json.dumps(config))
     save_file({"lm_head.weight": np.zeros((4, 8), dtype=np.float32)}, path / "model.safetensors")
-    tokenizer = {"eos_token": "<|im_end|>", **({"chat_template": chatml()} if template else {})}
+    text = template if isinstance(template, str) else chatml() if template else None
+    tokenizer = {"eos_token": "<|im_end|>", **({"chat_template": text} if text else {})}
     (path / "tokenizer_config.json").write_text(json.dumps(tokenizer))
     return path
 

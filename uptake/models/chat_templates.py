@@ -105,9 +105,11 @@ class TemplateRenderer:
         add_generation_prompt: bool | Sequence[bool],
         timeout_s: float | None = None,
         max_chars: int = MAX_RENDER_CHARS,
+        tools: Sequence[list[dict[str, Any]] | None] | None = None,
     ) -> list[Rendered]:
         """One prompt text (or the template's error) per conversation; ``add_generation_prompt``
-        is one flag for all or one per conversation. Raises ``TemplateRenderError`` when a
+        is one flag for all or one per conversation, ``tools`` each conversation's tool
+        definitions (rendered as the template's ``tools``). Raises ``TemplateRenderError`` when a
         bound is broken: ``timeout_s`` of wall time (default ``RENDER_TIMEOUT_S`` and a little
         per conversation), ``RENDER_CPU_S`` of CPU, ``RENDER_MEMORY_BYTES``, ``max_chars`` of
         text for one prompt."""
@@ -124,6 +126,7 @@ class TemplateRenderer:
             "template": self.template,
             "conversations": conversations,
             "add_generation_prompt": flags,
+            "tools": list(tools) if tools is not None else [None] * len(conversations),
             "variables": self.variables,
             "max_chars": max_chars,
             "max_total_chars": MAX_RENDER_TOTAL_CHARS,

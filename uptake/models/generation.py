@@ -21,6 +21,12 @@ scored. ``GenerationPrep`` is made once per loaded model and holds every such ru
   stopped); in its child it fails that request and the child is replaced. The child stays
   warm, so a render costs a pipe round trip (0.16 ms against 0.06 ms in process), not the
   ~1 s process start of a child per batch (bench/template_render.py, docs/performance.md);
+- **tools**: a template that names ``tools`` renders the OpenAI tool definitions it is given
+  (``supports_tools``); the call format its model writes is read from its text
+  (``tool_format``, ``uptake.models.tool_calls``), and ``decode(…, keep_tool_markers=True)``
+  keeps the special tokens that mark a call (``<tool_call>``, ``[TOOL_CALLS]``) which plain
+  decoding drops; an assistant message's earlier calls reach the template with their
+  arguments as objects (``template_messages``), as Hugging Face templates expect;
 - **context**: ``room`` is what a prompt leaves of the model's positions;
 - **CPU threads**: a model under ``SMALL_MODEL_PARAMS`` on CPU uses one torch thread unless
   told otherwise: such a model's kernels are too small to share, and on a busy 2-core machine a
@@ -31,6 +37,7 @@ A new rule of this kind goes here, so both callers follow it (docs/architecture.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +52,12 @@ from uptake.models.chat_templates import (
     chatml_training,
 )
 from uptake.models.loader import LoadedModel
+from uptake.models.tool_calls import (
+    MARKER_TOKENS,
+    ToolCallFormat,
+    detect_format,
+    template_supports_tools,
+)
 
 SMALL_MODEL_PARAMS = 20_000_000  # below this, CPU generation uses one torch thread by default
 
@@ -60,6 +73,29 @@ PROBES: list[Conversation] = [
         {"role": "user", "content": "ping"},
     ],
 ]
+
+
+def template_messages(conversation: Conversation) -> Conversation:
+    """Messages as chat templates expect them: an assistant's earlier tool calls carry their
+    arguments as an object (OpenAI sends JSON text; templates index or ``tojson`` them)."""
+    out = []
+    for message in conversation:
+        calls = message.get("tool_calls")
+        if calls:
+            message = {**message, "tool_calls": [_template_call(c) for c in calls]}
+        out.append(message)
+    return out
+
+
+def _template_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    try:
+        arguments = json.loads(function["arguments"])
+    except ValueError:
+        return call  # left as text: the template shows what the client sent
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 def chosen_template(tokenizer: Any) -> str | None:
@@ -133,6 +169,14 @@ class GenerationPrep:
         own = chosen_template(tokenizer)
         self.uses_fallback_template = own is None
         self.template = own or chatml()
+        self.supports_tools = template_supports_tools(self.template)
+        self.tool_format: ToolCallFormat | None = detect_format(self.template)
+        # what plain decoding skips (tokens flagged special), less the tokens that mark a call
+        special = set(tokenizer.all_special_ids) | {
+            i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special
+        }
+        markers = {tokenizer.convert_tokens_to_ids(t) for t in MARKER_TOKENS}
+        self._dropped_ids = special - markers
         self._renderer: TemplateRenderer | None = None
         if not is_uptake_template(self.template):
             self._renderer = self._checked_renderer(render_timeout_s)
@@ -157,16 +201,24 @@ class GenerationPrep:
 
     # -- prompts ---------------------------------------------------------------------------
 
-    def render(self, conversations: list[Conversation]) -> list[Rendered]:
+    def render(
+        self,
+        conversations: list[Conversation],
+        tools: list[list[dict[str, Any]] | None] | None = None,
+    ) -> list[Rendered]:
         """Each conversation's prompt text (generation prompt added), or the template's error
-        for it. Raises ``TemplateRenderError`` when the model's own template breaks a bound."""
+        for it; ``tools`` are each conversation's tool definitions (None: none). Raises
+        ``TemplateRenderError`` when the model's own template breaks a bound."""
+        conversations = [template_messages(c) for c in conversations]
+        per_tools = list(tools) if tools is not None else [None] * len(conversations)
         if self._renderer is not None:
-            return self._renderer.render(conversations, add_generation_prompt=True)
+            return self._renderer.render(conversations, add_generation_prompt=True, tools=per_tools)
         out = []
-        for conversation in conversations:
+        for conversation, its_tools in zip(conversations, per_tools, strict=True):
             try:
                 text = self.tokenizer.apply_chat_template(
                     conversation,
+                    tools=its_tools or None,
                     chat_template=self.template,
                     tokenize=False,
                     add_generation_prompt=True,
@@ -187,6 +239,14 @@ class GenerationPrep:
                 )
             texts.append(rendered.text)
         return texts
+
+    def decode(self, ids: list[int], *, keep_tool_markers: bool = False) -> str:
+        """Generated ids as text, special tokens dropped; with ``keep_tool_markers`` the
+        tokens that mark a tool call stay (a model's calls would vanish without them)."""
+        if keep_tool_markers:
+            kept = [i for i in ids if i not in self._dropped_ids]
+            return str(self.tokenizer.decode(kept, skip_special_tokens=False))
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def encode(self, prompt: str) -> list[int]:
         """A rendered prompt's token ids (the template already placed any special tokens)."""

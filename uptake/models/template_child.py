@@ -25,12 +25,18 @@ TOO_LARGE_EXIT = 3
 HOSTILE_EXIT = 4
 
 
-def _render_one(request: dict[str, Any], conversation: list[dict[str, Any]], gen: bool) -> str:
+def _render_one(
+    request: dict[str, Any],
+    conversation: list[dict[str, Any]],
+    gen: bool,
+    tools: list[dict[Any, Any]] | None,
+) -> str:
     from transformers.utils.chat_template_utils import render_jinja_template
 
     # annotated ``-> str``; it returns (texts, generation indices)
     output: Any = render_jinja_template(
         conversations=[conversation],
+        tools=list(tools) if tools else None,
         chat_template=request["template"],
         add_generation_prompt=gen,
         **request["variables"],
@@ -57,11 +63,12 @@ def _answer(request: dict[str, Any]) -> int:
     """Render one request and write its answer line; an exit code when the template is refused."""
     results: list[dict[str, str]] = []
     total = 0
-    for conversation, gen in zip(
-        request["conversations"], request["add_generation_prompt"], strict=True
+    tools = request.get("tools") or [None] * len(request["conversations"])
+    for conversation, gen, its_tools in zip(
+        request["conversations"], request["add_generation_prompt"], tools, strict=True
     ):
         try:
-            text = _render_one(request, conversation, gen)
+            text = _render_one(request, conversation, gen, its_tools)
         except (MemoryError, OverflowError) as exc:
             sys.stderr.write(f"{type(exc).__name__}: {str(exc)[:300]}\n")
             return HOSTILE_EXIT

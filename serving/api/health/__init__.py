@@ -1,0 +1,1 @@
+"""``GET /healthz``, ``/readyz`` and ``/metrics``: open to probes and scrapers."""
