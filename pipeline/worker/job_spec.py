@@ -122,12 +122,20 @@ def token_env_for(settings: Settings, source: str) -> str | None:
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+SAFE_NAME_CHARS = 120  # the readable part; a changed or cut name gets "-<12 hex>" after it
+
+
 def safe_name(text: str) -> str:
-    """A path component for ``text`` (a repo id, a revision): never ``..`` or a separator."""
+    """A path component for ``text`` (a repo id, a revision): never ``..`` or a separator.
+
+    A name that is already safe and short stays as it is; any other (characters replaced, or
+    cut to ``SAFE_NAME_CHARS``) keeps a readable prefix and gets a short hash of the whole
+    text, so two ids that differ only past the cut never share a folder."""
     cleaned = _SAFE.sub("_", text).strip(".") or "_"
-    return cleaned[:120] + (
-        "-" + hashlib.sha256(text.encode()).hexdigest()[:12] if cleaned != text else ""
-    )
+    if cleaned == text and len(text) <= SAFE_NAME_CHARS:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{cleaned[:SAFE_NAME_CHARS]}-{digest}"
 
 
 def spec_for(
