@@ -275,7 +275,7 @@ class Job:
         model_dir, fetched = self.run_stage(
             "fetch",
             lambda: fetch_release(
-                spec.release, spec.state_dir, token_env=spec.token_env, allowlist=spec.allowlist
+                spec.release, spec.state_dir, source=spec.source, allowlist=spec.allowlist
             ),
         )
         client.set_tag(rid, FETCH_CACHED_TAG, str(not fetched).lower())

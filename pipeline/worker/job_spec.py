@@ -20,11 +20,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.worker.trust import TrustedSource, trusted_source
 from uptake.cost import MAX_PRICE, Price, hour_price
 from uptake.events import ReleaseDetected
 from uptake.settings import Settings, TopicNames
 from uptake.tracks import Track
-from uptake.watcher_config import HfSourceConfig
 
 
 class JobKey(BaseModel):
@@ -71,8 +71,9 @@ class JobSpec(BaseModel):
     progress_interval_s: float = Field(2.0, ge=0)
     worker: str = "worker"  # identity of the worker process: lease owner, run.started
     attempt: int = Field(1, ge=1)
-    # the hub source's token variable (None: anonymous); the child reads the token from env
-    token_env: str | None = None
+    # where the files come from: the configured source the release names (trust.py), never
+    # the event; None: not configured, so the fetch refuses. Its token is read from env.
+    source: TrustedSource | None = None
     judge_base_url: str | None = None
     judge_model: str | None = None
     # worker.cpu_hour_price / gpu_hour_price: the evaluation's device picks one (uptake.cost)
@@ -111,14 +112,6 @@ def job_key(spec: JobSpec) -> JobKey:
     )
 
 
-def token_env_for(settings: Settings, source: str) -> str | None:
-    """The ``token_env`` of the hub source named ``source`` (None: a dir source, or none)."""
-    for src in settings.sources:
-        if src.name == source and isinstance(src, HfSourceConfig):
-            return src.token_env
-    return None
-
-
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -146,7 +139,10 @@ def spec_for(
     worker: str,
     attempt: int = 1,
 ) -> JobSpec:
-    """The spec of one job from the service's settings (what ``uptake worker`` does)."""
+    """The spec of one job from the service's settings (what ``uptake worker`` does).
+
+    Raises ``trust.SourceRefused`` (permanent) when the release's source is not configured or
+    the event disagrees with it: no child starts, no request goes out."""
     w = settings.worker
     return JobSpec(
         release=release,
@@ -172,7 +168,7 @@ def spec_for(
         progress_interval_s=w.progress_interval_s,
         worker=worker,
         attempt=attempt,
-        token_env=token_env_for(settings, release.source),
+        source=trusted_source(settings.sources, release),
         judge_base_url=settings.judge.base_url,
         judge_model=settings.judge.model,
         cpu_hour_price=w.cpu_hour_price,

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from pipeline.worker.job_spec import JobSpec, spec_for
 from pipeline.worker.progress_board import ProgressBoard, RunFeed
+from pipeline.worker.trust import SourceRefused
 from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
 from uptake.bus.jobs import (
     STOP_GRACE_S,
@@ -328,6 +329,8 @@ class WorkerService:
         while True:
             try:
                 spec = spec_for(self.settings, event, track, worker=self.identity, attempt=attempt)
+            except SourceRefused as exc:  # the event's source or endpoint is not ours: no child
+                return self._failed(event, track, "fetch", str(exc), False, None)
             except (OSError, ValidationError, ValueError) as exc:  # a track file gone, say
                 return self._failed(event, track, "setup", describe_exception(exc), False, None)
             outcome = self._run_child(spec, track, feed, board)
