@@ -38,6 +38,7 @@ from pipeline.worker.failures import (
     JobFailed,
     PermanentJobFailure,
     StageTimeout,
+    as_disk_full,
     is_oom,
     is_permanent,
     is_transient,
@@ -210,7 +211,7 @@ class Job:
         except JobLeaseLost:
             raise  # the run is another worker's now: neither tag nor event from us
         except Exception as exc:
-            raise self._fail(exc) from exc
+            raise self._fail(as_disk_full(exc, self.stage)) from exc
 
     def _run(self) -> JobOutcome:
         spec = self.spec

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.worker.trust import TrustedSource, trusted_source
 from uptake.cost import MAX_PRICE, Price, hour_price
 from uptake.events import ReleaseDetected
+from uptake.models.remote_code import scope_allowlist
 from uptake.settings import Settings, TopicNames
 from uptake.tracks import Track
 
@@ -55,7 +56,10 @@ class JobSpec(BaseModel):
     kafka_bootstrap: str
     topics: TopicNames = TopicNames()
     client_id: str = "uptake"
-    allowlist: list[str] = Field(default_factory=list)  # trust_remote_code_allowlist
+    # trust_remote_code_allowlist scoped to the release's source (remote_code.scope_allowlist):
+    # plain repo-id patterns (and paths) that apply to this release; everything downstream
+    # (fetch, preflight, training, evaluation) matches the release's repo id against them
+    allowlist: list[str] = Field(default_factory=list)
     device: Literal["auto", "cpu"] = "auto"
     gpus: str | None = None  # CUDA_VISIBLE_DEVICES for the child, e.g. "0,1"
     experiment: str = "uptake-pipeline"
@@ -144,6 +148,7 @@ def spec_for(
     Raises ``trust.SourceRefused`` (permanent) when the release's source is not configured or
     the event disagrees with it: no child starts, no request goes out."""
     w = settings.worker
+    source = trusted_source(settings.sources, release)
     return JobSpec(
         release=release,
         track=track,
@@ -152,7 +157,7 @@ def spec_for(
         kafka_bootstrap=settings.kafka_bootstrap or f"127.0.0.1:{settings.kafka.embedded_port}",
         topics=settings.kafka.topics,
         client_id=settings.kafka.client_id,
-        allowlist=list(settings.trust_remote_code_allowlist),
+        allowlist=scope_allowlist(settings.trust_remote_code_allowlist, source.name, source.kind),
         device=w.device,
         gpus=w.gpus,
         experiment=w.experiment,
@@ -168,7 +173,7 @@ def spec_for(
         progress_interval_s=w.progress_interval_s,
         worker=worker,
         attempt=attempt,
-        source=trusted_source(settings.sources, release),
+        source=source,
         judge_base_url=settings.judge.base_url,
         judge_model=settings.judge.model,
         cpu_hour_price=w.cpu_hour_price,

@@ -40,6 +40,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline.worker import disk
 from pipeline.worker.job_spec import JobSpec, spec_for
 from pipeline.worker.progress_board import ProgressBoard, RunFeed
 from pipeline.worker.trust import SourceRefused
@@ -333,7 +334,12 @@ class WorkerService:
                 return self._failed(event, track, "fetch", str(exc), False, None)
             except (OSError, ValidationError, ValueError) as exc:  # a track file gone, say
                 return self._failed(event, track, "setup", describe_exception(exc), False, None)
+            if (full := disk.refusal(spec.state_dir, self.settings.worker)) is not None:
+                return self._failed(event, track, "setup", full, True, spec)
+            disk.note(spec, "running")
             outcome = self._run_child(spec, track, feed, board)
+            disk.note(spec, "registered" if outcome.ok else "failed")
+            disk.sweep(spec.state_dir, self.settings.worker)
             if outcome.ok:
                 log.info("%s [%s]: job done (attempt %d)", event.release_id, track.name, attempt)
                 return TrackResult(event.release_id, track.name, ok=True, attempts=attempt)
