@@ -61,6 +61,7 @@ class Removal(BaseModel):
     path: Path
     bytes: int
     why: str
+    lock: Path | None = None  # held while a fetch writes the folder: skipped when taken
 
 
 def disk_bytes(path: Path) -> int:
@@ -160,15 +161,27 @@ def job_removals(state_dir: Path, w: WorkerSettings, now: float) -> tuple[list[R
 # -- fetched releases and baselines -------------------------------------------------------------
 
 
-def _revisions(folder: Path) -> list[Path]:
-    """``<folder>/<repo>/<revision>`` folders (dot-named and ``.partial`` ones excluded)."""
+def _revisions(folder: Path, partial: bool = False) -> list[Path]:
+    """``<folder>/<repo>/<revision>`` folders (dot-named ones excluded), the ``.partial``
+    ones (a fetch under way or cut short) only when ``partial``."""
     return [
-        rev for repo in _children(folder) for rev in _children(repo) if rev.suffix != ".partial"
+        rev
+        for repo in _children(folder)
+        for rev in _children(repo)
+        if (rev.suffix == ".partial") == partial
     ]
 
 
-def snapshot_removals(state_dir: Path, keep: int, in_use: set[Path]) -> list[Removal]:
-    """Fetched releases past the ``keep`` newest that no unfinished job reads."""
+def _fetch_lock(rev: Path) -> Path:
+    final = rev.with_suffix("") if rev.suffix == ".partial" else rev
+    return Path(str(final) + ".lock")  # pipeline.worker.fetch takes it around a fetch
+
+
+def snapshot_removals(
+    state_dir: Path, keep: int, in_use: set[Path], stale_s: float, now: float
+) -> list[Removal]:
+    """Fetched releases past the ``keep`` newest that no unfinished job reads, and copies cut
+    short (``.partial``) untouched for ``stale_s``."""
     complete = [r for r in _revisions(state_dir / "models") if (r / FETCHED_MARK).is_file()]
     complete.sort(key=lambda r: (r / FETCHED_MARK).stat().st_mtime, reverse=True)
     removals = []
@@ -176,7 +189,16 @@ def snapshot_removals(state_dir: Path, keep: int, in_use: set[Path]) -> list[Rem
         if Path(os.path.realpath(rev)) in in_use:
             continue
         why = f"fetched release {rev.parent.name}/{rev.name} past the {keep} newest"
-        removals.append(Removal(path=rev, bytes=disk_bytes(rev), why=why))
+        removals.append(Removal(path=rev, bytes=disk_bytes(rev), why=why, lock=_fetch_lock(rev)))
+    for part in _revisions(state_dir / "models", partial=True):
+        age = now - _newest_mtime(part)
+        if age > stale_s:
+            why = (
+                f"fetch cut short {part.parent.name}/{part.name}, untouched {age / 86_400:.1f} days"
+            )
+            removals.append(
+                Removal(path=part, bytes=disk_bytes(part), why=why, lock=_fetch_lock(part))
+            )
     return removals
 
 
@@ -199,7 +221,9 @@ def worker_plan(state_dir: Path, w: WorkerSettings, now: float | None = None) ->
     jobs, in_use = job_removals(state_dir, w, now)
     return (
         jobs
-        + snapshot_removals(state_dir, w.keep_snapshots, in_use)
+        + snapshot_removals(
+            state_dir, w.keep_snapshots, in_use, w.keep_unfinished_job_days * 86_400, now
+        )
         + baseline_removals(state_dir, w.keep_baselines)
     )
 
@@ -232,16 +256,16 @@ def serving_removals(model_dir: Path, keep: int, protected: Iterable[str]) -> li
 # -- applying -------------------------------------------------------------------------------------
 
 
-def apply(removals: Iterable[Removal], *, lock_suffix: str = ".lock") -> int:
+def apply(removals: Iterable[Removal]) -> int:
     """Delete each removal's folder; the bytes freed. A fetched release whose fetch lock is
     held (being fetched right now) is skipped; a failure is logged, not raised."""
     from filelock import FileLock, Timeout
 
     freed = 0
     for removal in removals:
-        lock_path = Path(str(removal.path) + lock_suffix)
+        lock_path = removal.lock
         try:
-            if lock_path.exists():
+            if lock_path is not None and lock_path.exists():
                 with FileLock(str(lock_path), timeout=0):
                     _remove(removal.path)
             else:

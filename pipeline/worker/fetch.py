@@ -13,8 +13,9 @@ was detected is refused (a new revision will be detected). A link that leaves th
 refused either way.
 
 The copy lands in ``<state>/models/<repo>/<revision>``; it is written to ``….partial`` and
-renamed once complete, so a killed fetch resumes and a finished one is reused. A lock file
-keeps two tracks (or two jobs) of one revision from fetching it at the same time.
+renamed once complete, so a killed fetch resumes and a finished one is reused; a fetch that
+runs out of disk removes its partial copy (``disk_full``: nothing to resume, bytes to free).
+A lock file keeps two tracks (or two jobs) of one revision from fetching it at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
+from pipeline.worker.failures import is_disk_full
 from pipeline.worker.job_spec import safe_name
 from pipeline.worker.trust import TrustedSource, check_release, release_folder
 from uptake.errors import PermanentError
@@ -140,10 +142,15 @@ def fetch_release(
         if (final / COMPLETE_MARK).is_file():  # another track fetched it while we waited
             return final, False
         partial = final.with_name(final.name + ".partial")
-        if source.kind == "dir":
-            _copy_dir(release, partial, source)
-        else:
-            _download_hub(release, partial, source, allowlist or [])
+        try:
+            if source.kind == "dir":
+                _copy_dir(release, partial, source)
+            else:
+                _download_hub(release, partial, source, allowlist or [])
+        except Exception as exc:
+            if is_disk_full(exc):  # no room: a resume cannot help, the bytes can be given back
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
         shutil.rmtree(partial / ".cache", ignore_errors=True)  # the hub client's bookkeeping
         (partial / COMPLETE_MARK).write_text(release.release_id + "\n", encoding="utf-8")
         if final.exists():

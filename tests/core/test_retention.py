@@ -157,3 +157,15 @@ def test_nothing_outside_the_caches_is_touched(tmp_path: Path, keep: int) -> Non
     (tmp_path / "stack.json").write_text("{}")
     apply(worker_plan(tmp_path, WorkerSettings(keep_snapshots=keep, keep_baselines=keep)))
     assert (tmp_path / "judge-cache" / "x.json").exists() and (tmp_path / "stack.json").exists()
+
+
+def test_a_fetch_cut_short_goes_once_stale(tmp_path: Path) -> None:
+    fresh = tmp_path / "models" / "acme_m" / "r1.partial"
+    stale = tmp_path / "models" / "acme_m" / "r2.partial"
+    for part in (fresh, stale):
+        part.mkdir(parents=True)
+        (part / "model.safetensors").write_bytes(b"p" * 1000)
+    _age(stale, 15 * DAY)
+    plan = worker_plan(tmp_path, WorkerSettings())
+    assert [r.path for r in plan] == [stale]
+    assert plan[0].lock == tmp_path / "models" / "acme_m" / "r2.lock"
