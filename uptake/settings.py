@@ -162,7 +162,8 @@ class Settings(BaseSettings):
     )
     trust_remote_code_allowlist: list[str] = Field(
         default_factory=list,
-        description="Repo ids, paths or `org/*` patterns whose own model code may run.",
+        description="Whose own model code may run: `source:org/*` (one source), a bare "
+        "`org/*` (hub sources only) or an absolute path pattern (docs/security.md).",
     )
     kafka: KafkaSettings = Field(KafkaSettings(), description="The Kafka bus.")
     mlflow: MLflowSettings = Field(MLflowSettings(), description="The MLflow server.")
