@@ -23,6 +23,8 @@ worker stays fast).
 from __future__ import annotations
 
 import errno
+import shutil
+from pathlib import Path
 
 from uptake.errors import PermanentError, UptakeError, describe_exception, is_retryable
 
@@ -77,8 +79,12 @@ def is_oom(exc: BaseException) -> bool:
 
 DISK_FULL = "disk_full"
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-# what wrapping libraries keep of the OS error: its strerror, or Rust's "(os error N)"
+# what wrapping libraries keep of the OS error: its strerror, Rust's "(os error N)" (Display)
+# or its error kind (Debug: safetensors' "IoError(Os { code: 28, kind: StorageFull, … })")
 _FULL_TEXTS = (
+    "StorageFull",
+    "QuotaExceeded",
+    "FileTooLarge",
     "No space left on device",
     "Disk quota exceeded",
     "File too large",
@@ -102,12 +108,30 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def as_disk_full(exc: BaseException, stage: str) -> BaseException:
+NEARLY_FULL_BYTES = 64 << 20  # less free than this when a write failed: the disk was full
+
+
+def as_disk_full(exc: BaseException, stage: str, state_dir: Path | None = None) -> BaseException:
     """``exc`` as a retryable ``disk_full`` failure of ``stage`` when the disk is full; else
-    ``exc`` itself."""
-    if isinstance(exc, JobFailed) or not is_disk_full(exc):
+    ``exc`` itself. Some writers keep no trace of the OS error (torch's checkpoint writer says
+    only "file write failed"), so a failure while the state dir's disk has (nearly) no free
+    space left counts as a full disk too."""
+    if isinstance(exc, JobFailed):
         return exc
-    return RetryableJobFailure(stage, f"{DISK_FULL}: {describe_exception(exc)}")
+    if is_disk_full(exc):
+        return RetryableJobFailure(stage, f"{DISK_FULL}: {describe_exception(exc)}")
+    if state_dir is not None:
+        try:
+            free = shutil.disk_usage(state_dir).free
+        except OSError:
+            return exc
+        if free < NEARLY_FULL_BYTES:
+            return RetryableJobFailure(
+                stage,
+                f"{DISK_FULL}: {free >> 20} MiB free on the state dir's disk when it failed: "
+                f"{describe_exception(exc)}",
+            )
+    return exc
 
 
 def _hub_refused(exc: BaseException) -> bool:

@@ -211,7 +211,7 @@ class Job:
         except JobLeaseLost:
             raise  # the run is another worker's now: neither tag nor event from us
         except Exception as exc:
-            raise self._fail(as_disk_full(exc, self.stage)) from exc
+            raise self._fail(as_disk_full(exc, self.stage, self.spec.state_dir)) from exc
 
     def _run(self) -> JobOutcome:
         spec = self.spec

@@ -167,3 +167,33 @@ def test_a_write_limit_in_the_child_is_a_disk_full_failure_not_a_crash(
     assert result.retryable and result.attempts == 1 and result.stage == "fetch"
     assert "disk_full: " in (result.message or "") and "File too large" in (result.message or "")
     assert not list((s.state_dir / "models").rglob("model.safetensors"))  # no partial copy kept
+
+
+def test_what_counts_as_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.worker.failures import as_disk_full, is_disk_full, is_transient
+
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert is_disk_full(enospc) and not is_transient(enospc)
+    assert is_disk_full(OSError(errno.EDQUOT, "quota")) and is_disk_full(OSError(errno.EFBIG, "x"))
+    rust = "Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+    assert is_disk_full(RuntimeError(rust + '"No space left on device" })'))  # safetensors
+    assert is_disk_full(RuntimeError("write failed (os error 28)"))  # Rust's Display form
+    try:
+        try:
+            raise enospc
+        except OSError as inner:
+            raise RuntimeError("saving the checkpoint failed") from inner
+    except RuntimeError as wrapped:
+        assert is_disk_full(wrapped)
+    assert not is_disk_full(OSError(errno.ECONNREFUSED, "refused")) and is_transient(
+        OSError(errno.ECONNREFUSED, "refused")
+    )
+    torch_says = RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    assert as_disk_full(torch_says, "train", tmp_path) is torch_says  # room left: not the disk
+    usage = type("Usage", (), {"total": 10 << 30, "used": 10 << 30, "free": 1 << 20})
+    monkeypatch.setattr("shutil.disk_usage", lambda _path: usage)
+    failed = as_disk_full(torch_says, "train", tmp_path)
+    assert isinstance(failed, JobFailed) and failed.retryable and failed.stage == "train"
+    assert (
+        failed.reason.startswith("disk_full: 1 MiB free") and "file write failed" in failed.reason
+    )
