@@ -59,6 +59,8 @@ class ScriptedAgent:
         self.script = script
         self.sleep_s = sleep_s
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         app = FastAPI()
 
@@ -72,23 +74,36 @@ class ScriptedAgent:
         def chat(body: dict[str, Any]) -> JSONResponse:  # sync: sleeps in a worker thread
             with self._lock:
                 self.requests.append(body)
-            messages = body["messages"]
-            instructions = next(m["content"] for m in messages if m["role"] == "user")
-            turn = sum(m["role"] == "assistant" for m in messages)
-            steps = self.script(instructions)
-            if self.sleep_s:
-                time.sleep(self.sleep_s)
-            step = steps[turn] if turn < len(steps) else {"content": "Done."}
-            return JSONResponse(turn_reply(step, turn))
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                messages = body["messages"]
+                instructions = next(m["content"] for m in messages if m["role"] == "user")
+                turn = sum(m["role"] == "assistant" for m in messages)
+                steps = self.script(instructions)
+                if self.sleep_s:
+                    time.sleep(self.sleep_s)
+                step = steps[turn] if turn < len(steps) else {"content": "Done."}
+                return JSONResponse(turn_reply(step, turn))
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
 
         self.app = app
 
 
-def copy_example(tmp: Path) -> Path:
-    """A writable copy of the example suite."""
+def copy_example(tmp: Path, *task_ids: str) -> Path:
+    """A writable copy of the example suite (only ``task_ids`` when given)."""
     target = tmp / "suite"
-    shutil.copytree(EXAMPLE / "tasks", target / "tasks")
+    if not task_ids:
+        shutil.copytree(EXAMPLE / "tasks", target / "tasks")
+    for task_id in task_ids:
+        shutil.copytree(EXAMPLE / "tasks" / task_id, target / "tasks" / task_id)
     return target
+
+
+def lab_verdict(passed: bool, reasoning: str = "checked") -> str:
+    return json.dumps({"verdict": "pass" if passed else "fail", "reasoning": reasoning})
 
 
 def lab_task(

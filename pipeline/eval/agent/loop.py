@@ -12,7 +12,6 @@ transcripts reads as is: ``messages`` + ``tools``) plus a timing per turn and pe
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -125,6 +124,7 @@ def run_agent(
         bash_offered="bash" in workspace.tool_names,
         stop_reason="turn_cap",
     )
+    messages = t.messages  # pydantic copied the list: append to the transcript's own
     for turn in range(1, limits.max_turns + 1):
         left = deadline - clock()
         if left <= 0:
@@ -182,11 +182,3 @@ def run_agent(
     t.documents_read = sorted(workspace.read_documents)
     t.deliverables = workspace.deliverables()
     return t
-
-
-def tool_call_count(transcript: Transcript) -> int:
-    return len(transcript.tool_events)
-
-
-def transcript_json(transcript: Transcript) -> str:
-    return json.dumps(transcript.model_dump(), ensure_ascii=False)
