@@ -101,7 +101,7 @@ def run_agentic_eval(
     clients = [Judge(j, cache_dir=judge_cache_dir) for j in configured]
     judge_names(clients)
     total = len(suite.tasks)
-    done = {"agent": 0, "grade": 0}
+    done = {"generate": 0, "grade": 0}  # "generate": tasks the agent finished (worker progress)
 
     def tick(stage: str) -> None:
         done[stage] += 1
@@ -115,7 +115,7 @@ def run_agentic_eval(
         transcript = run_agent(model, task.id, task.instructions, workspace, limits)
         transcript_file = f"{TRANSCRIPTS}/{name}.json"
         transcript.save(work / transcript_file)
-        tick("agent")
+        tick("generate")
         final = next(
             (m["content"] for m in reversed(transcript.messages) if m["role"] == "assistant"), ""
         )
