@@ -134,3 +134,16 @@ def test_holdout_covers_task_ids_and_instructions(tmp_path: Path) -> None:
         check_holdout(leaked, suite)
     assert "prompt of task 'employment/severance-calc' (leaked.jsonl:1)" in str(info.value)
     assert "task id 'corporate/nda-review' (leaked.jsonl:2)" in str(info.value)
+
+
+def test_the_example_track_loads_and_its_suite_is_held_out() -> None:
+    from pipeline.train import load_recipe
+    from uptake.settings import load_settings
+
+    settings = load_settings(EXAMPLE / "uptake.yaml")
+    (track,) = settings.tracks
+    assert track.suite == EXAMPLE.resolve()
+    assert settings.agent.max_turns == 60 and settings.judge.configured
+    suite = load_suite(track.suite)
+    assert isinstance(suite, AgenticSuite)
+    check_holdout(load_recipe(track.recipe).stages.sft.data, suite)

@@ -17,7 +17,11 @@ from pipeline.worker.job import run_job
 from tests.eval.agent_helpers import EXAMPLE, lab_verdict
 from tests.eval.helpers import LoopbackServer, ScriptedJudge
 from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
+from registry.mlflow_registry import Registry
+from registry.report.gather import gather_version
+from registry.report.render import render_html, render_markdown
 from uptake.agent_config import AgentSettings
+from uptake.demo.config import CPU_HOUR_USD
 from uptake.mlflow_contract import (
     AGENT_TURNS_MEAN,
     ALL_PASS_RATE,
@@ -54,6 +58,7 @@ def adopted(stack, drops: Path, unique, judge, tmp_path_factory) -> dict[str, An
         judge_base_url=judge[1],
         judge_model="judge-double",
         agent=AgentSettings(max_turns=2, max_tokens_per_turn=12, concurrency=2),
+        cpu_hour_price=CPU_HOUR_USD,
     )
     return {"spec": spec, "outcome": run_job(spec), "suite": suite}
 
@@ -77,3 +82,31 @@ def test_an_agentic_track_registers_a_version_scored_by_the_harness(stack, adopt
     double, _ = judge
     assert double.requests  # graded through the judge (a model with no file: its final answer)
     assert all("task.json" not in str(r) for r in double.requests)
+
+
+def test_the_adoption_report_shows_agent_statistics_and_links_transcripts(
+    stack, adopted
+) -> None:
+    import httpx
+
+    spec = adopted["spec"]
+    report = gather_version(Registry(stack.tracking_uri), spec.track.registered_model)
+    assert [a.task_id for a in report.agent_tasks] == [
+        "corporate/nda-review",
+        "corporate/psa-term-sheet",
+        "employment/severance-calc",
+        "litigation/limitation-check",
+    ]
+    task = report.agent_tasks[0]
+    assert task.documents_present == 3 and task.deliverables_expected == 1
+    assert task.transcript is not None
+    fetched = httpx.get(task.transcript, timeout=30)  # the link opens the transcript itself
+    assert fetched.status_code == 200 and fetched.json()["task_id"] == "corporate/nda-review"
+    markdown = render_markdown(report, {})
+    assert "## Agent (post-trained model, per task)" in markdown
+    assert f"[transcript]({task.transcript})" in markdown
+    assert 'href="' in render_html(report, {}) and ">transcript</a>" in render_html(report, {})
+    # the quality-cost chart's points: base and candidate, each priced per task
+    kinds = {p.kind: p for p in report.cost_points}
+    assert {"base", "candidate"} <= set(kinds)
+    assert all(kinds[k].cost_per_task is not None for k in ("base", "candidate"))
