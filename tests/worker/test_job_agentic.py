@@ -14,12 +14,12 @@ from mlflow import MlflowClient
 
 from pipeline.eval.suites import suite_sha256
 from pipeline.worker.job import run_job
-from tests.eval.agent_helpers import EXAMPLE, lab_verdict
-from tests.eval.helpers import LoopbackServer, ScriptedJudge
-from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
 from registry.mlflow_registry import Registry
 from registry.report.gather import gather_version
 from registry.report.render import render_html, render_markdown
+from tests.eval.agent_helpers import EXAMPLE, lab_verdict
+from tests.eval.helpers import LoopbackServer, ScriptedJudge
+from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
 from uptake.agent_config import AgentSettings
 from uptake.demo.config import CPU_HOUR_USD
 from uptake.mlflow_contract import (
@@ -84,9 +84,7 @@ def test_an_agentic_track_registers_a_version_scored_by_the_harness(stack, adopt
     assert all("task.json" not in str(r) for r in double.requests)
 
 
-def test_the_adoption_report_shows_agent_statistics_and_links_transcripts(
-    stack, adopted
-) -> None:
+def test_the_adoption_report_shows_agent_statistics_and_links_transcripts(stack, adopted) -> None:
     import httpx
 
     spec = adopted["spec"]
