@@ -93,6 +93,7 @@ def test_glob_grep_write_edit_and_write_docx(ws: Workspace) -> None:
     )
     assert ws.call("edit", args(path="output/notes.md", old_string="TBD", new_string="12.4m"))
     assert (ws.output / "notes.md").read_text() == "price: 12.4m\n"
+    assert "price: 12.4m" in ws.call("read", args(path="output/notes.md"))  # never a stale copy
     assert "occurs 0 times" in ws.call(
         "edit", args(path="output/notes.md", old_string="nope", new_string="x")
     )

@@ -146,7 +146,6 @@ class Workspace:
         self.bash_binary = bash_binary
         self.read_documents: set[str] = set()
         self.deadline: float | None = None  # monotonic; bash commands end by it
-        self._text_cache: dict[Path, tuple[float, str]] = {}
 
     @classmethod
     def create(
@@ -212,17 +211,11 @@ class Workspace:
         return path.relative_to(self.root).as_posix()
 
     def text_of(self, path: Path) -> str:
-        """A file's text (converted), cached by modification time."""
-        mtime = path.stat().st_mtime
-        hit = self._text_cache.get(path)
-        if hit is not None and hit[0] == mtime:
-            return hit[1]
+        """A file's text, converted (cached by content in ``convert``)."""
         try:
-            text = to_text(path)
+            return to_text(path)
         except ConversionError as exc:
             raise ToolError(str(exc)) from None
-        self._text_cache[path] = (mtime, text)
-        return text
 
     # -- tools ------------------------------------------------------------------------------
 
