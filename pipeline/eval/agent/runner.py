@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pipeline.eval.agent.convert import import_converters
 from pipeline.eval.agent.grade import grade_criterion
 from pipeline.eval.agent.lab import AgenticSuite, AgenticTask
 from pipeline.eval.agent.loop import AgentLimits, Transcript, run_agent
@@ -98,6 +99,7 @@ def run_agentic_eval(
     work = Path(work_dir)
     sandbox = probe(bwrap) if bash else None
     bash_binary = sandbox.reason if sandbox is not None and sandbox.available else None
+    import_converters()
     clients = [Judge(j, cache_dir=judge_cache_dir) for j in configured]
     judge_names(clients)
     total = len(suite.tasks)
