@@ -327,3 +327,90 @@ def test_tasks_run_concurrently_and_a_rerun_hits_the_judge_cache(
     assert first.metrics.n_tasks == 4 and calls == 26  # the final answers, judged once each
     assert len(judge.requests) == calls  # the rerun was answered from the cache
     assert again.metrics.all_pass_rate == first.metrics.all_pass_rate
+
+
+def test_the_token_budget_ends_the_loop(
+    judge_server: tuple[ScriptedJudge, str], tmp_path: Path
+) -> None:
+    _, judge_url = judge_server
+
+    def endless(_: str) -> list[Step]:
+        return [{"calls": [call("glob", pattern="*")]}] * 100
+
+    agent, server = served(endless)  # each turn costs 100 in + 20 out
+    with server:
+        result = run(
+            server.url,
+            copy_example(tmp_path, PSA),
+            [judge_settings(judge_url)],
+            tmp_path,
+            limits=AgentLimits(token_budget=250),
+        )
+    stats = result.tasks[0].agent
+    assert stats is not None and stats.stop_reason == "token_budget" and stats.turns == 3
+    assert agent.requests[-1]["max_tokens"] == 10  # the last turn got what the budget left
+
+
+def test_a_failing_model_endpoint_ends_the_task_not_the_run(
+    judge_server: tuple[ScriptedJudge, str], tmp_path: Path
+) -> None:
+    judge, judge_url = judge_server
+    broken = ScriptedJudge()
+    broken.default = ("status", 400)
+    with LoopbackServer(broken.app) as server:
+        model = OpenAIChatModel(server.url, model="broken", max_retries=0)
+        result = run_agentic_eval(
+            model,
+            load_agentic_suite(copy_example(tmp_path, PSA)),
+            [judge_settings(judge_url)],
+            tmp_path / "run",
+            n_boot=100,
+        )
+    stats = result.tasks[0].agent
+    assert stats is not None and stats.stop_reason == "model_error"
+    assert stats.error is not None and "400" in stats.error
+    assert judge.requests == []  # nothing written, nothing said: every deliverable missing
+    assert result.metrics.n_criteria_passed == 0
+
+
+def test_uptake_eval_runs_an_agentic_suite_from_the_command_line(
+    agent_server: tuple[ScriptedAgent, str],
+    judge_server: tuple[ScriptedJudge, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from uptake.cli import build_app
+
+    _, url = agent_server
+    judge, judge_url = judge_server
+    judge.default = lab_verdict(True)
+    monkeypatch.setenv("UPTAKE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("UPTAKE_AGENT__MAX_TURNS", "8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        build_app(),
+        [
+            "eval",
+            "--model",
+            url,
+            "--suite",
+            str(copy_example(tmp_path, PSA)),
+            "--out",
+            str(out),
+            "--judge-base-url",
+            judge_url,
+            "--judge-model",
+            "judge-a",
+            "--json",
+            "--bootstrap",
+            "100",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["all_pass_rate"] == 1.0 and summary["agent"]["turns_mean"] == 4.0
+    assert (out / "transcripts").is_dir() and len(list((out / "transcripts").iterdir())) == 1
+    report = (out / "report.md").read_text()
+    assert "## Agent" in report and "(transcripts/" in report
