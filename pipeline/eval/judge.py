@@ -134,8 +134,6 @@ class Judge:
         self.model = str(settings.model)
         self.cache = JudgeCache(cache_dir) if cache_dir is not None else None
         self.backoff_s = backoff_s
-        self.calls = 0  # verdicts asked of the endpoint (not counting retries)
-        self.cache_hits = 0
         headers = {"Content-Type": "application/json"}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
@@ -195,7 +193,6 @@ class Judge:
         under ``key_parts`` with this judge's endpoint and model; ``label`` names it in errors."""
         key = _sha(json.dumps([self._url, self.model, "messages", *key_parts]))
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            self.cache_hits += 1
             return hit
         verdict = self._ask_messages(messages, label)
         if self.cache is not None:
@@ -207,7 +204,6 @@ class Judge:
         return self._ask_messages(self._messages(task, criterion, response), label)
 
     def _ask_messages(self, messages: list[dict[str, str]], label: str) -> Verdict:
-        self.calls += 1
         attempts = self.settings.max_retries + 1
         last = "no attempt made"
         for attempt in range(attempts):

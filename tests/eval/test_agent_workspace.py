@@ -71,6 +71,19 @@ def test_a_symlink_out_is_refused(ws: Workspace, tmp_path: Path) -> None:
     assert "secret" not in ws.call("grep", args(pattern="secret"))
     assert "secret" not in ws.call("glob", args(pattern="**/*"))
     assert not (tmp_path / "new.txt").exists()
+    assert ws.deliverables() == []  # a link is not a deliverable
+
+
+def test_a_symlinked_deliverable_is_never_sent_to_the_judge(ws: Workspace, tmp_path: Path) -> None:
+    from pipeline.eval.agent.grade import deliverable_text, find_deliverable
+    from pipeline.eval.agent.lab import load_agentic_suite
+
+    (tmp_path / "secret.txt").write_text("host secret")
+    (ws.output / "psa-term-sheet.docx").symlink_to(tmp_path / "secret.txt")
+    task = next(t for t in load_agentic_suite(EXAMPLE).tasks if t.id.endswith("psa-term-sheet"))
+    assert find_deliverable(ws.output, "psa-term-sheet.docx") is None
+    got = deliverable_text(task, task.criteria[0], ws.output)
+    assert got.missing == ["psa-term-sheet.docx"] and "host secret" not in got.text
 
 
 def test_documents_are_read_only_and_only_output_is_written(ws: Workspace) -> None:
@@ -115,6 +128,7 @@ def test_bad_calls_are_tool_errors_not_exceptions(ws: Workspace) -> None:
     assert ws.call("read", args(path="documents/none.docx")).startswith("error:")
     assert ws.call("read", args(file="x")).startswith("error: bad arguments for read")
     assert ws.call("bash", args(command="ls")).startswith("error: unknown tool 'bash'")
+    assert ws.call("glob", args(pattern="**a")).startswith("error: glob failed: ValueError")
     (ws.output / "bad.docx").write_bytes(b"not a zip")
     assert ws.call("read", args(path="output/bad.docx")).startswith("error: bad.docx: cannot read")
 

@@ -36,10 +36,18 @@ def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+def output_files(output: Path) -> list[Path]:
+    """Plain files under ``output`` — never a symlink: an agent with ``bash`` could link its
+    "deliverable" to a file outside the workspace, and the judge would be sent that file."""
+    if not output.is_dir():
+        return []
+    return sorted(p for p in output.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def find_deliverable(output: Path, filename: str) -> Path | None:
     """The output file meant by ``filename``, matched leniently: exact, then ignoring case,
     then by normalised name (case, punctuation), then by stem with another extension."""
-    files = sorted(p for p in output.rglob("*") if p.is_file()) if output.is_dir() else []
+    files = output_files(output)
     want = Path(filename)
     for test in (
         lambda p: p.relative_to(output).as_posix() == filename,
@@ -65,8 +73,7 @@ def deliverable_text(task: AgenticTask, criterion: LabCriterion, output: Path) -
         wanted = [(n, task.deliverables[n]) for n in criterion.deliverables]
         paths = [(n, f, find_deliverable(output, f)) for n, f in wanted]
     else:
-        found = sorted(p for p in output.rglob("*") if p.is_file()) if output.is_dir() else []
-        paths = [(p.name, p.name, p) for p in found]
+        paths = [(p.name, p.name, p) for p in output_files(output)]
         if not paths:
             return DeliverableText(text="", missing=["(any output)"])
     missing = [f for _, f, p in paths if p is None]
@@ -107,7 +114,7 @@ def grade_criterion(
     use tools) is graded on that text in place of the deliverables."""
     base = {"id": criterion.id, "description": criterion.title, "type": "judge"}
     got = deliverable_text(task, criterion, output)
-    wrote_nothing = not (output.is_dir() and any(p.is_file() for p in output.rglob("*")))
+    wrote_nothing = not output_files(output)
     if got.missing and wrote_nothing and final_answer and final_answer.strip():
         got = DeliverableText(
             text=f"=== final answer (no files written) ===\n{final_answer}", missing=[]

@@ -182,7 +182,9 @@ class Workspace:
     def deliverables(self) -> list[str]:
         """Files under output/, relative to it."""
         return sorted(
-            p.relative_to(self.output).as_posix() for p in self.output.rglob("*") if p.is_file()
+            p.relative_to(self.output).as_posix()
+            for p in self.output.rglob("*")
+            if p.is_file() and not p.is_symlink()
         )
 
     # -- paths ------------------------------------------------------------------------------
@@ -238,6 +240,8 @@ class Workspace:
             return f"error: bad arguments for {name}: {exc}"
         except OSError as exc:
             return f"error: {exc.strerror or exc}"
+        except Exception as exc:  # a library's surprise (a glob pattern it rejects…): a turn
+            return f"error: {name} failed: {type(exc).__name__}: {str(exc)[:300]}"
         if len(result) > MAX_RESULT_CHARS:
             result = result[:MAX_RESULT_CHARS] + (
                 f"\n[... cut at {MAX_RESULT_CHARS} characters; use offset/limit]"
