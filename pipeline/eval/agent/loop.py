@@ -4,7 +4,8 @@ LAB's protocol: a system prompt and the task's instructions as one user message,
 model's turns; each tool call is run in the workspace and its result sent back. The loop ends
 when the model answers without calling a tool (``done``), at the turn cap (``turn_cap``), at
 the task's wall deadline (``deadline``), when the token budget is spent (``token_budget``) or
-when the model's endpoint fails (``model_error``). Whatever it wrote by then is graded.
+when the model's endpoint fails (``model_error``) or the conversation no longer fits the
+in-process model's context (``context_exceeded``). Whatever it wrote by then is graded.
 
 The transcript is the conversation in OpenAI's message shape (what SFT on passing
 transcripts reads as is: ``messages`` + ``tools``) plus a timing per turn and per tool call.
@@ -31,7 +32,9 @@ SYSTEM_PROMPT = (
     "tool call."
 )
 
-StopReason = Literal["done", "turn_cap", "deadline", "token_budget", "model_error"]
+StopReason = Literal[
+    "done", "turn_cap", "deadline", "token_budget", "model_error", "context_exceeded"
+]
 
 
 class AgentLimits(BaseModel):
@@ -154,6 +157,9 @@ def run_agent(
             )
         )
         messages.append(_assistant_message(reply.content, reply.tool_calls))
+        if reply.finish_reason == "context_exceeded":  # the conversation outgrew the model
+            t.stop_reason = "context_exceeded"
+            break
         if not reply.tool_calls:
             t.stop_reason = "done"
             break
