@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, Metrics, compute_metrics
 from pipeline.eval.suite import jsonl_lines, parse_json_line
@@ -37,6 +44,16 @@ class CriterionResult(BaseModel):
     reason: str
     judge_error: bool = False  # no valid verdict: not passed, and counted apart from fails
     verdicts: dict[str, bool | None] | None = None  # per judge, when two judged it
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Single-turn rows stay as they were: the agentic fields only when they say something."""
+        data: dict[str, Any] = handler(self)
+        if not self.judge_error:
+            data.pop("judge_error", None)
+        if self.verdicts is None:
+            data.pop("verdicts", None)
+        return data
 
 
 class AgentStats(BaseModel):
@@ -71,6 +88,13 @@ class TaskResult(BaseModel):
     generation_truncated: bool = False  # the context left less than max_new_tokens
     failure: Literal["context_exceeded"] | None = None  # failed all criteria without generating
     agent: AgentStats | None = None  # agentic suites only
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.agent is None:
+            data.pop("agent", None)
+        return data
 
     @property
     def n_passed(self) -> int:
