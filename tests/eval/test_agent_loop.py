@@ -414,3 +414,24 @@ def test_uptake_eval_runs_an_agentic_suite_from_the_command_line(
     assert (out / "transcripts").is_dir() and len(list((out / "transcripts").iterdir())) == 1
     report = (out / "report.md").read_text()
     assert "## Agent" in report and "(transcripts/" in report
+
+
+def test_two_judges_serving_one_model_name_keep_their_own_verdicts(
+    agent_server: tuple[ScriptedAgent, str], tmp_path: Path
+) -> None:
+    _, url = agent_server
+    judge_a, judge_b = ScriptedJudge(), ScriptedJudge()
+    judge_a.default, judge_b.default = lab_verdict(True), lab_verdict(False)
+    with LoopbackServer(judge_a.app) as a, LoopbackServer(judge_b.app) as b:
+        result = run(
+            url,
+            copy_example(tmp_path, PSA),
+            [
+                judge_settings(f"{a.url}/v1", model="same"),
+                judge_settings(f"{b.url}/v1", model="same"),
+            ],
+            tmp_path,
+        )
+    assert {r["model"] for r in judge_a.requests + judge_b.requests} == {"same"}
+    assert result.judges == ["same", "same#2"]
+    assert result.tasks[0].criteria[0].verdicts == {"same": True, "same#2": False}

@@ -105,7 +105,7 @@ def grade_criterion(
     task: AgenticTask,
     criterion: LabCriterion,
     output: Path,
-    judges: list[Judge],
+    judges: list[tuple[str, Judge]],
     final_answer: str | None = None,
 ) -> CriterionResult:
     """One criterion: missing deliverable → fail, no call; else each judge once.
@@ -134,17 +134,17 @@ def grade_criterion(
     verdicts: dict[str, bool | None] = {}
     reasons = []
     errors = []
-    for judge in judges:
+    for name, judge in judges:
         try:
             verdict = judge.grade_messages(
                 messages, key, f"task {task.id!r} criterion {criterion.id!r}"
             )
         except (JudgeError, DependencyError) as exc:
-            verdicts[judge.model] = None
+            verdicts[name] = None
             errors.append(str(exc))
             continue
-        verdicts[judge.model] = verdict.passed
-        reasons.append(verdict.reason if len(judges) == 1 else f"{judge.model}: {verdict.reason}")
+        verdicts[name] = verdict.passed
+        reasons.append(verdict.reason if len(judges) == 1 else f"{name}: {verdict.reason}")
     if errors:
         return CriterionResult(
             **base,

@@ -39,14 +39,16 @@ def task_dir_name(task_id: str) -> str:
     return f"{clean[:100]}-{hashlib.sha256(task_id.encode()).hexdigest()[:8]}"
 
 
-def judge_names(judges: list[Judge]) -> None:
-    """Distinct names per judge (two endpoints may serve the same model name)."""
-    seen: dict[str, int] = {}
+def judge_names(judges: list[Judge]) -> list[str]:
+    """A distinct name per judge for its verdicts (two endpoints may serve one model name)."""
+    names: list[str] = []
     for judge in judges:
-        n = seen.get(judge.model, 0)
-        seen[judge.model] = n + 1
-        if n:
-            judge.model = f"{judge.model}#{n + 1}"
+        name, n = judge.model, 1
+        while name in names:
+            n += 1
+            name = f"{judge.model}#{n}"
+        names.append(name)
+    return names
 
 
 def stats_of(task: AgenticTask, transcript: Transcript, transcript_file: str) -> AgentStats:
@@ -101,7 +103,7 @@ def run_agentic_eval(
     bash_binary = sandbox.reason if sandbox is not None and sandbox.available else None
     import_converters()
     clients = [Judge(j, cache_dir=judge_cache_dir) for j in configured]
-    judge_names(clients)
+    named = list(zip(judge_names(clients), clients, strict=True))
     total = len(suite.tasks)
     done = {"generate": 0, "grade": 0}  # "generate": tasks the agent finished (worker progress)
 
@@ -124,7 +126,7 @@ def run_agentic_eval(
         with ThreadPoolExecutor(max_workers=max(1, judge_concurrency)) as pool:
             criteria = list(
                 pool.map(
-                    lambda c: grade_criterion(task, c, workspace.output, clients, str(final or "")),
+                    lambda c: grade_criterion(task, c, workspace.output, named, str(final or "")),
                     task.criteria,
                 )
             )
@@ -167,5 +169,5 @@ def run_agentic_eval(
             if sandbox.available
             else sandbox.reason
         ),
-        judges=[c.model for c in clients],
+        judges=[name for name, _ in named],
     )
