@@ -163,3 +163,23 @@ def test_bash_runs_sandboxed_without_network(tmp_path: Path) -> None:
         server.close()
     assert not out.startswith("exit code 0"), out
     assert "Connection refused" in out or "Network is unreachable" in out
+
+
+def test_pptx_and_unreadable_documents(tmp_path: Path) -> None:
+    import pptx
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])
+    slide.shapes.title.text = "Deal timeline"
+    box = slide.shapes.add_textbox(Inches(1), Inches(2), Inches(6), Inches(1))
+    box.text_frame.text = "Signing 20 January; closing 31 March"
+    deck.save(str(tmp_path / "deck.pptx"))
+    text = to_text(tmp_path / "deck.pptx")
+    assert "## Slide 1" in text and "Deal timeline" in text and "closing 31 March" in text
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    (tmp_path / "blob.bin").write_bytes(b"\0\1\2" * 100)
+    ws = Workspace.create(tmp_path / "ws", None)
+    for name in ("broken.pdf", "blob.bin"):
+        (ws.output / name).write_bytes((tmp_path / name).read_bytes())
+        assert ws.call("read", args(path=f"output/{name}")).startswith(f"error: {name}")
