@@ -147,3 +147,16 @@ def test_the_example_track_loads_and_its_suite_is_held_out() -> None:
     suite = load_suite(track.suite)
     assert isinstance(suite, AgenticSuite)
     check_holdout(load_recipe(track.recipe).stages.sft.data, suite)
+
+
+def test_the_worker_accepts_a_suite_folder(tmp_path: Path) -> None:
+    from pipeline.worker.service import check_tracks
+    from uptake.settings import load_settings
+
+    settings = load_settings(EXAMPLE / "uptake.yaml")
+    assert check_tracks(settings) == list(settings.tracks)
+    missing = settings.tracks[0].model_copy(update={"suite": tmp_path / "nowhere"})
+    from uptake.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not a file or folder"):
+        check_tracks(settings.model_copy(update={"tracks": [missing]}))
