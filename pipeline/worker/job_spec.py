@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.worker.trust import TrustedSource, trusted_source
+from uptake.agent_config import AgentSettings
 from uptake.cost import MAX_PRICE, Price, hour_price
 from uptake.events import ReleaseDetected
 from uptake.models.remote_code import scope_allowlist
@@ -80,6 +81,8 @@ class JobSpec(BaseModel):
     source: TrustedSource | None = None
     judge_base_url: str | None = None
     judge_model: str | None = None
+    # agentic suites: caps and the second judge (its key, like the judge's, from the env)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
     # worker.cpu_hour_price / gpu_hour_price: the evaluation's device picks one (uptake.cost)
     cpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
     gpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
@@ -90,7 +93,9 @@ class JobSpec(BaseModel):
 
     @property
     def suite_sha(self) -> str:
-        return file_sha256(self.track.suite)
+        from pipeline.eval.suites import suite_sha256  # a JSONL file, or a LAB task directory
+
+        return suite_sha256(self.track.suite)
 
     def eval_price(self) -> Price | None:
         """The hour price of the device this job evaluates on, resolved as the evaluation
@@ -176,6 +181,11 @@ def spec_for(
         source=source,
         judge_base_url=settings.judge.base_url,
         judge_model=settings.judge.model,
+        agent=settings.agent.model_copy(
+            update={
+                "second_judge": settings.agent.second_judge.model_copy(update={"api_key": None})
+            }
+        ),
         cpu_hour_price=w.cpu_hour_price,
         gpu_hour_price=w.gpu_hour_price,
     )

@@ -85,9 +85,10 @@ def check_tracks(settings: Settings) -> list[Track]:
     if not settings.tracks:
         raise ConfigError(NO_TRACKS)
     for track in settings.tracks:
-        for what, path in (("recipe", track.recipe), ("suite", track.suite)):
-            if not path.is_file():
-                raise ConfigError(f"track {track.name!r}: {what} {path} is not a file")
+        if not track.recipe.is_file():
+            raise ConfigError(f"track {track.name!r}: recipe {track.recipe} is not a file")
+        if not (track.suite.is_file() or track.suite.is_dir()):  # JSONL, or LAB task folders
+            raise ConfigError(f"track {track.name!r}: suite {track.suite} is not a file or folder")
     return list(settings.tracks)
 
 
