@@ -41,12 +41,13 @@ from pipeline.worker.failures import (
     is_oom,
     is_permanent,
     is_transient,
+    mlflow_unreachable,
 )
 from pipeline.worker.fetch import fetch_release
 from pipeline.worker.job_events import JobEvents, failure_event
 from pipeline.worker.job_spec import JobKey, JobSpec, job_key
 from pipeline.worker.launched_train import LaunchedTraining
-from pipeline.worker.lease import JobLeaseLost, Lease, read_lease
+from pipeline.worker.lease import JobLeaseLost, Lease, MlflowLeaseStore, read_lease
 from pipeline.worker.register import event_of_version, register_candidate, versions_of_key
 from pipeline.worker.runs import canonical_run, mark_stage, run_url
 from pipeline.worker.stages import Rate, cached_baseline, evaluate, holdout
@@ -128,25 +129,35 @@ class Job:
         return run_url(self.spec.tracking_uri, self.exp_id, self.run_id)
 
     def retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()``, retried on transient errors with doubling backoff."""
+        """``fn()``, retried on transient errors with doubling backoff. Once the job holds its
+        lease, MLflow not answering is waited out instead (capped backoff, not counted as a
+        retry): the job keeps its lease and its work until MLflow is back, bounded by the
+        stage timeout and the job deadline (issue 19). Before the lease there is nothing to
+        keep: the retries run out and the release is redelivered later (``service.py``)."""
         delay = self.spec.retry_backoff_s
-        for attempt in range(self.spec.transient_retries + 1):
+        attempt = 0
+        while True:
             try:
                 return fn()
             except Exception as exc:
-                if not is_transient(exc) or attempt >= self.spec.transient_retries:
+                if self.lease is not None and mlflow_unreachable(exc):
+                    log.warning(
+                        "%s: MLflow unreachable, waiting %.1fs for it: %s", what, delay, exc
+                    )
+                elif not is_transient(exc) or attempt >= self.spec.transient_retries:
                     raise
-                log.warning(
-                    "%s failed (attempt %d/%d), retrying in %.1fs: %s",
-                    what,
-                    attempt + 1,
-                    self.spec.transient_retries + 1,
-                    delay,
-                    exc,
-                )
+                else:
+                    attempt += 1
+                    log.warning(
+                        "%s failed (attempt %d/%d), retrying in %.1fs: %s",
+                        what,
+                        attempt,
+                        self.spec.transient_retries + 1,
+                        delay,
+                        exc,
+                    )
                 time.sleep(delay)
-                delay = min(delay * 2, self.spec.retry_backoff_max_s)
-        raise AssertionError("unreachable")
+                delay = min(max(delay, 0.1) * 2, self.spec.retry_backoff_max_s)
 
     def run_stage(self, stage: str, fn: Callable[[], T]) -> T:
         """One stage: fence the lease, tag start and end, publish progress, retry, time out."""
@@ -234,7 +245,11 @@ class Job:
         """Hold the key's lease (True), or see the key registered meanwhile (False)."""
         assert self.run_id is not None
         lease = Lease(
-            self.client, self.run_id, self.spec.worker, self.spec.lease_ttl_s, self.spec.heartbeat_s
+            MlflowLeaseStore(self.client),
+            self.run_id,
+            self.spec.worker,
+            self.spec.lease_ttl_s,
+            self.spec.heartbeat_s,
         )
         deadline = self.started + self.spec.job_deadline_s
         while (holder := self.retrying("lease", lease.try_acquire)) is not None:
@@ -261,13 +276,17 @@ class Job:
 
         spec, client, rid = self.spec, self.client, self.run_id
         assert rid is not None and self.key is not None
-        run = client.get_run(rid)
-        if run.info.status != "RUNNING":
-            client.update_run(rid, status="RUNNING")
-        for tag in (FAILURE_TAG, FAILURE_RETRYABLE_TAG):
-            if tag in run.data.tags:
-                client.delete_tag(rid, tag)
-        client.set_tag(rid, ATTEMPT_TAG, str(spec.attempt))
+
+        def begin() -> None:
+            run = client.get_run(rid)
+            if run.info.status != "RUNNING":
+                client.update_run(rid, status="RUNNING")
+            for tag in (FAILURE_TAG, FAILURE_RETRYABLE_TAG):
+                if tag in run.data.tags:
+                    client.delete_tag(rid, tag)
+            client.set_tag(rid, ATTEMPT_TAG, str(spec.attempt))
+
+        self.retrying("run start", begin)
         self.events.started()
         self.work_dir = work = spec.state_dir / "jobs" / self.key.digest[:32]
         work.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.worker.job_spec import JobSpec
 from uptake.errors import one_line
 from uptake.events import Event, RunFailed, RunStage, RunStarted
+from uptake.urls import redact_userinfo
 
 log = logging.getLogger(__name__)
 PRODUCER = "pipeline-worker"
@@ -38,7 +39,7 @@ def failure_event(
         reason=one_line(reason),
         retryable=retryable,
         track=spec.track.name,
-        run_url=run_url,
+        run_url=redact_userinfo(run_url) if run_url else None,  # the bus carries no password
     )
 
 

@@ -26,6 +26,7 @@ from uptake.mlflow_contract import (
     TRACK_TAG,
     stage_time_tag,
 )
+from uptake.urls import redact_userinfo
 
 
 def now_iso() -> str:
@@ -95,5 +96,6 @@ def mark_stage(client: Any, run_id: str, stage: str, edge: Literal["started", "e
 
 
 def run_url(tracking_uri: str, exp_id: str, run_id: str) -> str:
-    """The run's page in the MLflow UI (for the alerter's message)."""
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+    """The run's page in the MLflow UI (for the alerter's message): without the tracking URI's
+    ``user:password@``, as the link goes out on the bus."""
+    return f"{redact_userinfo(tracking_uri).rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
