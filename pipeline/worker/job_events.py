@@ -40,6 +40,7 @@ def failure_event(
         retryable=retryable,
         track=spec.track.name,
         run_url=redact_userinfo(run_url) if run_url else None,  # the bus carries no password
+        attempts=spec.attempt,
     )
 
 
