@@ -252,6 +252,7 @@ class Job:
             self.spec.heartbeat_s,
         )
         deadline = self.started + self.spec.job_deadline_s
+        waited = False
         while (holder := self.retrying("lease", lease.try_acquire)) is not None:
             if self.retrying("MLflow lookup", self.registered) is not None:
                 return False
@@ -259,6 +260,13 @@ class Job:
                 raise JobLeaseLost(
                     f"{self.key}: leased by {holder.owner} for longer than the job's deadline"
                 )
+            if not waited:  # said once: the progress board and the rebalance test read it
+                self.events.stage(
+                    "fetch",
+                    force=True,
+                    message=f"{self.spec.worker} waits: leased by {holder.owner}",
+                )
+                waited = True
             log.info("run %s is leased by %s; waiting", self.run_id, holder.owner)
             time.sleep(min(self.spec.heartbeat_s, max(0.2, holder.expires_at - time.time())))
         # the holder may have registered and released between our last look and the take

@@ -1,6 +1,7 @@
 """A loopback TCP forwarder in front of MLflow that can go down: every open connection cut
 and every new one refused for a while, as when the MLflow server restarts or its node is
-lost. ``down_after`` takes it down when a request carries a marker (a stage tag, say)."""
+lost. ``down_after`` takes it down when a request carries a marker (a stage tag, say);
+``hold`` keeps a request that carries a marker until the test lets it through."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class OutageProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.outages: list[tuple[float, float]] = []  # (start, end) monotonic
         self._marker: bytes | None = None
+        self._held: tuple[bytes, threading.Event, float] | None = None
         self._outage_s = 0.0
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -32,6 +34,11 @@ class OutageProxy:
     def down_after(self, marker: bytes, outage_s: float) -> None:
         """Go down for ``outage_s`` once a client sends ``marker`` (once)."""
         self._marker, self._outage_s = marker, outage_s
+
+    def hold(self, marker: bytes, until: threading.Event, at_most_s: float) -> None:
+        """Keep the request that carries ``marker`` until ``until`` is set (or ``at_most_s``
+        passed); every other request goes through meanwhile."""
+        self._held = (marker, until, at_most_s)
 
     def __enter__(self) -> OutageProxy:
         self._up.set()
@@ -64,6 +71,9 @@ class OutageProxy:
     def _pipe(self, a: socket.socket, b: socket.socket, watch: bool) -> None:
         try:
             while data := a.recv(65536):
+                if watch and self._held is not None and self._held[0] in data:
+                    _marker, until, at_most_s = self._held
+                    until.wait(at_most_s)
                 if watch and self._marker is not None and self._marker in data:
                     self._marker = None
                     threading.Thread(target=self._outage, daemon=True).start()
