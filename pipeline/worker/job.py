@@ -45,9 +45,10 @@ from pipeline.worker.failures import (
 )
 from pipeline.worker.fetch import fetch_release
 from pipeline.worker.job_events import JobEvents, failure_event
-from pipeline.worker.job_spec import JobKey, JobSpec, job_key
+from pipeline.worker.job_spec import JobKey, JobSpec
 from pipeline.worker.launched_train import LaunchedTraining
 from pipeline.worker.lease import JobLeaseLost, Lease, MlflowLeaseStore, read_lease
+from pipeline.worker.plan import JobPlan, plan_job
 from pipeline.worker.register import event_of_version, register_candidate, versions_of_key
 from pipeline.worker.runs import canonical_run, mark_stage, run_url
 from pipeline.worker.stages import Rate, cached_baseline, evaluate, holdout
@@ -119,6 +120,7 @@ class Job:
         self.lease: Lease | None = None
         self.started = time.monotonic()
         self.work_dir: Path | None = None
+        self.plan: JobPlan | None = None
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -225,7 +227,8 @@ class Job:
 
     def _run(self) -> JobOutcome:
         spec = self.spec
-        self.key = key = job_key(spec)
+        self.plan = plan_job(spec)  # the key from snapshots of the recipe and suite
+        self.key = key = self.plan.key
         run = self.retrying("MLflow lookup", lambda: canonical_run(self.client, spec, key))
         self.run_id, self.exp_id = run.info.run_id, run.info.experiment_id
         self.events.run_id = self.run_id
@@ -278,8 +281,8 @@ class Job:
         return True
 
     def _stages(self) -> JobOutcome:
-        from pipeline.eval import load_results, load_suite, log_to_mlflow, save_results
-        from pipeline.train import load_recipe, preflight
+        from pipeline.eval import load_results, log_to_mlflow, save_results
+        from pipeline.train import preflight
         from pipeline.train.mlflow_log import log_refusal
 
         spec, client, rid = self.spec, self.client, self.run_id
@@ -296,8 +299,8 @@ class Job:
 
         self.retrying("run start", begin)
         self.events.started()
-        self.work_dir = work = spec.state_dir / "jobs" / self.key.digest[:32]
-        work.mkdir(parents=True, exist_ok=True)
+        assert self.plan is not None
+        self.work_dir = work = self.plan.work_dir
 
         model_dir, fetched = self.run_stage(
             "fetch",
@@ -308,8 +311,8 @@ class Job:
         client.set_tag(rid, FETCH_CACHED_TAG, str(not fetched).lower())
         self.stage = "preflight"  # a bad recipe or suite fails there
         profile = "cpu" if spec.device == "cpu" else None
-        recipe = load_recipe(spec.track.recipe).resolve(profile)
-        suite = load_suite(spec.track.suite)
+        recipe = self.plan.recipe(profile)  # the snapshots the key was computed from
+        suite = self.plan.suite()
 
         def check() -> None:
             report = preflight(model_dir, recipe, spec.allowlist, repo_id=spec.release.repo_id)
