@@ -20,9 +20,8 @@ from uptake.mlflow_contract import RECIPE_SHA_TAG
 
 
 def test_the_plan_keys_and_snapshots_what_it_read(tmp_path: Path) -> None:
-    from uptake.settings import Settings
-
     from tests.worker.test_service import release
+    from uptake.settings import Settings
 
     track = make_track(tmp_path / "tracks", "legal")
     s = Settings(home=tmp_path / "home", kafka_bootstrap="127.0.0.1:9")
