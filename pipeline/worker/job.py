@@ -136,7 +136,7 @@ class Job:
         retry): the job keeps its lease and its work until MLflow is back, bounded by the
         stage timeout and the job deadline (issue 19). Before the lease there is nothing to
         keep: the retries run out and the release is redelivered later (``service.py``)."""
-        delay = self.spec.retry_backoff_s
+        delay = self.spec.worker.retry_backoff_s
         attempt = 0
         while True:
             try:
@@ -146,7 +146,7 @@ class Job:
                     log.warning(
                         "%s: MLflow unreachable, waiting %.1fs for it: %s", what, delay, exc
                     )
-                elif not is_transient(exc) or attempt >= self.spec.transient_retries:
+                elif not is_transient(exc) or attempt >= self.spec.worker.transient_retries:
                     raise
                 else:
                     attempt += 1
@@ -154,12 +154,12 @@ class Job:
                         "%s failed (attempt %d/%d), retrying in %.1fs: %s",
                         what,
                         attempt,
-                        self.spec.transient_retries + 1,
+                        self.spec.worker.transient_retries + 1,
                         delay,
                         exc,
                     )
                 time.sleep(delay)
-                delay = min(max(delay, 0.1) * 2, self.spec.retry_backoff_max_s)
+                delay = min(max(delay, 0.1) * 2, self.spec.worker.retry_backoff_max_s)
 
     def run_stage(self, stage: str, fn: Callable[[], T]) -> T:
         """One stage: fence the lease, tag start and end, publish progress, retry, time out."""
@@ -170,7 +170,7 @@ class Job:
         assert rid is not None
         self.retrying("stage tag", lambda: mark_stage(self.client, rid, stage, "started"))
         self.events.stage(stage, force=True, message="started")
-        with stage_timer(self.spec.stage_timeout_s, stage):
+        with stage_timer(self.spec.worker.stage_timeout_s, stage):
             value = self.retrying(stage, fn)
         self.retrying("stage tag", lambda: mark_stage(self.client, rid, stage, "ended"))
         self.events.stage(stage, force=True, message="done")
@@ -199,16 +199,16 @@ class Job:
         live lease holds the run, that worker is finishing it right now: wait (up to two
         lease terms) instead of racing it. A live lease in this worker's own name is a dead
         earlier attempt (a worker runs one job at a time)."""
-        deadline = time.monotonic() + 2 * self.spec.lease_ttl_s
+        deadline = time.monotonic() + 2 * self.spec.worker.lease_ttl_s
         while True:
             if REGISTERED_VERSION_TAG in self.client.get_run(version.run_id).data.tags:
                 return True
             holder = read_lease(self.client, version.run_id)
-            if not holder.live() or holder.owner == self.spec.worker:
+            if not holder.live() or holder.owner == self.spec.identity:
                 return False
             if time.monotonic() > deadline:
                 return False
-            time.sleep(min(self.spec.heartbeat_s, 0.5))
+            time.sleep(min(self.spec.worker.heartbeat_s, 0.5))
 
     def registered(self) -> Any | None:
         assert self.key is not None
@@ -250,11 +250,11 @@ class Job:
         lease = Lease(
             MlflowLeaseStore(self.client),
             self.run_id,
-            self.spec.worker,
-            self.spec.lease_ttl_s,
-            self.spec.heartbeat_s,
+            self.spec.identity,
+            self.spec.worker.lease_ttl_s,
+            self.spec.worker.heartbeat_s,
         )
-        deadline = self.started + self.spec.job_deadline_s
+        deadline = self.started + self.spec.worker.job_deadline_s
         waited = False
         while (holder := self.retrying("lease", lease.try_acquire)) is not None:
             if self.retrying("MLflow lookup", self.registered) is not None:
@@ -267,11 +267,11 @@ class Job:
                 self.events.stage(
                     "fetch",
                     force=True,
-                    message=f"{self.spec.worker} waits: leased by {holder.owner}",
+                    message=f"{self.spec.identity} waits: leased by {holder.owner}",
                 )
                 waited = True
             log.info("run %s is leased by %s; waiting", self.run_id, holder.owner)
-            time.sleep(min(self.spec.heartbeat_s, max(0.2, holder.expires_at - time.time())))
+            time.sleep(min(self.spec.worker.heartbeat_s, max(0.2, holder.expires_at - time.time())))
         # the holder may have registered and released between our last look and the take
         if self.retrying("MLflow lookup", self.registered) is not None:
             lease.release()
@@ -310,7 +310,7 @@ class Job:
         )
         client.set_tag(rid, FETCH_CACHED_TAG, str(not fetched).lower())
         self.stage = "preflight"  # a bad recipe or suite fails there
-        profile = "cpu" if spec.device == "cpu" else None
+        profile = "cpu" if spec.worker.device == "cpu" else None
         recipe = self.plan.recipe(profile)  # the snapshots the key was computed from
         suite = self.plan.suite()
 
@@ -403,7 +403,7 @@ class Job:
                 work / "train",
                 tracking_uri=spec.tracking_uri,
                 run_id=rid,
-                experiment=spec.experiment,
+                experiment=spec.worker.experiment,
                 allowlist=spec.allowlist,
                 repo_id=spec.release.repo_id,
                 resume=True,
@@ -515,10 +515,10 @@ def run_job(spec: JobSpec) -> JobOutcome:
     """Adopt ``spec.release`` into ``spec.track`` (see the module docstring). Returns
     ``JobOutcome(ok=True)``; raises ``JobFailed`` (its class says whether a retry could help)
     or ``JobLeaseLost``."""
-    if spec.device == "cpu":
+    if spec.worker.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    elif spec.gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpus
+    elif spec.worker.gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec.worker.gpus
     import mlflow
 
     from uptake.models import render_child

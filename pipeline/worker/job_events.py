@@ -78,7 +78,7 @@ class JobEvents:
                 run_id=self.run_id,
                 base_model=r.repo_id,
                 base_revision=r.revision,
-                worker=self.spec.worker,
+                worker=self.spec.identity,
                 attempt=self.spec.attempt,
                 track=self.spec.track.name,
             )
@@ -87,7 +87,7 @@ class JobEvents:
     def stage(self, stage: str, *, force: bool = False, **fields: Any) -> None:
         """A ``run.stage`` update; dropped when the last one of ``stage`` was too recent."""
         now = time.monotonic()
-        if not force and now - self._last.get(stage, -1e9) < self.spec.progress_interval_s:
+        if not force and now - self._last.get(stage, -1e9) < self.spec.worker.progress_interval_s:
             return
         self._last[stage] = now
         event = RunStage(

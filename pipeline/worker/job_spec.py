@@ -16,15 +16,15 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from uptake.cost import MAX_PRICE, Price, hour_price
+from uptake.cost import Price, hour_price
 from uptake.events import ReleaseDetected
 from uptake.settings import Settings, TopicNames
 from uptake.tracks import Track
 from uptake.watcher_config import HfSourceConfig
+from uptake.worker_config import WorkerSettings
 
 
 class JobKey(BaseModel):
@@ -56,28 +56,14 @@ class JobSpec(BaseModel):
     topics: TopicNames = TopicNames()
     client_id: str = "uptake"
     allowlist: list[str] = Field(default_factory=list)  # trust_remote_code_allowlist
-    device: Literal["auto", "cpu"] = "auto"
-    gpus: str | None = None  # CUDA_VISIBLE_DEVICES for the child, e.g. "0,1"
-    experiment: str = "uptake-pipeline"
-    stage_timeout_s: float = Field(12 * 3600.0, gt=0)
-    job_deadline_s: float = Field(24 * 3600.0, gt=0)
-    lease_ttl_s: float = Field(120.0, gt=0)
-    heartbeat_s: float = Field(20.0, gt=0)
-    transient_retries: int = Field(3, ge=0)
-    retry_backoff_s: float = Field(2.0, ge=0)
-    retry_backoff_max_s: float = Field(60.0, gt=0)
-    eval_batch_size: int = Field(16, ge=1)
-    eval_max_new_tokens: int | None = Field(None, ge=1)
-    progress_interval_s: float = Field(2.0, ge=0)
-    worker: str = "worker"  # identity of the worker process: lease owner, run.started
+    # the worker: section as configured (device, limits, lease, retries, evaluation, prices)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    identity: str = "worker"  # the worker process's identity: lease owner, run.started
     attempt: int = Field(1, ge=1)
     # the hub source's token variable (None: anonymous); the child reads the token from env
     token_env: str | None = None
     judge_base_url: str | None = None
     judge_model: str | None = None
-    # worker.cpu_hour_price / gpu_hour_price: the evaluation's device picks one (uptake.cost)
-    cpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
-    gpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
 
     @property
     def recipe_sha(self) -> str:
@@ -92,8 +78,9 @@ class JobSpec(BaseModel):
         resolves it (``device: cpu``, else CUDA when there is one); None: no price for it."""
         from uptake.models.loader import resolve_device
 
-        device = resolve_device("cpu" if self.device == "cpu" else "auto").type
-        return hour_price(device, cpu_hour=self.cpu_hour_price, gpu_hour=self.gpu_hour_price)
+        device = resolve_device("cpu" if self.worker.device == "cpu" else "auto").type
+        w = self.worker
+        return hour_price(device, cpu_hour=w.cpu_hour_price, gpu_hour=w.gpu_hour_price)
 
 
 def file_sha256(path: Path) -> str:
@@ -139,7 +126,6 @@ def spec_for(
     attempt: int = 1,
 ) -> JobSpec:
     """The spec of one job from the service's settings (what ``uptake worker`` does)."""
-    w = settings.worker
     return JobSpec(
         release=release,
         track=track,
@@ -149,24 +135,10 @@ def spec_for(
         topics=settings.kafka.topics,
         client_id=settings.kafka.client_id,
         allowlist=list(settings.trust_remote_code_allowlist),
-        device=w.device,
-        gpus=w.gpus,
-        experiment=w.experiment,
-        stage_timeout_s=w.stage_timeout_s,
-        job_deadline_s=w.job_deadline_s,
-        lease_ttl_s=w.lease_ttl_s,
-        heartbeat_s=w.heartbeat_s,
-        transient_retries=w.transient_retries,
-        retry_backoff_s=w.retry_backoff_s,
-        retry_backoff_max_s=w.retry_backoff_max_s,
-        eval_batch_size=w.eval_batch_size,
-        eval_max_new_tokens=w.eval_max_new_tokens,
-        progress_interval_s=w.progress_interval_s,
-        worker=worker,
+        worker=settings.worker,
+        identity=worker,
         attempt=attempt,
         token_env=token_env_for(settings, release.source),
         judge_base_url=settings.judge.base_url,
         judge_model=settings.judge.model,
-        cpu_hour_price=w.cpu_hour_price,
-        gpu_hour_price=w.gpu_hour_price,
     )

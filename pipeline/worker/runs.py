@@ -67,7 +67,7 @@ def run_tags(spec: JobSpec, key: JobKey) -> dict[str, str]:
 
 def canonical_run(client: Any, spec: JobSpec, key: JobKey) -> Any:
     """The run of ``key``: the oldest live one, else a new one (a racing duplicate is deleted)."""
-    exp_id = ensure_experiment(client, spec.experiment)
+    exp_id = ensure_experiment(client, spec.worker.experiment)
     found = find_runs(client, exp_id, key)
     if found:
         return found[0]

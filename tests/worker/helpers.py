@@ -12,6 +12,7 @@ from uptake.events import ReleaseDetected, release_id
 from uptake.settings import Settings
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 from uptake.tracks import Track
+from uptake.worker_config import WorkerSettings
 from watcher.sources.dirs import content_hash as watcher_content_hash
 
 SUITE_TASKS = [
@@ -104,13 +105,9 @@ def dir_release(drops: Path, repo_id: str, source: str = "drops") -> ReleaseDete
 
 
 def job_spec(settings: Settings, release: ReleaseDetected, track: Track, **over: Any) -> JobSpec:
-    fields: dict[str, Any] = {
-        "release": release,
-        "track": track,
-        "tracking_uri": settings.tracking_uri,
-        "state_dir": settings.state_dir,
-        "kafka_bootstrap": settings.kafka_bootstrap,
-        "topics": settings.kafka.topics,
+    """A test job's spec; ``over`` may name ``worker:`` settings (``lease_ttl_s=3``), which go
+    into the nested ``WorkerSettings``, and ``worker="w-x"``, the worker's identity."""
+    limits: dict[str, Any] = {
         "device": "cpu",
         "experiment": "uptake-worker-test",
         "lease_ttl_s": 6.0,
@@ -118,8 +115,22 @@ def job_spec(settings: Settings, release: ReleaseDetected, track: Track, **over:
         "transient_retries": 2,
         "retry_backoff_s": 0.2,
         "progress_interval_s": 0.0,
-        "worker": "w-test",
         "eval_batch_size": 4,
     }
-    fields.update(over)
-    return JobSpec(**fields)
+    fields: dict[str, Any] = {
+        "release": release,
+        "track": track,
+        "tracking_uri": settings.tracking_uri,
+        "state_dir": settings.state_dir,
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "topics": settings.kafka.topics,
+        "identity": "w-test",
+    }
+    for name, value in over.items():
+        if name == "worker":
+            fields["identity"] = value
+        elif name in WorkerSettings.model_fields:
+            limits[name] = value
+        else:
+            fields[name] = value
+    return JobSpec(**fields, worker=WorkerSettings(**limits))

@@ -54,7 +54,7 @@ def test_an_outage_longer_than_retries_and_ttl_mid_training_ends_registered_once
     assert len(versions) == 1
     key = job_key(spec)
     runs = c.search_runs(
-        [c.get_experiment_by_name(spec.experiment).experiment_id],
+        [c.get_experiment_by_name(spec.worker.experiment).experiment_id],
         filter_string=f"tags.`{JOB_KEY_TAG}` = '{key.digest}'",
     )
     assert [r.info.status for r in runs] == ["FINISHED"]

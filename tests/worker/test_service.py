@@ -34,8 +34,8 @@ def recording_job(spec: JobSpec) -> None:
         "release": spec.release.release_id,
         "pid": os.getpid(),
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "gpus": spec.gpus,
-        "worker": spec.worker,
+        "gpus": spec.worker.gpus,
+        "worker": spec.identity,
         "attempt": spec.attempt,
         "at": time.time(),
     }
