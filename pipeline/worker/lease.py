@@ -116,6 +116,7 @@ class Lease:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._seen_at = 0.0  # monotonic time the heartbeat last found the lease ours
 
     def try_acquire(self) -> LeaseState | None:
         """Take the lease if it is free, expired or ours; None when taken, else the holder."""
@@ -128,6 +129,7 @@ class Lease:
         after = self.store.read(self.run_id)
         if after.owner == self.owner and after.generation == generation:
             self.generation = generation
+            self._seen_at = time.monotonic()
             return None
         return after
 
@@ -159,6 +161,7 @@ class Lease:
                 )
                 self.lost.set()
                 return
+            self._seen_at = time.monotonic()
             if failing_since is not None:
                 log.info("MLflow answers again; lease on run %s still ours", self.run_id)
                 failing_since = None
@@ -169,10 +172,16 @@ class Lease:
             except Exception as exc:  # checked again next beat
                 log.warning("renewing the lease on run %s failed: %s", self.run_id, exc)
 
-    def fence(self) -> None:
-        """Raise ``JobLeaseLost`` unless we still hold the lease (checked in MLflow, not cached)."""
+    def fence(self, fresh: bool = True) -> None:
+        """Raise ``JobLeaseLost`` unless we still hold the lease. ``fresh``: read it from
+        MLflow now (before the write that must happen once: registration); otherwise the
+        heartbeat's check counts when it is at most two beats old (a stage start needs no
+        request of its own)."""
         if self.generation is None:
             raise JobLeaseLost(f"lease on run {self.run_id} not held")
+        recent = time.monotonic() - self._seen_at <= 2 * self.heartbeat_s
+        if not fresh and recent and not self.lost.is_set():
+            return
         state = self.store.read(self.run_id)
         if self.lost.is_set() or state.owner != self.owner or state.generation != self.generation:
             raise JobLeaseLost(
