@@ -49,7 +49,12 @@ from pipeline.worker.job_spec import JobKey, JobSpec
 from pipeline.worker.launched_train import LaunchedTraining
 from pipeline.worker.lease import JobLeaseLost, Lease, MlflowLeaseStore, read_lease
 from pipeline.worker.plan import JobPlan, plan_job
-from pipeline.worker.register import event_of_version, register_candidate, versions_of_key
+from pipeline.worker.register import (
+    candidate_event,
+    event_of_version,
+    register_candidate,
+    versions_of_key,
+)
 from pipeline.worker.runs import canonical_run, now_iso, run_url, stage_start_tags
 from pipeline.worker.stages import Rate, cached_baseline, evaluate, holdout
 from pipeline.worker.tags import (
@@ -480,11 +485,23 @@ class Job:
                     tags[f"{SCORE_TAG_PREFIX}{prefix}{name}"] = f"{metrics[prefix + name]:.6f}"
         if self.lease is not None:
             self.lease.fence()  # right before the write that must happen once
-        version, _created = register_candidate(
+        version, created = register_candidate(
             self.client, spec.track.registered_model, rid, key.digest, tags
         )
         self._mark_registered(version)
-        self.events.publish(event_of_version(self.client, version, self.events_producer_name))
+        if created:  # its scores are the ones just measured: no need to read the run back
+            event = candidate_event(
+                version,
+                spec.track.registered_model,
+                rid,
+                metrics,
+                release_id=release.release_id,
+                suite_sha=key.suite_sha,
+                producer=self.events_producer_name,
+            )
+        else:
+            event = event_of_version(self.client, version, self.events_producer_name)
+        self.events.publish(event)
         return version
 
     def _mark_registered(self, version: Any) -> None:
