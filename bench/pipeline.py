@@ -20,8 +20,9 @@ Wall time per stage comes from the run's stage tags (``uptake.stage.<stage>.*``)
 worker's own overhead is everything but training and evaluation compute (the train, baseline
 and evaluate stages): consuming, the child's start, fetch, preflight, the hold-out check,
 registration and MLflow/Kafka traffic, from publishing the release to the worker reporting
-its job. The worker's MLflow requests go through a counting proxy (``bench/mlflow_counter.py``):
-each release's REST requests and ``runs/get`` calls are reported. The overhead is a fixed cost per release, so its share falls with the job's length:
+its job. The worker's MLflow requests go through a counting proxy
+(``bench/mlflow_counter.py``): each release's REST requests and ``runs/get`` calls are
+reported. The overhead is a fixed cost per release, so its share falls with the job's length:
 the target (<= 10%) is checked on ``warm-long``; the short job's share is reported beside it.
 Prints a rich table and writes JSON.
 """
