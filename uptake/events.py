@@ -142,9 +142,10 @@ class RunFailed(RunEvent):
     type: Literal["run.failed"] = "run.failed"
     stage: str
     reason: str
-    retryable: bool = False
+    retryable: bool = False  # true: another attempt follows; false: the release's last word
     track: str | None = None
     run_url: str | None = None  # the MLflow run's page, for the alerter's message
+    attempts: int = Field(1, ge=1)  # attempts of this job so far (the worker's retry window)
 
 
 class CandidateRegistered(RunEvent):

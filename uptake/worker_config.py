@@ -39,6 +39,19 @@ class WorkerSettings(ConfigModel):
         2.0, ge=0, description="Seconds before the first retry; doubled each retry."
     )
     retry_backoff_max_s: float = Field(60.0, gt=0, description="Cap of that backoff, seconds.")
+    retry_window_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Seconds a release whose job keeps failing for a retryable reason (hub or "
+        "MLflow down, a crash) is tried again, with growing delays; then it is given up: "
+        "`run.failed` with `retryable: false` and the attempts made.",
+    )
+    retry_delay_s: float = Field(
+        30.0, ge=0, description="Seconds before a failed job's second attempt; doubled each time."
+    )
+    retry_delay_max_s: float = Field(
+        1800.0, gt=0, description="Cap of the delay between two attempts of a job, seconds."
+    )
     device: Literal["auto", "cpu"] = Field(
         "auto", description="`cpu`: the jobs never use a GPU (tests, the demo)."
     )

@@ -13,6 +13,10 @@
   exception's chain, or in the text of a library that wraps it, like torch's and safetensors'
   writers): the job fails at once as retryable with reason ``disk_full: …`` (``as_disk_full``);
   retrying the stage in seconds would not free space;
+- MLflow unreachable (``mlflow_unreachable``: refused connections, timeouts, the client's own
+  retries exhausted) while the job holds its lease: the job waits for MLflow instead of
+  counting retries (``Job.retrying``), bounded by the stage timeout and the job deadline; it
+  keeps its lease and its work (``lease.py``);
 - anything else (a bug, a stage timeout): the job fails at once, marked retryable so a later
   delivery may try again.
 
@@ -174,3 +178,26 @@ def is_transient(exc: BaseException) -> bool:
         status = exc.response.status_code if exc.response is not None else None
         return status is None or status >= 500 or status in (408, 429)
     return isinstance(exc, requests.RequestException | httpx.TransportError | OSError)
+
+
+def mlflow_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says MLflow did not answer (as opposed to answering with an error).
+
+    MLflow's client wraps the ``requests`` error in a plain ``MlflowException`` without a
+    cause, so the chain's context is what tells a refused connection from a refused request.
+    """
+    import requests
+
+    unreachable = (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.RetryError,
+    )
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, unreachable):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -42,14 +42,21 @@ from pipeline.worker.failures import (
     is_oom,
     is_permanent,
     is_transient,
+    mlflow_unreachable,
 )
 from pipeline.worker.fetch import fetch_release
 from pipeline.worker.job_events import JobEvents, failure_event
-from pipeline.worker.job_spec import JobKey, JobSpec, job_key
+from pipeline.worker.job_spec import JobKey, JobSpec
 from pipeline.worker.launched_train import LaunchedTraining
-from pipeline.worker.lease import JobLeaseLost, Lease, read_lease
-from pipeline.worker.register import event_of_version, register_candidate, versions_of_key
-from pipeline.worker.runs import canonical_run, mark_stage, run_url
+from pipeline.worker.lease import JobLeaseLost, Lease, MlflowLeaseStore, read_lease
+from pipeline.worker.plan import JobPlan, plan_job
+from pipeline.worker.register import (
+    candidate_event,
+    event_of_version,
+    register_candidate,
+    versions_of_key,
+)
+from pipeline.worker.runs import canonical_run, now_iso, run_url, stage_start_tags
 from pipeline.worker.stages import Rate, cached_baseline, evaluate, holdout
 from pipeline.worker.tags import (
     ATTEMPT_TAG,
@@ -75,6 +82,7 @@ from uptake.mlflow_contract import (
     RELEASE_ID_TAG,
     SUITE_SHA_TAG,
     TRACK_TAG,
+    stage_time_tag,
 )
 
 log = logging.getLogger(__name__)
@@ -119,6 +127,9 @@ class Job:
         self.lease: Lease | None = None
         self.started = time.monotonic()
         self.work_dir: Path | None = None
+        self.plan: JobPlan | None = None
+        self._pending: dict[str, str] = {}  # run tags that go out with the next write
+        self._run_found: Any = None  # the run as the lookup returned it
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -129,40 +140,73 @@ class Job:
         return run_url(self.spec.tracking_uri, self.exp_id, self.run_id)
 
     def retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()``, retried on transient errors with doubling backoff."""
-        delay = self.spec.retry_backoff_s
-        for attempt in range(self.spec.transient_retries + 1):
+        """``fn()``, retried on transient errors with doubling backoff. Once the job holds its
+        lease, MLflow not answering is waited out instead (capped backoff, not counted as a
+        retry): the job keeps its lease and its work until MLflow is back, bounded by the
+        stage timeout and the job deadline (issue 19). Before the lease there is nothing to
+        keep: the retries run out and the release is redelivered later (``service.py``)."""
+        delay = self.spec.worker.retry_backoff_s
+        attempt = 0
+        while True:
             try:
                 return fn()
             except Exception as exc:
-                if not is_transient(exc) or attempt >= self.spec.transient_retries:
+                if self.lease is not None and mlflow_unreachable(exc):
+                    log.warning(
+                        "%s: MLflow unreachable, waiting %.1fs for it: %s", what, delay, exc
+                    )
+                elif not is_transient(exc) or attempt >= self.spec.worker.transient_retries:
                     raise
-                log.warning(
-                    "%s failed (attempt %d/%d), retrying in %.1fs: %s",
-                    what,
-                    attempt + 1,
-                    self.spec.transient_retries + 1,
-                    delay,
-                    exc,
-                )
+                else:
+                    attempt += 1
+                    log.warning(
+                        "%s failed (attempt %d/%d), retrying in %.1fs: %s",
+                        what,
+                        attempt,
+                        self.spec.worker.transient_retries + 1,
+                        delay,
+                        exc,
+                    )
                 time.sleep(delay)
-                delay = min(delay * 2, self.spec.retry_backoff_max_s)
-        raise AssertionError("unreachable")
+                delay = min(max(delay, 0.1) * 2, self.spec.worker.retry_backoff_max_s)
 
-    def run_stage(self, stage: str, fn: Callable[[], T]) -> T:
-        """One stage: fence the lease, tag start and end, publish progress, retry, time out."""
+    def run_stage(
+        self, stage: str, fn: Callable[[], T], cached: Callable[[T], tuple[str, bool]] | None = None
+    ) -> T:
+        """One stage: fence the lease, tag start and end, publish progress, retry, time out.
+
+        ``cached`` turns the stage's return into its cached flag (tag, was it cached). The end
+        tag and that flag go out with the next stage's start (or ``flush_tags``): one MLflow
+        request per stage edge instead of three."""
         self.stage = stage
         if self.lease is not None:
-            self.retrying("lease check", self.lease.fence)
-        rid = self.run_id
-        assert rid is not None
-        self.retrying("stage tag", lambda: mark_stage(self.client, rid, stage, "started"))
+            lease = self.lease
+            # the heartbeat's recent check; registration reads it fresh right before its write
+            self.retrying("lease check", lambda: lease.fence(fresh=False))
+        self.flush_tags(stage_start_tags(stage))
         self.events.stage(stage, force=True, message="started")
-        with stage_timer(self.spec.stage_timeout_s, stage):
+        with stage_timer(self.spec.worker.stage_timeout_s, stage):
             value = self.retrying(stage, fn)
-        self.retrying("stage tag", lambda: mark_stage(self.client, rid, stage, "ended"))
+        self._pending[stage_time_tag(stage, "ended")] = now_iso()
+        if cached is not None:
+            tag, was_cached = cached(value)
+            self._pending[tag] = str(was_cached).lower()
         self.events.stage(stage, force=True, message="done")
         return value
+
+    def flush_tags(self, tags: dict[str, str] | None = None) -> None:
+        """Write ``tags`` with those waiting (a stage's end, its cached flag) in one request."""
+        from mlflow.entities import RunTag
+
+        batch = {**self._pending, **(tags or {})}
+        rid = self.run_id
+        if not batch or rid is None:
+            return
+        self.retrying(
+            "run tags",
+            lambda: self.client.log_batch(rid, tags=[RunTag(k, v) for k, v in batch.items()]),
+        )
+        self._pending = {}
 
     def reemit(self, version: Any) -> JobOutcome:
         if not self._registration_finished(version):
@@ -187,16 +231,16 @@ class Job:
         live lease holds the run, that worker is finishing it right now: wait (up to two
         lease terms) instead of racing it. A live lease in this worker's own name is a dead
         earlier attempt (a worker runs one job at a time)."""
-        deadline = time.monotonic() + 2 * self.spec.lease_ttl_s
+        deadline = time.monotonic() + 2 * self.spec.worker.lease_ttl_s
         while True:
             if REGISTERED_VERSION_TAG in self.client.get_run(version.run_id).data.tags:
                 return True
             holder = read_lease(self.client, version.run_id)
-            if not holder.live() or holder.owner == self.spec.worker:
+            if not holder.live() or holder.owner == self.spec.identity:
                 return False
             if time.monotonic() > deadline:
                 return False
-            time.sleep(min(self.spec.heartbeat_s, 0.5))
+            time.sleep(min(self.spec.worker.heartbeat_s, 0.5))
 
     def registered(self) -> Any | None:
         assert self.key is not None
@@ -215,8 +259,10 @@ class Job:
 
     def _run(self) -> JobOutcome:
         spec = self.spec
-        self.key = key = job_key(spec)
+        self.plan = plan_job(spec)  # the key from snapshots of the recipe and suite
+        self.key = key = self.plan.key
         run = self.retrying("MLflow lookup", lambda: canonical_run(self.client, spec, key))
+        self._run_found = run
         self.run_id, self.exp_id = run.info.run_id, run.info.experiment_id
         self.events.run_id = self.run_id
         if (version := self.retrying("MLflow lookup", self.registered)) is not None:
@@ -235,9 +281,14 @@ class Job:
         """Hold the key's lease (True), or see the key registered meanwhile (False)."""
         assert self.run_id is not None
         lease = Lease(
-            self.client, self.run_id, self.spec.worker, self.spec.lease_ttl_s, self.spec.heartbeat_s
+            MlflowLeaseStore(self.client),
+            self.run_id,
+            self.spec.identity,
+            self.spec.worker.lease_ttl_s,
+            self.spec.worker.heartbeat_s,
         )
-        deadline = self.started + self.spec.job_deadline_s
+        deadline = self.started + self.spec.worker.job_deadline_s
+        waited = False
         while (holder := self.retrying("lease", lease.try_acquire)) is not None:
             if self.retrying("MLflow lookup", self.registered) is not None:
                 return False
@@ -245,8 +296,15 @@ class Job:
                 raise JobLeaseLost(
                     f"{self.key}: leased by {holder.owner} for longer than the job's deadline"
                 )
+            if not waited:  # said once: the progress board and the rebalance test read it
+                self.events.stage(
+                    "fetch",
+                    force=True,
+                    message=f"{self.spec.identity} waits: leased by {holder.owner}",
+                )
+                waited = True
             log.info("run %s is leased by %s; waiting", self.run_id, holder.owner)
-            time.sleep(min(self.spec.heartbeat_s, max(0.2, holder.expires_at - time.time())))
+            time.sleep(min(self.spec.worker.heartbeat_s, max(0.2, holder.expires_at - time.time())))
         # the holder may have registered and released between our last look and the take
         if self.retrying("MLflow lookup", self.registered) is not None:
             lease.release()
@@ -256,34 +314,38 @@ class Job:
         return True
 
     def _stages(self) -> JobOutcome:
-        from pipeline.eval import load_results, load_suite, log_to_mlflow, save_results
-        from pipeline.train import load_recipe, preflight
+        from pipeline.eval import load_results, log_to_mlflow, save_results
+        from pipeline.train import preflight
         from pipeline.train.mlflow_log import log_refusal
 
         spec, client, rid = self.spec, self.client, self.run_id
         assert rid is not None and self.key is not None
-        run = client.get_run(rid)
-        if run.info.status != "RUNNING":
-            client.update_run(rid, status="RUNNING")
-        for tag in (FAILURE_TAG, FAILURE_RETRYABLE_TAG):
-            if tag in run.data.tags:
-                client.delete_tag(rid, tag)
-        client.set_tag(rid, ATTEMPT_TAG, str(spec.attempt))
-        self.events.started()
-        self.work_dir = work = spec.state_dir / "jobs" / self.key.digest[:32]
-        work.mkdir(parents=True, exist_ok=True)
 
-        model_dir, fetched = self.run_stage(
+        def begin() -> None:
+            run = self._run_found  # as looked up (its status and failure tags are ours)
+            if run.info.status != "RUNNING":
+                client.update_run(rid, status="RUNNING")
+            for tag in (FAILURE_TAG, FAILURE_RETRYABLE_TAG):
+                if tag in run.data.tags:
+                    client.delete_tag(rid, tag)
+
+        self.retrying("run start", begin)
+        self._pending[ATTEMPT_TAG] = str(spec.attempt)  # with fetch's start
+        self.events.started()
+        assert self.plan is not None
+        self.work_dir = work = self.plan.work_dir
+
+        model_dir, _fetched = self.run_stage(
             "fetch",
             lambda: fetch_release(
                 spec.release, spec.state_dir, source=spec.source, allowlist=spec.allowlist
             ),
+            cached=lambda got: (FETCH_CACHED_TAG, not got[1]),
         )
-        client.set_tag(rid, FETCH_CACHED_TAG, str(not fetched).lower())
         self.stage = "preflight"  # a bad recipe or suite fails there
-        profile = "cpu" if spec.device == "cpu" else None
-        recipe = load_recipe(spec.track.recipe).resolve(profile)
-        suite = load_suite(spec.track.suite)
+        profile = "cpu" if spec.worker.device == "cpu" else None
+        recipe = self.plan.recipe(profile)  # the snapshots the key was computed from
+        suite = self.plan.suite()
 
         def check() -> None:
             report = preflight(model_dir, recipe, spec.allowlist, repo_id=spec.release.repo_id)
@@ -294,11 +356,11 @@ class Job:
 
         self.run_stage("preflight", check)
         self.run_stage("holdout", lambda: holdout(recipe, suite))
-        baseline, computed = self.run_stage(
+        baseline, _computed = self.run_stage(
             "baseline",
             lambda: cached_baseline(spec, model_dir, suite, self._eval_progress("baseline")),
+            cached=lambda got: (BASELINE_CACHED_TAG, not got[1]),
         )
-        client.set_tag(rid, BASELINE_CACHED_TAG, str(not computed).lower())
         trained_dir = self.run_stage("train", lambda: self._train(model_dir, recipe, work))
 
         def score() -> dict[str, float]:
@@ -313,6 +375,7 @@ class Job:
 
         metrics = self.run_stage("evaluate", score)
         self.run_stage("register", lambda: self._register(metrics))
+        self.flush_tags()  # register's end
         return JobOutcome(ok=True)
 
     def _eval_progress(self, stage: str) -> Callable[[str, int, int], None]:
@@ -374,7 +437,7 @@ class Job:
                 work / "train",
                 tracking_uri=spec.tracking_uri,
                 run_id=rid,
-                experiment=spec.experiment,
+                experiment=spec.worker.experiment,
                 allowlist=spec.allowlist,
                 repo_id=spec.release.repo_id,
                 resume=True,
@@ -423,11 +486,23 @@ class Job:
                     tags[f"{SCORE_TAG_PREFIX}{prefix}{name}"] = f"{metrics[prefix + name]:.6f}"
         if self.lease is not None:
             self.lease.fence()  # right before the write that must happen once
-        version, _created = register_candidate(
+        version, created = register_candidate(
             self.client, spec.track.registered_model, rid, key.digest, tags
         )
         self._mark_registered(version)
-        self.events.publish(event_of_version(self.client, version, self.events_producer_name))
+        if created:  # its scores are the ones just measured: no need to read the run back
+            event = candidate_event(
+                version,
+                spec.track.registered_model,
+                rid,
+                metrics,
+                release_id=release.release_id,
+                suite_sha=key.suite_sha,
+                producer=self.events_producer_name,
+            )
+        else:
+            event = event_of_version(self.client, version, self.events_producer_name)
+        self.events.publish(event)
         return version
 
     def _mark_registered(self, version: Any) -> None:
@@ -462,9 +537,16 @@ class Job:
         rid = self.run_id
         if rid is not None:
             try:
-                self.client.set_tag(rid, STAGE_TAG, stage)
-                self.client.set_tag(rid, FAILURE_TAG, reason[:4000])
-                self.client.set_tag(rid, FAILURE_RETRYABLE_TAG, str(retryable).lower())
+                from mlflow.entities import RunTag
+
+                tags = {
+                    **self._pending,
+                    STAGE_TAG: stage,
+                    FAILURE_TAG: reason[:4000],
+                    FAILURE_RETRYABLE_TAG: str(retryable).lower(),
+                }
+                self._pending = {}
+                self.client.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
                 self.client.set_terminated(rid, "FAILED")
             except Exception as tag_exc:  # MLflow down: the event still goes out
                 log.warning("could not mark run %s failed: %s", rid, tag_exc)
@@ -486,10 +568,10 @@ def run_job(spec: JobSpec) -> JobOutcome:
     """Adopt ``spec.release`` into ``spec.track`` (see the module docstring). Returns
     ``JobOutcome(ok=True)``; raises ``JobFailed`` (its class says whether a retry could help)
     or ``JobLeaseLost``."""
-    if spec.device == "cpu":
+    if spec.worker.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    elif spec.gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpus
+    elif spec.worker.gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec.worker.gpus
     import mlflow
 
     from uptake.models import render_child

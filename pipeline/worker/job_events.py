@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.worker.job_spec import JobSpec
 from uptake.errors import one_line
 from uptake.events import Event, RunFailed, RunStage, RunStarted
+from uptake.urls import redact_userinfo
 
 log = logging.getLogger(__name__)
 PRODUCER = "pipeline-worker"
@@ -38,7 +39,8 @@ def failure_event(
         reason=one_line(reason),
         retryable=retryable,
         track=spec.track.name,
-        run_url=run_url,
+        run_url=redact_userinfo(run_url) if run_url else None,  # the bus carries no password
+        attempts=spec.attempt,
     )
 
 
@@ -76,7 +78,7 @@ class JobEvents:
                 run_id=self.run_id,
                 base_model=r.repo_id,
                 base_revision=r.revision,
-                worker=self.spec.worker,
+                worker=self.spec.identity,
                 attempt=self.spec.attempt,
                 track=self.spec.track.name,
             )
@@ -85,7 +87,7 @@ class JobEvents:
     def stage(self, stage: str, *, force: bool = False, **fields: Any) -> None:
         """A ``run.stage`` update; dropped when the last one of ``stage`` was too recent."""
         now = time.monotonic()
-        if not force and now - self._last.get(stage, -1e9) < self.spec.progress_interval_s:
+        if not force and now - self._last.get(stage, -1e9) < self.spec.worker.progress_interval_s:
             return
         self._last[stage] = now
         event = RunStage(

@@ -16,17 +16,17 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.worker.trust import TrustedSource, trusted_source
 from uptake.agent_config import AgentSettings
-from uptake.cost import MAX_PRICE, Price, hour_price
+from uptake.cost import Price, hour_price
 from uptake.events import ReleaseDetected
 from uptake.models.remote_code import scope_allowlist
 from uptake.settings import Settings, TopicNames
 from uptake.tracks import Track
+from uptake.worker_config import WorkerSettings
 
 
 class JobKey(BaseModel):
@@ -61,20 +61,9 @@ class JobSpec(BaseModel):
     # plain repo-id patterns (and paths) that apply to this release; everything downstream
     # (fetch, preflight, training, evaluation) matches the release's repo id against them
     allowlist: list[str] = Field(default_factory=list)
-    device: Literal["auto", "cpu"] = "auto"
-    gpus: str | None = None  # CUDA_VISIBLE_DEVICES for the child, e.g. "0,1"
-    experiment: str = "uptake-pipeline"
-    stage_timeout_s: float = Field(12 * 3600.0, gt=0)
-    job_deadline_s: float = Field(24 * 3600.0, gt=0)
-    lease_ttl_s: float = Field(120.0, gt=0)
-    heartbeat_s: float = Field(20.0, gt=0)
-    transient_retries: int = Field(3, ge=0)
-    retry_backoff_s: float = Field(2.0, ge=0)
-    retry_backoff_max_s: float = Field(60.0, gt=0)
-    eval_batch_size: int = Field(16, ge=1)
-    eval_max_new_tokens: int | None = Field(None, ge=1)
-    progress_interval_s: float = Field(2.0, ge=0)
-    worker: str = "worker"  # identity of the worker process: lease owner, run.started
+    # the worker: section as configured (device, limits, lease, retries, evaluation, prices)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    identity: str = "worker"  # the worker process's identity: lease owner, run.started
     attempt: int = Field(1, ge=1)
     # where the files come from: the configured source the release names (trust.py), never
     # the event; None: not configured, so the fetch refuses. Its token is read from env.
@@ -83,9 +72,6 @@ class JobSpec(BaseModel):
     judge_model: str | None = None
     # agentic suites: caps and the second judge (its key, like the judge's, from the env)
     agent: AgentSettings = Field(default_factory=AgentSettings)
-    # worker.cpu_hour_price / gpu_hour_price: the evaluation's device picks one (uptake.cost)
-    cpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
-    gpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
 
     @property
     def recipe_sha(self) -> str:
@@ -102,8 +88,9 @@ class JobSpec(BaseModel):
         resolves it (``device: cpu``, else CUDA when there is one); None: no price for it."""
         from uptake.models.loader import resolve_device
 
-        device = resolve_device("cpu" if self.device == "cpu" else "auto").type
-        return hour_price(device, cpu_hour=self.cpu_hour_price, gpu_hour=self.gpu_hour_price)
+        device = resolve_device("cpu" if self.worker.device == "cpu" else "auto").type
+        w = self.worker
+        return hour_price(device, cpu_hour=w.cpu_hour_price, gpu_hour=w.gpu_hour_price)
 
 
 def file_sha256(path: Path) -> str:
@@ -152,7 +139,6 @@ def spec_for(
 
     Raises ``trust.SourceRefused`` (permanent) when the release's source is not configured or
     the event disagrees with it: no child starts, no request goes out."""
-    w = settings.worker
     source = trusted_source(settings.sources, release)
     return JobSpec(
         release=release,
@@ -163,20 +149,8 @@ def spec_for(
         topics=settings.kafka.topics,
         client_id=settings.kafka.client_id,
         allowlist=scope_allowlist(settings.trust_remote_code_allowlist, source.name, source.kind),
-        device=w.device,
-        gpus=w.gpus,
-        experiment=w.experiment,
-        stage_timeout_s=w.stage_timeout_s,
-        job_deadline_s=w.job_deadline_s,
-        lease_ttl_s=w.lease_ttl_s,
-        heartbeat_s=w.heartbeat_s,
-        transient_retries=w.transient_retries,
-        retry_backoff_s=w.retry_backoff_s,
-        retry_backoff_max_s=w.retry_backoff_max_s,
-        eval_batch_size=w.eval_batch_size,
-        eval_max_new_tokens=w.eval_max_new_tokens,
-        progress_interval_s=w.progress_interval_s,
-        worker=worker,
+        worker=settings.worker,
+        identity=worker,
         attempt=attempt,
         source=source,
         judge_base_url=settings.judge.base_url,
@@ -186,6 +160,4 @@ def spec_for(
                 "second_judge": settings.agent.second_judge.model_copy(update={"api_key": None})
             }
         ),
-        cpu_hour_price=w.cpu_hour_price,
-        gpu_hour_price=w.gpu_hour_price,
     )

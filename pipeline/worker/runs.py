@@ -9,7 +9,7 @@ other run is deleted, so the key keeps one run.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pipeline.train.mlflow_log import ensure_experiment
 from pipeline.worker.job_spec import JobKey, JobSpec
@@ -26,6 +26,7 @@ from uptake.mlflow_contract import (
     TRACK_TAG,
     stage_time_tag,
 )
+from uptake.urls import redact_userinfo
 
 
 def now_iso() -> str:
@@ -66,7 +67,7 @@ def run_tags(spec: JobSpec, key: JobKey) -> dict[str, str]:
 
 def canonical_run(client: Any, spec: JobSpec, key: JobKey) -> Any:
     """The run of ``key``: the oldest live one, else a new one (a racing duplicate is deleted)."""
-    exp_id = ensure_experiment(client, spec.experiment)
+    exp_id = ensure_experiment(client, spec.worker.experiment)
     found = find_runs(client, exp_id, key)
     if found:
         return found[0]
@@ -83,17 +84,12 @@ def canonical_run(client: Any, spec: JobSpec, key: JobKey) -> Any:
     return client.get_run(winner.info.run_id)
 
 
-def mark_stage(client: Any, run_id: str, stage: str, edge: Literal["started", "ended"]) -> None:
-    """Record ``stage``'s ``edge`` (started/ended) time; on start also the current-stage tag,
-    both in one request (a job makes two of these per stage, each a round trip to MLflow)."""
-    from mlflow.entities import RunTag
-
-    tags = [RunTag(stage_time_tag(stage, edge), now_iso())]
-    if edge == "started":
-        tags.append(RunTag(STAGE_TAG, stage))
-    client.log_batch(run_id, tags=tags)
+def stage_start_tags(stage: str) -> dict[str, str]:
+    """The tags of ``stage``'s start: its time and the current-stage tag."""
+    return {stage_time_tag(stage, "started"): now_iso(), STAGE_TAG: stage}
 
 
 def run_url(tracking_uri: str, exp_id: str, run_id: str) -> str:
-    """The run's page in the MLflow UI (for the alerter's message)."""
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+    """The run's page in the MLflow UI (for the alerter's message): without the tracking URI's
+    ``user:password@``, as the link goes out on the bus."""
+    return f"{redact_userinfo(tracking_uri).rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"

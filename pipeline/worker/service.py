@@ -68,7 +68,6 @@ NO_TRACKS = (
     "no adoption tracks configured (tracks: in the config, docs/configuration.md): "
     "the worker has nothing to adopt releases into"
 )
-CRASH_RETRIES = 1  # a child that died without a report (OOM kill, segfault): run it once more
 _GPUS = re.compile(r"^\d+(,\d+)*$")
 _INSTANCE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -327,37 +326,67 @@ class WorkerService:
     def _run_track(
         self, event: ReleaseDetected, track: Track, feed: RunFeed | None, board: ProgressBoard
     ) -> TrackResult:
+        """One track's job until it ends in one terminal outcome: registered, refused
+        (permanent), or given up once retryable failures outlast ``worker.retry_window_s``.
+
+        A retryable failure (the hub or MLflow down, a crash) is tried again after a delay
+        growing from ``retry_delay_s`` to ``retry_delay_max_s``; the release stays
+        uncommitted meanwhile (the consumer polls with its partitions paused), so a worker
+        that stops or dies mid-wait gets it redelivered (docs/bus.md "Retries")."""
+        w = self.settings.worker
+        first = time.monotonic()
+        delay = w.retry_delay_s
         attempt = 1
         while True:
             try:
                 spec = spec_for(self.settings, event, track, worker=self.identity, attempt=attempt)
             except SourceRefused as exc:  # the event's source or endpoint is not ours: no child
-                return self._failed(event, track, "fetch", str(exc), False, None)
+                return self._failed(event, track, "fetch", str(exc), None)
             except (OSError, ValidationError, ValueError) as exc:  # a track file gone, say
-                return self._failed(event, track, "setup", describe_exception(exc), False, None)
-            if (full := disk.refusal(spec.state_dir, self.settings.worker)) is not None:
-                return self._failed(event, track, "setup", full, True, spec)
+                return self._failed(event, track, "setup", describe_exception(exc), None)
+            if (full := disk.refusal(spec.state_dir, w)) is not None:
+                # below the free-space floor: no child starts; space may be freed, so the
+                # release waits like any retryable failure, then is given up with the reason
+                elapsed = time.monotonic() - first
+                if elapsed + delay > w.retry_window_s:
+                    gave_up = f"gave up after {attempt} attempts in {elapsed:.0f} s: {full}"
+                    return self._failed(event, track, "setup", gave_up, spec)
+                log.warning(
+                    "%s [%s]: %s; trying again in %.1f s", event.release_id, track.name, full, delay
+                )
+                board.set_state(track.name, "waiting", f"disk full; retry in {delay:.0f} s")
+                self._sleep(delay)
+                attempt += 1
+                delay = min(max(delay, 0.1) * 2, w.retry_delay_max_s)
+                continue
             disk.note(spec, "running")
             outcome = self._run_child(spec, track, feed, board)
             disk.note(spec, "registered" if outcome.ok else "failed")
-            disk.sweep(spec.state_dir, self.settings.worker)
+            disk.sweep(spec.state_dir, w)
             if outcome.ok:
                 log.info("%s [%s]: job done (attempt %d)", event.release_id, track.name, attempt)
                 return TrackResult(event.release_id, track.name, ok=True, attempts=attempt)
             shown = outcome.stage or board.tracks[track.name].stage
             stage = None if shown == "-" else shown
-            if outcome.reason == "crashed" and attempt <= CRASH_RETRIES:
+            elapsed = time.monotonic() - first
+            retry = outcome.retryable and outcome.reason in ("error", "crashed")
+            if retry and elapsed + delay <= w.retry_window_s:
                 log.warning(
-                    "%s [%s]: %s; running it again (it resumes)",
+                    "%s [%s]: attempt %d failed at %s (%s); trying again in %.1f s",
                     event.release_id,
                     track.name,
+                    attempt,
+                    stage or "?",
                     outcome.message,
+                    delay,
                 )
+                board.set_state(track.name, "waiting", f"retry in {delay:.0f} s")
+                self._sleep(delay)
                 attempt += 1
-                self._sleep(self.settings.worker.retry_backoff_s)
+                delay = min(max(delay, 0.1) * 2, w.retry_delay_max_s)
                 continue
-            if outcome.reason == "error":
-                # the job raised: it published its run.failed itself (stage, reason, run link)
+            if not retry and outcome.reason == "error":
+                # refused: the job published its run.failed itself (stage, reason, run link)
                 log.error(
                     "%s [%s]: failed at %s: %s",
                     event.release_id,
@@ -371,14 +400,14 @@ class WorkerService:
                     ok=False,
                     reason=outcome.reason,
                     message=outcome.message,
-                    retryable=outcome.retryable,
+                    retryable=False,
                     stage=stage,
                     attempts=attempt,
                 )
-            # crashed again, or past its deadline: the child could not say so; we do
-            result = self._failed(
-                event, track, stage or "unknown", outcome.message or "", outcome.retryable, spec
-            )
+            reason = outcome.message or ""
+            if retry:
+                reason = f"gave up after {attempt} attempts in {elapsed:.0f} s: {reason}"
+            result = self._failed(event, track, stage or "unknown", reason, spec)
             result.reason, result.attempts = outcome.reason, attempt
             return result
 
@@ -409,19 +438,22 @@ class WorkerService:
         track: Track,
         stage: str,
         reason: str,
-        retryable: bool,
         spec: JobSpec | None,
     ) -> TrackResult:
-        """Record a failure the child could not report: ``run.failed`` for the alerter."""
+        """The terminal ``run.failed`` of a job that could not say so itself (it crashed, ran
+        past its deadline, or kept failing past the retry window): ``retryable: false``, the
+        attempts made; the alerter raises its alert."""
         reason = one_line(reason) or "job failed"
+        attempts = spec.attempt if spec is not None else 1
         log.error("%s [%s]: failed at %s: %s", event.release_id, track.name, stage, reason)
         failed = RunFailed(
             release_id=event.release_id,
             stage=stage,
             reason=reason,
-            retryable=retryable,
+            retryable=False,
             track=track.name,
             producer=PRODUCER,
+            attempts=attempts,
         )
         try:
             assert self.producer is not None
@@ -434,8 +466,9 @@ class WorkerService:
             ok=False,
             reason="error",
             message=reason,
-            retryable=retryable,
+            retryable=False,
             stage=stage,
+            attempts=attempts,
         )
 
     def _stopping(self) -> bool:

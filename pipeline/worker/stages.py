@@ -41,10 +41,10 @@ def evaluate(spec: JobSpec, model_dir: Path, suite: AnySuite, progress: EvalProg
     return run_eval(
         model_dir,
         suite,
-        batch_size=spec.eval_batch_size,
-        max_new_tokens=spec.eval_max_new_tokens,
+        batch_size=spec.worker.eval_batch_size,
+        max_new_tokens=spec.worker.eval_max_new_tokens,
         judge=judge_settings(spec),
-        device="cpu" if spec.device == "cpu" else "auto",
+        device="cpu" if spec.worker.device == "cpu" else "auto",
         judge_cache_dir=spec.state_dir / "judge-cache",
         progress=progress,
         allowlist=spec.allowlist,
@@ -81,7 +81,7 @@ def cached_baseline(
 
     path = baseline_path(spec, suite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=spec.stage_timeout_s):
+    with FileLock(str(path) + ".lock", timeout=spec.worker.stage_timeout_s):
         if path.is_file():
             return load_results(path), False
         result = evaluate(spec, model_dir, suite, progress)

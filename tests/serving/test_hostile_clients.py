@@ -176,6 +176,21 @@ def test_a_full_queue_answers_429_with_retry_after(server: ServingService, model
 # -- defect 2: slow clients, too many connections --------------------------------------------
 
 
+def test_a_declared_body_over_the_cap_is_a_413_before_any_byte_of_it(
+    server: ServingService, model: str
+) -> None:
+    """``413 over max_request_bytes, refused before reading`` (docs/guarantees.md): the headers
+    alone declare 1 GB and not one byte of the body is sent; the answer comes at once."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        line = status_line(sock, 5)
+    assert line is not None and line.startswith("HTTP/1.1 413"), line
+    assert chat(server, model).status_code == 200  # the server went on serving
+
+
 def test_slow_bodies_are_cut_at_the_body_deadline(server: ServingService, model: str) -> None:
     body = raw_request({"model": model, "messages": PROMPT, "max_tokens": 2})
     head, rest = body.split(b"\r\n\r\n", 1)

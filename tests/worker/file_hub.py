@@ -5,8 +5,8 @@ worker downloads files, so this one serves what the real client asks for when th
 a commit sha: ``GET /api/models/{repo}/tree/{sha}`` (the file list), ``GET .../revision/{sha}``
 (model info with siblings) and ``HEAD``/``GET /{repo}/resolve/{sha}/{path}`` (file metadata
 headers and bytes). Repos are folders on disk. ``fail`` queues statuses (a 503, say) that the
-next requests get instead of the real answer; ``log`` records every request, ``auth`` every
-Authorization header.
+next requests get instead of the real answer, ``down_for`` a 503 to everything for a while;
+``log`` records every request, ``auth`` every Authorization header.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +28,11 @@ class FileHub:
     auth: list[str] = field(default_factory=list)  # every Authorization header received
     faults: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    down_until: float = 0.0  # monotonic time until which every request gets a 503
+
+    def down_for(self, seconds: float) -> None:
+        """Answer 503 to everything for ``seconds`` from now (an outage, not a count)."""
+        self.down_until = time.monotonic() + seconds
 
     def add(self, repo_id: str, folder: Path) -> str:
         """Serve ``folder`` as ``repo_id``; return its commit sha."""
@@ -76,6 +82,8 @@ class FileHub:
             def _route(self) -> None:
                 with hub.lock:
                     fault = hub.faults.pop(0) if hub.faults else None
+                if fault is None and time.monotonic() < hub.down_until:
+                    fault = 503
                 if fault is not None:
                     self._json(fault, {"error": "unavailable"})
                     return

@@ -14,6 +14,7 @@ from uptake.settings import Settings
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 from uptake.tracks import Track
 from uptake.watcher_config import DirSourceConfig
+from uptake.worker_config import WorkerSettings
 from watcher.sources.dirs import content_hash as watcher_content_hash
 
 SUITE_TASKS = [
@@ -121,6 +122,18 @@ def source_of(release: ReleaseDetected) -> TrustedSource:
 
 
 def job_spec(settings: Settings, release: ReleaseDetected, track: Track, **over: Any) -> JobSpec:
+    """A test job's spec; ``over`` may name ``worker:`` settings (``lease_ttl_s=3``), which go
+    into the nested ``WorkerSettings``, and ``worker="w-x"``, the worker's identity."""
+    limits: dict[str, Any] = {
+        "device": "cpu",
+        "experiment": "uptake-worker-test",
+        "lease_ttl_s": 6.0,
+        "heartbeat_s": 1.0,
+        "transient_retries": 2,
+        "retry_backoff_s": 0.2,
+        "progress_interval_s": 0.0,
+        "eval_batch_size": 4,
+    }
     fields: dict[str, Any] = {
         "release": release,
         "source": source_of(release),
@@ -129,15 +142,13 @@ def job_spec(settings: Settings, release: ReleaseDetected, track: Track, **over:
         "state_dir": settings.state_dir,
         "kafka_bootstrap": settings.kafka_bootstrap,
         "topics": settings.kafka.topics,
-        "device": "cpu",
-        "experiment": "uptake-worker-test",
-        "lease_ttl_s": 6.0,
-        "heartbeat_s": 1.0,
-        "transient_retries": 2,
-        "retry_backoff_s": 0.2,
-        "progress_interval_s": 0.0,
-        "worker": "w-test",
-        "eval_batch_size": 4,
+        "identity": "w-test",
     }
-    fields.update(over)
-    return JobSpec(**fields)
+    for name, value in over.items():
+        if name == "worker":
+            fields["identity"] = value
+        elif name in WorkerSettings.model_fields:
+            limits[name] = value
+        else:
+            fields[name] = value
+    return JobSpec(**fields, worker=WorkerSettings(**limits))

@@ -59,17 +59,29 @@ def _snapshot(state: Path, rev: str, seconds_ago: float) -> Path:
 def test_below_the_floor_a_job_is_refused_before_it_starts(
     settings: Settings, tmp_path: Path
 ) -> None:
-    s = with_tracks(settings, tmp_path, track(tmp_path, "legal"), min_free_gb=1e9, preload=False)
+    # below the floor the release waits like any retryable failure: 0.2 s, then 0.4 s, then
+    # past the 0.5 s window it is given up, with no child ever started
+    s = with_tracks(
+        settings,
+        tmp_path,
+        track(tmp_path, "legal"),
+        min_free_gb=1e9,
+        preload=False,
+        retry_delay_s=0.2,
+        retry_window_s=0.5,
+    )
     event = release()
     publish(s, event)
     stats = WorkerService(s, group_id=group(s), target=recording_job, live=False).run_once(60)
     (result,) = stats.results
-    assert not result.ok and result.retryable and result.stage == "setup"
-    assert (result.message or "").startswith("disk_full: ")
+    assert not result.ok and not result.retryable and result.stage == "setup"
+    assert result.attempts == 2
+    assert "disk_full: " in (result.message or "")
     assert "worker.min_free_gb" in (result.message or "")
     assert jobs_seen(s) == []  # no child ran
     (failed,) = [e for e in run_events(s, event.release_id, 1) if isinstance(e, RunFailed)]
-    assert failed.retryable and failed.reason.startswith("disk_full: ")
+    assert not failed.retryable and failed.attempts == 2
+    assert failed.reason.startswith("gave up after 2 attempts") and "disk_full: " in failed.reason
 
 
 def test_after_each_job_the_caches_are_swept(settings: Settings, tmp_path: Path) -> None:
@@ -149,6 +161,7 @@ def test_a_write_limit_in_the_child_is_a_disk_full_failure_not_a_crash(
                     "preload": False,
                     "min_free_gb": 0,
                     "retry_backoff_s": 0.2,
+                    "retry_window_s": 0,  # one attempt: the test is about how it ends
                 }
             ),
         }
@@ -163,8 +176,8 @@ def test_a_write_limit_in_the_child_is_a_disk_full_failure_not_a_crash(
     )
     stats = worker.run_once(timeout_s=300)
     (result,) = [r for r in stats.results if r.release_id == event.release_id]
-    assert not result.ok and result.reason == "error"  # the job said so: no crash, no rerun
-    assert result.retryable and result.attempts == 1 and result.stage == "fetch"
+    assert not result.ok and result.reason == "error"  # the job said so: no crash
+    assert result.attempts == 1 and result.stage == "fetch"  # the window allows no second
     assert "disk_full: " in (result.message or "") and "File too large" in (result.message or "")
     assert not list((s.state_dir / "models").rglob("model.safetensors"))  # no partial copy kept
 

@@ -44,15 +44,15 @@ def test_the_demo_prices_its_runs(demo_settings: Settings) -> None:
     assert demo_settings.worker.cpu_hour_price == CPU_HOUR_USD
     assert demo_settings.worker.gpu_hour_price == GPU_HOUR_USD
     spec = spec_for(demo_settings, release(), demo_settings.tracks[0], worker="w")
-    assert (spec.cpu_hour_price, spec.gpu_hour_price) == (CPU_HOUR_USD, GPU_HOUR_USD)
-    on_cpu = spec.model_copy(update={"device": "cpu"})
+    assert (spec.worker.cpu_hour_price, spec.worker.gpu_hour_price) == (CPU_HOUR_USD, GPU_HOUR_USD)
+    on_cpu = spec.model_copy(update={"worker": spec.worker.model_copy(update={"device": "cpu"})})
     assert on_cpu.eval_price() == Price(cpu_hour=CPU_HOUR_USD)
 
 
 def test_no_price_configured_logs_no_cost(demo_settings: Settings) -> None:
     settings = demo_settings.model_copy(update={"worker": WorkerSettings(device="cpu")})
     spec = spec_for(settings, release(), settings.tracks[0], worker="w")
-    assert spec.cpu_hour_price is None and spec.gpu_hour_price is None
+    assert spec.worker.cpu_hour_price is None and spec.worker.gpu_hour_price is None
     assert spec.eval_price() is None
 
 

@@ -127,7 +127,7 @@ def test_events_on_the_runs_topic(stack, adopted) -> None:
 
 
 def test_duplicate_release_adds_no_version(stack, adopted) -> None:
-    spec = adopted["spec"].model_copy(update={"attempt": 2, "worker": "w-other"})
+    spec = adopted["spec"].model_copy(update={"attempt": 2, "identity": "w-other"})
     assert run_job(spec).ok
     c = client(stack)
     assert len(c.search_model_versions(f"name = '{spec.track.registered_model}'")) == 1
@@ -151,7 +151,7 @@ def test_a_registration_cut_short_is_finished_by_the_rerun(stack, adopted) -> No
     events = run_events(stack, spec.release.release_id, expected=12)
     before = len(of_type(events, "candidate.registered"))
 
-    assert run_job(spec.model_copy(update={"attempt": 3, "worker": "w-third"})).ok
+    assert run_job(spec.model_copy(update={"attempt": 3, "identity": "w-third"})).ok
     assert str(c.get_model_version_by_alias(name, CHALLENGER_ALIAS).version) == str(mv.version)
     run = c.get_run(mv.run_id)
     assert run.info.status == "FINISHED"

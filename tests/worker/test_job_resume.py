@@ -99,7 +99,7 @@ def resumed(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
     read_at = time.time()
     started = time.monotonic()
     last = len(kills) + 1
-    outcome = run_job(spec.model_copy(update={"attempt": last, "worker": "w-second"}))
+    outcome = run_job(spec.model_copy(update={"attempt": last, "identity": "w-second"}))
     return {
         "spec": spec,
         "key": key,

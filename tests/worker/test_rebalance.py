@@ -4,7 +4,9 @@
   revocation, the job runs once, the release is committed.
 - A second worker joining mid-job takes a partition from the busy one (the embedded broker
   revokes all of them) and receives the same release; the job engine's lease makes it wait
-  instead of training the key too: one ``train`` stage, one model version. Which partition
+  instead of training the key too: it says so (a ``run.stage`` "<worker> waits: leased by
+  <holder>") before the holder registers, and the key gets one ``train`` stage and one model
+  version. Which partition
   the newcomer gets is the assignor's choice, so the release is on both partitions (a
   duplicate delivery): whichever it gets, it receives the release the first one is training.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,8 +25,10 @@ from mlflow import MlflowClient
 from pipeline.worker.service import WorkerService
 from tests.core.kafka_helpers import committed_offset, read_topic
 from tests.worker.helpers import build_release_dir, dir_release, drops_source, make_track
+from tests.worker.mlflow_proxy import OutageProxy
 from tests.worker.test_service import jobs_seen, publish, recording_job, track, with_tracks
 from uptake.events import RunStage, decode_event
+from uptake.mlflow_contract import stage_time_tag
 from uptake.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -58,8 +63,12 @@ def _worker_settings(stack: Settings, drops: Path, tracks: list) -> Settings:
                 update={
                     "device": "cpu",
                     "experiment": "uptake-rebalance-test",
-                    "lease_ttl_s": 6.0,
-                    "heartbeat_s": 1.0,
+                    # 6 s was the flake: one MLflow worker (postgres) busy with A's model
+                    # upload held A's renewals past 5 s, B saw the lease lapsed, took over
+                    # and trained too. B waits for A's registration, not for the TTL, so a
+                    # long one costs nothing here.
+                    "lease_ttl_s": 60.0,
+                    "heartbeat_s": 2.0,
                     "retry_backoff_s": 0.2,
                     "progress_interval_s": 0.0,
                     "eval_batch_size": 4,
@@ -74,53 +83,82 @@ def _worker_settings(stack: Settings, drops: Path, tracks: list) -> Settings:
 def test_a_second_worker_joining_mid_job_waits_on_the_lease_one_version(
     stack: Settings, drops: Path, unique, tmp_path: Path
 ) -> None:
+    """B must meet A's live lease, not arrive after A registered (which also ends in one
+    version and proves nothing): A's MLflow goes through a proxy that holds A's
+    ``evaluate`` start until B has said it waits on A's lease (a ``run.stage`` of B's job),
+    so B's wait is seen before A's ``candidate.registered``, every time."""
     repo = f"acme/{unique('rebal')}"
     build_release_dir(drops, repo)
     event = dir_release(drops, repo)
     legal = make_track(tmp_path / "tracks", "legal", unique("uptake-legal"))
     s = _worker_settings(stack, drops, [legal])
     group = unique("pipeline")
-    a = WorkerService(s, name="a", group_id=group, live=False, static_membership=False)
-    b = WorkerService(s, name="b", group_id=group, live=False, static_membership=False)
-    with KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all") as producer:
-        for partition in (0, 1):
-            producer.send(
-                s.kafka.topics.releases, event.to_json(), event.key().encode(), partition=partition
-            ).get(30)
-    runner_a = threading.Thread(target=lambda: a.run_once(timeout_s=600), daemon=True)
-    runner_a.start()
-    deadline = time.monotonic() + 120
-    while a.stats.jobs == 0 and time.monotonic() < deadline:  # wait until A's child trains
-        stages = [
-            e
-            for e in map(decode_event, (r.value for r in _runs(s)))
-            if isinstance(e, RunStage) and e.release_id == event.release_id
-        ]
-        if stages:  # A's child is at work on the key
-            break
-        time.sleep(1)
-    assert a.stats.jobs == 0, "A finished before B could join: the test proves nothing"
-    runner_b = threading.Thread(target=lambda: b.run_once(timeout_s=600), daemon=True)
-    runner_b.start()
-    runner_a.join(600)
-    runner_b.join(600)
+    b_waits = threading.Event()
+    with OutageProxy(s.tracking_uri) as proxy:
+        proxy.hold(stage_time_tag("evaluate", "started").encode(), b_waits, at_most_s=300)
+        s_a = s.model_copy(update={"mlflow_tracking_uri": proxy.url})
+        a = WorkerService(s_a, name="a", group_id=group, live=False, static_membership=False)
+        b = WorkerService(s, name="b", group_id=group, live=False, static_membership=False)
+        with KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all") as producer:
+            for partition in (0, 1):
+                producer.send(
+                    s.kafka.topics.releases,
+                    event.to_json(),
+                    event.key().encode(),
+                    partition=partition,
+                ).get(30)
+        runner_a = threading.Thread(target=lambda: a.run_once(timeout_s=600), daemon=True)
+        runner_a.start()
+        assert _wait_for(s, event.release_id, lambda e: e.stage == "train", 300), (
+            "A's job never reached training"
+        )
+        runner_b = threading.Thread(target=lambda: b.run_once(timeout_s=600), daemon=True)
+        runner_b.start()
+        waited = _wait_for(
+            s, event.release_id, lambda e: (e.message or "").startswith(f"{b.identity} waits"), 300
+        )
+        b_waits.set()  # A may go on to evaluate and register
+        runner_a.join(600)
+        runner_b.join(600)
+    assert waited, "B never met A's live lease"
     assert not runner_a.is_alive() and not runner_b.is_alive()
     assert a.consumer is None and b.consumer is None
-    # B got the same release while A trained it, and ended ok: it waited, then found it done
+    # B got the same release while A held its lease, and ended ok: it waited, then found it done
     assert [(r.release_id, r.ok) for r in a.stats.results] == [(event.release_id, True)]
     assert [(r.release_id, r.ok) for r in b.stats.results] == [(event.release_id, True)]
-    trained = [
+    events = [
         e
         for e in map(decode_event, (r.value for r in _runs(s)))
-        if isinstance(e, RunStage)
-        and e.release_id == event.release_id
-        and e.stage == "train"
-        and e.message == "started"
+        if getattr(e, "release_id", None) == event.release_id
+    ]
+    wait_at = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, RunStage) and f"waits: leased by {a.identity}" in (e.message or "")
+    )
+    registered_at = [i for i, e in enumerate(events) if e.type == "candidate.registered"]
+    assert registered_at and wait_at < registered_at[0]  # B waited while A held the lease
+    trained = [
+        e
+        for e in events
+        if isinstance(e, RunStage) and e.stage == "train" and e.message == "started"
     ]
     assert len(trained) == 1, "the key was trained more than once"
     client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
     versions = client.search_model_versions(f"name = '{legal.registered_model}'")
     assert len(versions) == 1
+
+
+def _wait_for(
+    s: Settings, release_id: str, matches: Callable[[RunStage], bool], timeout_s: float
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for e in map(decode_event, (r.value for r in _runs(s))):
+            if isinstance(e, RunStage) and e.release_id == release_id and matches(e):
+                return True
+        time.sleep(0.5)
+    return False
 
 
 def _runs(s: Settings) -> list:

@@ -8,6 +8,7 @@ seconds. The job functions live at module level: the children are spawned, not f
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -34,8 +35,8 @@ def recording_job(spec: JobSpec) -> None:
         "release": spec.release.release_id,
         "pid": os.getpid(),
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "gpus": spec.gpus,
-        "worker": spec.worker,
+        "gpus": spec.worker.gpus,
+        "worker": spec.identity,
         "attempt": spec.attempt,
         "at": time.time(),
     }
@@ -45,6 +46,8 @@ def recording_job(spec: JobSpec) -> None:
         raise PermanentError("requires trust_remote_code (refused)")
     if spec.track.name.startswith("crash"):
         os._exit(9)
+    if spec.track.name.startswith("flaky") and spec.attempt < 3:
+        raise ConnectionError("the hub answered 503")  # retryable, as an outage is
     if spec.track.name.startswith("slow"):
         time.sleep(float((spec.state_dir / "slow_s").read_text()))
 
@@ -176,25 +179,49 @@ def test_a_refused_job_is_not_retried_and_the_next_release_is_handled(
     assert seen.count(("refuse-legal", first.release_id)) == 1  # not run again
 
 
-def test_a_child_that_dies_is_run_once_more_then_recorded_as_run_failed(
+def test_a_child_that_keeps_dying_is_retried_with_growing_delays_then_given_up(
     settings: Settings, tmp_path: Path
 ) -> None:
-    s = with_tracks(settings, tmp_path, track(tmp_path, "crash"))
+    s = with_tracks(
+        settings, tmp_path, track(tmp_path, "crash"), retry_delay_s=0.5, retry_window_s=4
+    )
     event = release()
     publish(s, event)
     stats = service(s).run_once(timeout_s=60)
-    assert [j["attempt"] for j in jobs_seen(s)] == [1, 2]
+    seen = jobs_seen(s)
+    attempts = [j["attempt"] for j in seen]
+    assert attempts == list(range(1, len(attempts) + 1)) and len(attempts) >= 3
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(seen)]
+    assert gaps[-1] > gaps[0] + 0.3  # the delay grows (0.5, 1, 2 s)
     (result,) = stats.results
     assert not result.ok and result.reason == "crashed" and "exited with code 9" in result.message
+    assert result.attempts == len(attempts)
     records = read_topic(s.kafka_bootstrap, s.kafka.topics.runs, 1)
     failed = [e for e in map(decode_event, (r.value for r in records)) if isinstance(e, RunFailed)]
-    assert [(f.release_id, f.track, f.retryable) for f in failed] == [
-        (event.release_id, "crash", True)
+    # one terminal event: given up, not retryable, with the attempts made
+    assert [(f.release_id, f.track, f.retryable, f.attempts) for f in failed] == [
+        (event.release_id, "crash", False, len(attempts))
     ]
-    assert "exited with code 9" in failed[0].reason
+    assert "gave up after" in failed[0].reason and "exited with code 9" in failed[0].reason
     part = _partition(s, event)
     end = committed_offset(s.kafka_bootstrap, group(s), s.kafka.topics.releases, part)
     assert end is not None and end >= 1  # recorded failure: committed, not redelivered
+
+
+def test_a_retryable_failure_is_tried_again_until_it_succeeds(
+    settings: Settings, tmp_path: Path
+) -> None:
+    s = with_tracks(
+        settings, tmp_path, track(tmp_path, "flaky"), retry_delay_s=0.2, retry_window_s=60
+    )
+    event = release()
+    publish(s, event)
+    stats = service(s).run_once(timeout_s=60)
+    assert [j["attempt"] for j in jobs_seen(s)] == [1, 2, 3]
+    assert [(r.ok, r.attempts) for r in stats.results] == [(True, 3)]
+    records = read_topic(s.kafka_bootstrap, s.kafka.topics.runs, 0, timeout_s=2)
+    events = [decode_event(r.value) for r in records]
+    assert not [e for e in events if isinstance(e, RunFailed) and not e.retryable]
 
 
 def _partition(s: Settings, event: ReleaseDetected) -> int:
