@@ -32,63 +32,45 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.train.launch import needs_launch
-from pipeline.train.recipe import halved_batch
 from pipeline.worker.failures import (
     JobFailed,
-    PermanentJobFailure,
     StageTimeout,
     as_disk_full,
-    is_oom,
     is_permanent,
     is_transient,
     mlflow_unreachable,
 )
-from pipeline.worker.fetch import fetch_release
 from pipeline.worker.job_events import JobEvents, failure_event
 from pipeline.worker.job_spec import JobKey, JobSpec
-from pipeline.worker.launched_train import LaunchedTraining
-from pipeline.worker.lease import JobLeaseLost, Lease, MlflowLeaseStore, read_lease
+from pipeline.worker.lease import JobLeaseLost, Lease, lease_of_tags
+from pipeline.worker.mlflow_front import MlflowFront, ModelVersion, Run, WorkerMlflow
 from pipeline.worker.plan import JobPlan, plan_job
-from pipeline.worker.register import (
-    candidate_event,
-    event_of_version,
-    register_candidate,
-    versions_of_key,
+from pipeline.worker.register import candidate_event, event_of_run
+from pipeline.worker.runs import now_iso, run_tags, run_url, stage_start_tags
+from pipeline.worker.stages import (
+    STAGES,
+    Registered,
+    Scores,
+    StageContext,
+    StageSet,
+    mark_registered,
 )
-from pipeline.worker.runs import canonical_run, now_iso, run_url, stage_start_tags
-from pipeline.worker.stages import Rate, cached_baseline, evaluate, holdout
 from pipeline.worker.tags import (
     ATTEMPT_TAG,
     BASELINE_CACHED_TAG,
     FAILURE_RETRYABLE_TAG,
     FAILURE_TAG,
     FETCH_CACHED_TAG,
-    OOM_RETRY_TAG,
-    REGISTERED_MODEL_TAG,
     REGISTERED_VERSION_TAG,
     STAGE_TAG,
 )
 from uptake.bus.jobs import JobOutcome
 from uptake.errors import is_retryable, one_line
-from uptake.mlflow_contract import (
-    ALL_PASS_RATE,
-    BASE_MODEL_TAG,
-    BASE_REVISION_TAG,
-    BASELINE_PREFIX,
-    CHALLENGER_ALIAS,
-    CRITERION_PASS_RATE,
-    RECIPE_SHA_TAG,
-    RELEASE_ID_TAG,
-    SUITE_SHA_TAG,
-    TRACK_TAG,
-    stage_time_tag,
-)
+from uptake.events import CandidateRegistered
+from uptake.mlflow_contract import stage_time_tag
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SCORE_TAG_PREFIX = "uptake.score."  # scores on the model version, for people in the UI
-CANDIDATE_RESULTS = "candidate_results.jsonl"
 
 
 @contextlib.contextmanager
@@ -114,30 +96,42 @@ def stage_timer(seconds: float, stage: str) -> Iterator[None]:
 
 
 class Job:
-    def __init__(self, spec: JobSpec, events: JobEvents | None = None) -> None:
-        from mlflow import MlflowClient
+    """One job: its plan, then the stages of ``stages.py`` through ``run_stage``, all MLflow
+    bookkeeping through ``front`` (``MlflowFront`` unless a test hands in a fake)."""
 
+    def __init__(
+        self,
+        spec: JobSpec,
+        events: JobEvents | None = None,
+        front: WorkerMlflow | None = None,
+        stages: StageSet = STAGES,
+        lease_settle_s: float = 0.5,
+    ) -> None:
         self.spec = spec
+        self.lease_settle_s = lease_settle_s  # the lease's write-then-verify wait
         self.key: JobKey | None = None
-        self.client = MlflowClient(tracking_uri=spec.tracking_uri, registry_uri=spec.tracking_uri)
+        self.front: WorkerMlflow = front or MlflowFront.at(spec.tracking_uri)
+        self.fns = stages
         self.events = events or JobEvents(spec)
-        self.run_id: str | None = None
-        self.exp_id: str | None = None
+        self.found: Run | None = None  # as the lookup returned it: read once, kept
         self.stage = "fetch"
         self.lease: Lease | None = None
         self.started = time.monotonic()
         self.work_dir: Path | None = None
         self.plan: JobPlan | None = None
         self._pending: dict[str, str] = {}  # run tags that go out with the next write
-        self._run_found: Any = None  # the run as the lookup returned it
 
     # -- helpers -------------------------------------------------------------------------------
 
     @property
+    def run_id(self) -> str | None:
+        return self.found.run_id if self.found is not None else None
+
+    @property
     def url(self) -> str | None:
-        if self.run_id is None or self.exp_id is None:
+        if self.found is None:
             return None
-        return run_url(self.spec.tracking_uri, self.exp_id, self.run_id)
+        return run_url(self.spec.tracking_uri, self.found.experiment_id, self.found.run_id)
 
     def retrying(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, retried on transient errors with doubling backoff. Once the job holds its
@@ -170,14 +164,12 @@ class Job:
                 time.sleep(delay)
                 delay = min(max(delay, 0.1) * 2, self.spec.worker.retry_backoff_max_s)
 
-    def run_stage(
-        self, stage: str, fn: Callable[[], T], cached: Callable[[T], tuple[str, bool]] | None = None
-    ) -> T:
+    def run_stage(self, stage: str, fn: Callable[[], T], cached_tag: str | None = None) -> T:
         """One stage: fence the lease, tag start and end, publish progress, retry, time out.
 
-        ``cached`` turns the stage's return into its cached flag (tag, was it cached). The end
-        tag and that flag go out with the next stage's start (or ``flush_tags``): one MLflow
-        request per stage edge instead of three."""
+        ``cached_tag``: the stage's result has a ``cached`` flag, recorded under that tag. The
+        end tag and that flag go out with the next stage's start (or ``flush_tags``): one
+        MLflow request per stage edge instead of three."""
         self.stage = stage
         if self.lease is not None:
             lease = self.lease
@@ -188,63 +180,62 @@ class Job:
         with stage_timer(self.spec.worker.stage_timeout_s, stage):
             value = self.retrying(stage, fn)
         self._pending[stage_time_tag(stage, "ended")] = now_iso()
-        if cached is not None:
-            tag, was_cached = cached(value)
-            self._pending[tag] = str(was_cached).lower()
+        if cached_tag is not None:
+            self._pending[cached_tag] = str(bool(getattr(value, "cached"))).lower()  # noqa: B009
         self.events.stage(stage, force=True, message="done")
         return value
 
     def flush_tags(self, tags: dict[str, str] | None = None) -> None:
         """Write ``tags`` with those waiting (a stage's end, its cached flag) in one request."""
-        from mlflow.entities import RunTag
-
         batch = {**self._pending, **(tags or {})}
         rid = self.run_id
         if not batch or rid is None:
             return
-        self.retrying(
-            "run tags",
-            lambda: self.client.log_batch(rid, tags=[RunTag(k, v) for k, v in batch.items()]),
-        )
+        self.retrying("run tags", lambda: self.front.set_tags(rid, batch))
         self._pending = {}
 
-    def reemit(self, version: Any) -> JobOutcome:
-        if not self._registration_finished(version):
+    def reemit(self, version: ModelVersion) -> JobOutcome:
+        run = self._registration_finished(version)
+        if run is None:
             # the version was created, then the job died before the alias and the run's tags:
             # it was never announced, so finish its registration as the dead job would have
             log.warning("%s: finishing the registration of version %s", self.key, version.version)
-            self.client.set_registered_model_alias(
-                version.name, CHALLENGER_ALIAS, str(version.version)
-            )
-            self._mark_registered(version)
-        elif self.client.get_run(version.run_id).info.status != "FINISHED":
-            self.client.set_terminated(version.run_id, "FINISHED")
-        event = event_of_version(self.client, version, self.events_producer_name)
-        self.events.publish(event)
+            self.front.set_challenger(version.name, version.version)
+            mark_registered(self.front, version)
+            run = self.front.get_run(version.run_id)
+        elif run.status != "FINISHED":
+            self.front.set_status(version.run_id, "FINISHED")
+        self.events.publish(event_of_run(version, run, self.events_producer_name))
         log.info("%s already registered as version %s; re-published", self.key, version.version)
         return JobOutcome(ok=True)
 
     events_producer_name = "pipeline-worker"
 
-    def _registration_finished(self, version: Any) -> bool:
-        """Whether the version's run records its registration as done. While another worker's
-        live lease holds the run, that worker is finishing it right now: wait (up to two
-        lease terms) instead of racing it. A live lease in this worker's own name is a dead
-        earlier attempt (a worker runs one job at a time)."""
+    def _registration_finished(self, version: ModelVersion) -> Run | None:
+        """The version's run when it records its registration as done, else None. While
+        another worker's live lease holds the run, that worker is finishing it right now:
+        wait (up to two lease terms) instead of racing it. A live lease in this worker's own
+        name is a dead earlier attempt (a worker runs one job at a time)."""
         deadline = time.monotonic() + 2 * self.spec.worker.lease_ttl_s
         while True:
-            if REGISTERED_VERSION_TAG in self.client.get_run(version.run_id).data.tags:
-                return True
-            holder = read_lease(self.client, version.run_id)
+            run = (
+                self.found
+                if self.found is not None and self.found.run_id == version.run_id
+                else self.front.get_run(version.run_id)
+            )
+            if REGISTERED_VERSION_TAG in run.tags:
+                return run
+            holder = lease_of_tags(run.tags)
             if not holder.live() or holder.owner == self.spec.identity:
-                return False
+                return None
             if time.monotonic() > deadline:
-                return False
+                return None
             time.sleep(min(self.spec.worker.heartbeat_s, 0.5))
+            self.found = None  # read it again
 
-    def registered(self) -> Any | None:
+    def registered(self) -> ModelVersion | None:
         assert self.key is not None
-        found = versions_of_key(self.client, self.spec.track.registered_model, self.key.digest)
+        found = self.front.versions_of_key(self.spec.track.registered_model, self.key.digest)
         return found[0] if found else None
 
     # -- the job -------------------------------------------------------------------------------
@@ -261,10 +252,12 @@ class Job:
         spec = self.spec
         self.plan = plan_job(spec)  # the key from snapshots of the recipe and suite
         self.key = key = self.plan.key
-        run = self.retrying("MLflow lookup", lambda: canonical_run(self.client, spec, key))
-        self._run_found = run
-        self.run_id, self.exp_id = run.info.run_id, run.info.experiment_id
-        self.events.run_id = self.run_id
+        self.found = self.retrying(
+            "MLflow lookup",
+            lambda: self.front.job_run(spec.worker.experiment, key.digest, run_tags(spec, key)),
+        )
+        self.events.run_id = self.found.run_id
+        # asked once here; again only after waiting out another worker's lease
         if (version := self.retrying("MLflow lookup", self.registered)) is not None:
             return self.reemit(version)
         if not self._take_lease():
@@ -279,13 +272,14 @@ class Job:
 
     def _take_lease(self) -> bool:
         """Hold the key's lease (True), or see the key registered meanwhile (False)."""
-        assert self.run_id is not None
+        assert self.found is not None
         lease = Lease(
-            MlflowLeaseStore(self.client),
-            self.run_id,
+            self.front,
+            self.found.run_id,
             self.spec.identity,
             self.spec.worker.lease_ttl_s,
             self.spec.worker.heartbeat_s,
+            settle_s=self.lease_settle_s,
         )
         deadline = self.started + self.spec.worker.job_deadline_s
         waited = False
@@ -303,10 +297,12 @@ class Job:
                     message=f"{self.spec.identity} waits: leased by {holder.owner}",
                 )
                 waited = True
-            log.info("run %s is leased by %s; waiting", self.run_id, holder.owner)
+            log.info("run %s is leased by %s; waiting", self.found.run_id, holder.owner)
             time.sleep(min(self.spec.worker.heartbeat_s, max(0.2, holder.expires_at - time.time())))
-        # the holder may have registered and released between our last look and the take
-        if self.retrying("MLflow lookup", self.registered) is not None:
+        # after a wait, the holder may have registered and released between our last look and
+        # the take (without one, the look before the take is a moment old and registration's
+        # own check settles a race)
+        if waited and self.retrying("MLflow lookup", self.registered) is not None:
             lease.release()
             return False
         self.lease = lease
@@ -314,208 +310,65 @@ class Job:
         return True
 
     def _stages(self) -> JobOutcome:
-        from pipeline.eval import load_results, log_to_mlflow, save_results
-        from pipeline.train import preflight
-        from pipeline.train.mlflow_log import log_refusal
-
-        spec, client, rid = self.spec, self.client, self.run_id
-        assert rid is not None and self.key is not None
+        spec, front, run, plan = self.spec, self.front, self.found, self.plan
+        assert run is not None and plan is not None and self.lease is not None
+        lease = self.lease
 
         def begin() -> None:
-            run = self._run_found  # as looked up (its status and failure tags are ours)
-            if run.info.status != "RUNNING":
-                client.update_run(rid, status="RUNNING")
+            if run.status != "RUNNING":  # as looked up: its status and failure tags are ours
+                front.set_status(run.run_id, "RUNNING")
             for tag in (FAILURE_TAG, FAILURE_RETRYABLE_TAG):
-                if tag in run.data.tags:
-                    client.delete_tag(rid, tag)
+                if tag in run.tags:
+                    front.delete_tag(run.run_id, tag)
 
         self.retrying("run start", begin)
         self._pending[ATTEMPT_TAG] = str(spec.attempt)  # with fetch's start
         self.events.started()
-        assert self.plan is not None
-        self.work_dir = work = self.plan.work_dir
-
-        model_dir, _fetched = self.run_stage(
-            "fetch",
-            lambda: fetch_release(
-                spec.release, spec.state_dir, source=spec.source, allowlist=spec.allowlist
-            ),
-            cached=lambda got: (FETCH_CACHED_TAG, not got[1]),
+        self.work_dir = plan.work_dir
+        ctx = StageContext(
+            spec, plan, front, run, self.events, lease_lost=lease.lost, fence=lease.fence
         )
-        self.stage = "preflight"  # a bad recipe or suite fails there
-        profile = "cpu" if spec.worker.device == "cpu" else None
-        recipe = self.plan.recipe(profile)  # the snapshots the key was computed from
-        suite = self.plan.suite()
-
-        def check() -> None:
-            report = preflight(model_dir, recipe, spec.allowlist, repo_id=spec.release.repo_id)
-            if report.refusals:
-                log_refusal(report, recipe, run_id=rid, tracking_uri=spec.tracking_uri)
-                reasons = "; ".join(f"{r.check}: {r.reason}" for r in report.refusals)
-                raise PermanentJobFailure("preflight", f"model refused: {reasons}")
-
-        self.run_stage("preflight", check)
-        self.run_stage("holdout", lambda: holdout(recipe, suite))
-        baseline, _computed = self.run_stage(
-            "baseline",
-            lambda: cached_baseline(spec, model_dir, suite, self._eval_progress("baseline")),
-            cached=lambda got: (BASELINE_CACHED_TAG, not got[1]),
+        fns = self.fns
+        fetched = self.run_stage("fetch", lambda: fns.fetch(ctx), cached_tag=FETCH_CACHED_TAG)
+        checked = self.run_stage("preflight", lambda: fns.preflight(ctx, fetched))
+        self.run_stage("holdout", lambda: fns.holdout(ctx, checked))
+        base = self.run_stage(
+            "baseline", lambda: fns.baseline(ctx, fetched, checked), cached_tag=BASELINE_CACHED_TAG
         )
-        trained_dir = self.run_stage("train", lambda: self._train(model_dir, recipe, work))
+        trained = self.run_stage("train", lambda: fns.train(ctx, fetched, checked))
+        scores = self.run_stage("evaluate", lambda: fns.evaluate(ctx, trained, checked, base))
+        tries: list[Registered] = []
 
-        def score() -> dict[str, float]:
-            cached = work / CANDIDATE_RESULTS
-            if cached.is_file():
-                result = load_results(cached)
+        def register() -> Registered:
+            found = self.registered() if tries else None  # a retry: the first may have created it
+            if found is not None:
+                mark_registered(front, found)
+                done = Registered(found, created=False)
             else:
-                result = evaluate(spec, trained_dir, suite, self._eval_progress("evaluate"))
-                save_results(result, cached.with_suffix(".partial"))
-                cached.with_suffix(".partial").replace(cached)
-            return log_to_mlflow(result, baseline, run_id=rid, price=spec.eval_price())
+                done = fns.register(ctx, scores)
+            tries.append(done)
+            self.events.publish(self._candidate(done, scores))
+            return done
 
-        metrics = self.run_stage("evaluate", score)
-        self.run_stage("register", lambda: self._register(metrics))
+        self.run_stage("register", register)
         self.flush_tags()  # register's end
         return JobOutcome(ok=True)
 
-    def _eval_progress(self, stage: str) -> Callable[[str, int, int], None]:
-        rate = Rate()
-
-        def hook(part: str, done: int, total: int) -> None:
-            if part != "generate":
-                return
-            self.events.stage(
-                stage,
-                step=done,
-                total_steps=total,
-                eta_s=rate.eta(done, total),
-                message="generating",
-                force=done == total,
-            )
-
-        return hook
-
-    def _train(self, model_dir: Path, recipe: Any, work: Path) -> Path:
-        from pipeline.train import train_and_log
-
-        spec = self.spec
-        rid = self.run_id
-        assert rid is not None
-        rate = Rate()
-
-        def progress(p: Any) -> None:
-            self.events.stage(
-                "train",
-                step=p.step,
-                total_steps=p.total_steps,
-                loss=p.loss,
-                tokens_per_s=p.tokens_per_s or None,
-                eta_s=rate.eta(p.step, p.total_steps),
-                message=p.stage,
-                force=p.step == p.total_steps,
-            )
-            if self.lease is not None and self.lease.lost.is_set():
-                raise JobLeaseLost(f"lease on run {rid} lost mid-training")
-
-        def attempt(halve: bool) -> Path:
-            if needs_launch(recipe.hardware.num_processes):  # several GPUs: accelerate's ranks
-                return LaunchedTraining(
-                    num_processes=recipe.hardware.num_processes,
-                    model_dir=model_dir,
-                    recipe=spec.track.recipe,
-                    profile=recipe.profile,
-                    out_dir=work / "train",
-                    run_id=rid,
-                    tracking_uri=spec.tracking_uri,
-                    allowlist=tuple(spec.allowlist),
-                    repo_id=spec.release.repo_id,
-                    halve_batch=halve,
-                ).run(progress)
-            outcome = train_and_log(
-                model_dir,
-                halved_batch(recipe)[0] if halve else recipe,
-                work / "train",
-                tracking_uri=spec.tracking_uri,
-                run_id=rid,
-                experiment=spec.worker.experiment,
-                allowlist=spec.allowlist,
-                repo_id=spec.release.repo_id,
-                resume=True,
-                on_progress=progress,
-            )
-            if outcome.status == "refused" or outcome.result is None:
-                raise PermanentJobFailure("train", f"model refused: {outcome.reason}")
-            return Path(outcome.result.model_dir)
-
-        try:
-            return attempt(halve=False)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            note = halved_batch(recipe)[1]
-            log.warning("out of memory in training; retrying once with %s", note)
-            self.client.set_tag(rid, OOM_RETRY_TAG, note)
-            self._free_accelerator()
-            return attempt(halve=True)
-
-    @staticmethod
-    def _free_accelerator() -> None:
-        import gc
-
-        import torch
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def _register(self, metrics: dict[str, float]) -> Any:
-        spec, key, rid = self.spec, self.key, self.run_id
-        assert key is not None and rid is not None
-        release = spec.release
-        tags = {
-            RELEASE_ID_TAG: release.release_id,
-            TRACK_TAG: spec.track.name,
-            BASE_MODEL_TAG: release.repo_id,
-            BASE_REVISION_TAG: release.revision,
-            RECIPE_SHA_TAG: key.recipe_sha,
-            SUITE_SHA_TAG: key.suite_sha,
-        }
-        for name in (ALL_PASS_RATE, CRITERION_PASS_RATE):
-            for prefix in ("", BASELINE_PREFIX):
-                if prefix + name in metrics:
-                    tags[f"{SCORE_TAG_PREFIX}{prefix}{name}"] = f"{metrics[prefix + name]:.6f}"
-        if self.lease is not None:
-            self.lease.fence()  # right before the write that must happen once
-        version, created = register_candidate(
-            self.client, spec.track.registered_model, rid, key.digest, tags
+    def _candidate(self, done: Registered, scores: Scores) -> CandidateRegistered:
+        """A new version's scores are the ones just measured: no need to read the run back."""
+        if not done.created:
+            run = self.front.get_run(done.version.run_id)
+            return event_of_run(done.version, run, self.events_producer_name)
+        assert self.key is not None
+        return candidate_event(
+            done.version,
+            self.spec.track.registered_model,
+            done.version.run_id,
+            scores.metrics,
+            release_id=self.spec.release.release_id,
+            suite_sha=self.key.suite_sha,
+            producer=self.events_producer_name,
         )
-        self._mark_registered(version)
-        if created:  # its scores are the ones just measured: no need to read the run back
-            event = candidate_event(
-                version,
-                spec.track.registered_model,
-                rid,
-                metrics,
-                release_id=release.release_id,
-                suite_sha=key.suite_sha,
-                producer=self.events_producer_name,
-            )
-        else:
-            event = event_of_version(self.client, version, self.events_producer_name)
-        self.events.publish(event)
-        return version
-
-    def _mark_registered(self, version: Any) -> None:
-        """The run's last writes: which version it became, then FINISHED (``reemit`` reads the
-        version tag to tell a finished registration from one a crash cut short)."""
-        from mlflow.entities import RunTag
-
-        tags = [
-            RunTag(REGISTERED_MODEL_TAG, version.name),
-            RunTag(REGISTERED_VERSION_TAG, str(version.version)),
-        ]
-        self.client.log_batch(version.run_id, tags=tags)
-        self.client.set_terminated(version.run_id, "FINISHED")
 
     # -- failure -------------------------------------------------------------------------------
 
@@ -537,8 +390,6 @@ class Job:
         rid = self.run_id
         if rid is not None:
             try:
-                from mlflow.entities import RunTag
-
                 tags = {
                     **self._pending,
                     STAGE_TAG: stage,
@@ -546,8 +397,8 @@ class Job:
                     FAILURE_RETRYABLE_TAG: str(retryable).lower(),
                 }
                 self._pending = {}
-                self.client.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
-                self.client.set_terminated(rid, "FAILED")
+                self.front.set_tags(rid, tags)
+                self.front.set_status(rid, "FAILED")
             except Exception as tag_exc:  # MLflow down: the event still goes out
                 log.warning("could not mark run %s failed: %s", rid, tag_exc)
         try:

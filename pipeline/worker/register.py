@@ -14,9 +14,12 @@ merged model) with ``MlflowClient.create_model_version``: no logged-model entity
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.worker.tags import JOB_KEY_TAG
+
+if TYPE_CHECKING:
+    from pipeline.worker.mlflow_front import ModelVersion, Run
 from uptake.events import CandidateRegistered
 from uptake.mlflow_contract import (
     ALL_PASS_RATE,
@@ -116,6 +119,21 @@ def event_of_version(client: Any, version: Any, producer: str) -> CandidateRegis
         version.name,
         version.run_id,
         run.data.metrics,
+        release_id=tags[RELEASE_ID_TAG],
+        suite_sha=tags[SUITE_SHA_TAG],
+        producer=producer,
+    )
+
+
+def event_of_run(version: ModelVersion, run: Run, producer: str) -> CandidateRegistered:
+    """The ``candidate.registered`` of a version from its run as read (typed front: ``Run``,
+    ``ModelVersion`` of ``pipeline.worker.mlflow_front``)."""
+    tags = {**run.tags, **version.tags}
+    return candidate_event(
+        version,
+        version.name,
+        version.run_id,
+        run.metrics,
         release_id=tags[RELEASE_ID_TAG],
         suite_sha=tags[SUITE_SHA_TAG],
         producer=producer,

@@ -1,17 +1,15 @@
-"""The one MLflow run of a job: found by its key, created once, tagged stage by stage.
+"""The one MLflow run of a job: its tags, stage tags and link.
 
-Before any work the worker looks its key up (``find_runs``): the run says whether the job is
-done (a registered version), under way elsewhere (a live lease) or to be resumed. Two workers
-that create a run for one key at the same moment settle on the oldest (``canonical_run``); the
-other run is deleted, so the key keeps one run.
+Before any work the worker looks its key up (``WorkerMlflow.job_run``): the run says whether
+the job is done (a registered version), under way elsewhere (a live lease) or to be resumed.
+Two workers that create a run for one key at the same moment settle on the oldest; the other
+run is deleted, so the key keeps one run.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from pipeline.train.mlflow_log import ensure_experiment
 from pipeline.worker.job_spec import JobKey, JobSpec
 from pipeline.worker.tags import JOB_KEY_TAG, STAGE_TAG
 from uptake.mlflow_contract import (
@@ -33,19 +31,6 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def find_runs(client: Any, exp_id: str, key: JobKey) -> list[Any]:
-    """Every live run of ``key``, oldest first."""
-    from mlflow.entities import ViewType
-
-    runs = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`{JOB_KEY_TAG}` = '{key.digest}'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=100,
-    )
-    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-
-
 def run_tags(spec: JobSpec, key: JobKey) -> dict[str, str]:
     """The tags a job's run carries from its start (DESIGN.md plus track and timeline)."""
     release = spec.release
@@ -63,25 +48,6 @@ def run_tags(spec: JobSpec, key: JobKey) -> dict[str, str]:
     if release.created_at is not None:
         tags[RELEASE_CREATED_AT_TAG] = release.created_at.isoformat(timespec="milliseconds")
     return {k: v[:TAG_VALUE_MAX] for k, v in tags.items()}
-
-
-def canonical_run(client: Any, spec: JobSpec, key: JobKey) -> Any:
-    """The run of ``key``: the oldest live one, else a new one (a racing duplicate is deleted)."""
-    exp_id = ensure_experiment(client, spec.worker.experiment)
-    found = find_runs(client, exp_id, key)
-    if found:
-        return found[0]
-    from mlflow.entities import RunTag
-
-    created = client.create_run(exp_id)
-    client.log_batch(
-        created.info.run_id, tags=[RunTag(k, v) for k, v in run_tags(spec, key).items()]
-    )
-    found = find_runs(client, exp_id, key)
-    winner = found[0] if found else created
-    if winner.info.run_id != created.info.run_id:
-        client.delete_run(created.info.run_id)  # another worker created the key's run first
-    return client.get_run(winner.info.run_id)
 
 
 def stage_start_tags(stage: str) -> dict[str, str]:
