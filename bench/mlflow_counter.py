@@ -21,6 +21,7 @@ class CountingProxy:
         up = urlsplit(upstream)
         self.host, self.port_up = up.hostname or "127.0.0.1", up.port or 80
         self.counts: Counter[str] = Counter()
+        self.sequence: list[str] = []  # every request in order: where a job's requests go
         self.lock = threading.Lock()
         proxy = self
 
@@ -33,6 +34,7 @@ class CountingProxy:
                 path = urlsplit(self.path).path
                 with proxy.lock:
                     proxy.counts[f"{self.command} {path}"] += 1
+                    proxy.sequence.append(f"{self.command} {path}")
                 conn = http.client.HTTPConnection(proxy.host, proxy.port_up, timeout=600)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -70,12 +72,15 @@ class CountingProxy:
             return Counter(self.counts)
 
 
-def summarize(counts: Counter[str]) -> dict[str, object]:
-    """REST requests (bookkeeping, metrics and registry) apart from artifact transfers."""
+def summarize(counts: Counter[str], sequence: list[str] | None = None) -> dict[str, object]:
+    """REST requests (bookkeeping, metrics and registry) apart from artifact transfers;
+    ``sequence``: the REST requests in the order they came."""
     rest = {k: v for k, v in counts.items() if "/mlflow-artifacts/" not in k}
+    order = [r.rsplit("/mlflow/", 1)[-1] for r in sequence or [] if "/mlflow-artifacts/" not in r]
     return {
         "rest_requests": sum(rest.values()),
         "get_run": sum(v for k, v in rest.items() if k.endswith("/runs/get")),
         "artifact_requests": sum(counts.values()) - sum(rest.values()),
         "by_endpoint": dict(sorted(rest.items(), key=lambda kv: -kv[1])),
+        **({"sequence": order} if sequence is not None else {}),
     }

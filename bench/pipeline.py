@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 for n, (name, release) in enumerate(phases, start=1):
                     if n > 1:
                         started = time.time()
-                    before = counter.snapshot()
+                    before, first = counter.snapshot(), len(counter.sequence)
                     producer.publish(release)
                     _wait_results(worker, n, 3600)
                     requests = counter.snapshot()
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                         _measure(
                             client, settings.worker.experiment, release, name, started, time.time()
                         )
-                        | {"mlflow": summarize(+requests)}
+                        | {"mlflow": summarize(+requests, counter.sequence[first:])}
                     )
             worker.stop()
             runner.join(120)
