@@ -42,7 +42,7 @@ from pipeline.worker.failures import (
 )
 from pipeline.worker.job_events import JobEvents, failure_event
 from pipeline.worker.job_spec import JobKey, JobSpec
-from pipeline.worker.lease import JobLeaseLost, Lease, lease_of_tags
+from pipeline.worker.lease import JobLeaseLost, Lease, LeaseState, lease_of_tags
 from pipeline.worker.mlflow_front import MlflowFront, ModelVersion, Run, WorkerMlflow
 from pipeline.worker.plan import JobPlan, plan_job
 from pipeline.worker.register import candidate_event, event_of_run
@@ -54,6 +54,7 @@ from pipeline.worker.stages import (
     StageContext,
     StageSet,
     mark_registered,
+    registered_tags,
 )
 from pipeline.worker.tags import (
     ATTEMPT_TAG,
@@ -164,18 +165,30 @@ class Job:
                 time.sleep(delay)
                 delay = min(max(delay, 0.1) * 2, self.spec.worker.retry_backoff_max_s)
 
-    def run_stage(self, stage: str, fn: Callable[[], T], cached_tag: str | None = None) -> T:
+    def run_stage(
+        self,
+        stage: str,
+        fn: Callable[[], T],
+        cached_tag: str | None = None,
+        *,
+        quick: bool = False,
+    ) -> T:
         """One stage: fence the lease, tag start and end, publish progress, retry, time out.
 
         ``cached_tag``: the stage's result has a ``cached`` flag, recorded under that tag. The
         end tag and that flag go out with the next stage's start (or ``flush_tags``): one
-        MLflow request per stage edge instead of three."""
+        MLflow request per stage edge instead of three. ``quick`` (preflight, holdout,
+        register: seconds): its start waits for the next write too; ``run.stage`` events
+        still say at once where the job is."""
         self.stage = stage
         if self.lease is not None:
             lease = self.lease
             # the heartbeat's recent check; registration reads it fresh right before its write
             self.retrying("lease check", lambda: lease.fence(fresh=False))
-        self.flush_tags(stage_start_tags(stage))
+        if quick:
+            self._pending.update(stage_start_tags(stage))
+        else:
+            self.flush_tags(stage_start_tags(stage))
         self.events.stage(stage, force=True, message="started")
         with stage_timer(self.spec.worker.stage_timeout_s, stage):
             value = self.retrying(stage, fn)
@@ -283,7 +296,12 @@ class Job:
         )
         deadline = self.started + self.spec.worker.job_deadline_s
         waited = False
-        while (holder := self.retrying("lease", lease.try_acquire)) is not None:
+        hint = [lease_of_tags(self.found.tags)]  # the first try: the lease as the lookup read it
+
+        def take() -> LeaseState | None:
+            return lease.try_acquire(hint.pop() if hint else None)
+
+        while (holder := self.retrying("lease", take)) is not None:
             if self.retrying("MLflow lookup", self.registered) is not None:
                 return False
             if time.monotonic() >= deadline:
@@ -330,8 +348,8 @@ class Job:
         )
         fns = self.fns
         fetched = self.run_stage("fetch", lambda: fns.fetch(ctx), cached_tag=FETCH_CACHED_TAG)
-        checked = self.run_stage("preflight", lambda: fns.preflight(ctx, fetched))
-        self.run_stage("holdout", lambda: fns.holdout(ctx, checked))
+        checked = self.run_stage("preflight", lambda: fns.preflight(ctx, fetched), quick=True)
+        self.run_stage("holdout", lambda: fns.holdout(ctx, checked), quick=True)
         base = self.run_stage(
             "baseline", lambda: fns.baseline(ctx, fetched, checked), cached_tag=BASELINE_CACHED_TAG
         )
@@ -341,17 +359,21 @@ class Job:
 
         def register() -> Registered:
             found = self.registered() if tries else None  # a retry: the first may have created it
-            if found is not None:
-                mark_registered(front, found)
-                done = Registered(found, created=False)
-            else:
-                done = fns.register(ctx, scores)
+            done = Registered(found, created=False) if found else fns.register(ctx, scores)
             tries.append(done)
-            self.events.publish(self._candidate(done, scores))
             return done
 
-        self.run_stage("register", register)
-        self.flush_tags()  # register's end
+        done = self.run_stage("register", register, quick=True)
+        # the run's last writes, one batch: the stages' last tags, the version it became and
+        # the lease freed (fenced by registration a moment ago; the heartbeat stopped first so
+        # no renewal follows), then FINISHED; then the event
+        lease.stop()
+        finished = {**self._pending, **registered_tags(done.version), **lease.freed_tags()}
+        self._pending = {}
+        self.retrying("run finish", lambda: front.set_tags(run.run_id, finished))
+        self.retrying("run finish", lambda: front.set_status(run.run_id, "FINISHED"))
+        event = self._candidate(done, scores)
+        self.retrying("candidate.registered", lambda: self.events.publish(event))
         return JobOutcome(ok=True)
 
     def _candidate(self, done: Registered, scores: Scores) -> CandidateRegistered:

@@ -118,9 +118,11 @@ class Lease:
         self._thread: threading.Thread | None = None
         self._seen_at = 0.0  # monotonic time the heartbeat last found the lease ours
 
-    def try_acquire(self) -> LeaseState | None:
-        """Take the lease if it is free, expired or ours; None when taken, else the holder."""
-        state = self.store.read(self.run_id)
+    def try_acquire(self, known: LeaseState | None = None) -> LeaseState | None:
+        """Take the lease if it is free, expired or ours; None when taken, else the holder.
+        ``known``: the lease as just read with the run (saves a read; the verify after the
+        write reads anyway)."""
+        state = known if known is not None else self.store.read(self.run_id)
         if state.live() and state.owner != self.owner:
             return state
         generation = state.generation + 1
@@ -189,11 +191,28 @@ class Lease:
                 f"{state.generation}, ours {self.generation}); not writing"
             )
 
-    def release(self) -> None:
-        """Stop the heartbeat and free the lease if it is still ours."""
+    def stop(self) -> None:
+        """Stop the heartbeat (no renewal can follow a write that frees the lease)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.heartbeat_s + 5)
+
+    def freed_tags(self) -> dict[str, str]:
+        """The tags that free the lease, for a caller's own last write (the heartbeat stopped
+        and the lease fenced just before); ``release`` then writes nothing."""
+        if self.generation is None:
+            return {}
+        tags = {
+            LEASE_OWNER_TAG: self.owner,
+            LEASE_EXPIRES_TAG: "0.000",
+            LEASE_GENERATION_TAG: str(self.generation),
+        }
+        self.generation = None
+        return tags
+
+    def release(self) -> None:
+        """Stop the heartbeat and free the lease if it is still ours."""
+        self.stop()
         if self.generation is None:
             return
         try:

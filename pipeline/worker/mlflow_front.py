@@ -185,19 +185,27 @@ class MlflowFront:
     ) -> tuple[ModelVersion, bool]:
         from mlflow.exceptions import MlflowException
 
-        try:
-            self.client.create_registered_model(registered_model)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        created = _version(
-            self.client.create_model_version(
-                registered_model,
-                f"{run.artifact_uri}/model",
-                run_id=run.run_id,
-                tags={**clip(tags), JOB_KEY_TAG: key_digest},
+        def create() -> ModelVersion:
+            return _version(
+                self.client.create_model_version(
+                    registered_model,
+                    f"{run.artifact_uri}/model",
+                    run_id=run.run_id,
+                    tags={**clip(tags), JOB_KEY_TAG: key_digest},
+                )
             )
-        )
+
+        try:
+            created = create()
+        except MlflowException as exc:  # the track's first version: create its model first
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            try:
+                self.client.create_registered_model(registered_model)
+            except MlflowException as again:
+                if again.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            created = create()
         found = self.versions_of_key(registered_model, key_digest)
         winner = found[0] if found else created
         if winner.version != created.version:

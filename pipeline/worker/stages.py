@@ -378,9 +378,10 @@ def registration_tags(ctx: StageContext, metrics: dict[str, float]) -> dict[str,
 
 def register(ctx: StageContext, scores: Scores) -> Registered:
     """One version per key (``WorkerMlflow.create_version`` settles a race on the lowest
-    number), the ``challenger`` alias on it, then the run's last writes (``mark_registered``).
-    The job asked "is the key registered?" before taking the lease; a version created since
-    then by a racer is found by ``create_version``'s check."""
+    number) and the ``challenger`` alias on it; the job then writes the run's last tags
+    (``registered_tags``) with its other last tags and marks it FINISHED. The job asked "is the
+    key registered?" before taking the lease; a version created since then by a racer is found
+    by ``create_version``'s check."""
     model = ctx.spec.track.registered_model
     ctx.fence()  # right before the write that must happen once
     version, created = ctx.front.create_version(
@@ -388,15 +389,18 @@ def register(ctx: StageContext, scores: Scores) -> Registered:
     )
     if created:
         ctx.front.set_challenger(model, version.version)
-    mark_registered(ctx.front, version)
     return Registered(version, created)
+
+
+def registered_tags(version: ModelVersion) -> dict[str, str]:
+    """Which version the run became (a re-emit reads it: registration finished)."""
+    return {REGISTERED_MODEL_TAG: version.name, REGISTERED_VERSION_TAG: version.version}
 
 
 def mark_registered(front: WorkerMlflow, version: ModelVersion) -> None:
     """The run's last writes: which version it became, then FINISHED (a re-emit reads the
     version tag to tell a finished registration from one a crash cut short)."""
-    tags = {REGISTERED_MODEL_TAG: version.name, REGISTERED_VERSION_TAG: version.version}
-    front.set_tags(version.run_id, tags)
+    front.set_tags(version.run_id, registered_tags(version))
     front.set_status(version.run_id, "FINISHED")
 
 
