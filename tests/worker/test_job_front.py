@@ -375,3 +375,22 @@ def test_out_of_memory_in_training_tags_the_retry_and_halves_the_batch(
     assert job.run().ok
     assert tries == [False, True]
     assert "batch" in the_run(front).tags[OOM_RETRY_TAG]
+
+
+def test_a_fresh_job_keeps_to_its_bookkeeping_budget(spec: JobSpec) -> None:
+    """What a job asks of the front with no heartbeat in between (issue 19: "is it registered
+    yet?" once, the lease's first look from the run as looked up, the stages' tags in one
+    write per edge, the last tags with the lease's release in one)."""
+    calm = spec.worker.model_copy(update={"heartbeat_s": 30.0, "lease_ttl_s": 100.0})
+    front = FakeMlflow()
+    outcome, _published, _fake = run(spec.model_copy(update={"worker": calm}), front)
+    assert outcome.ok
+    assert dict(front.calls) == {
+        "job_run": 1,
+        "versions_of_key": 1,
+        "get_run": 2,  # the lease's verify after its write; registration's fence
+        "set_tags": 6,  # lease take; fetch, baseline, train, evaluate starts; the last batch
+        "create_version": 1,
+        "set_challenger": 1,
+        "set_status": 1,
+    }
