@@ -10,6 +10,8 @@ The job engine (docs/worker.md):
   ``lease.JobLeaseLost``;
 - ``job_events.failure_event(spec, stage, reason, retryable=...)`` — the ``run.failed`` a service
   publishes for a child that died without reporting;
+- ``stages`` — one function per stage, each returning a small typed result;
+  ``mlflow_front.WorkerMlflow`` — the typed MLflow front the job talks through;
 - ``register.register_candidate`` — idempotent registration (the registry's tests use it).
 
 The Kafka service around it (consumer group, fan-out to tracks, CLI, status) is in

@@ -110,21 +110,6 @@ def candidate_event(
     )
 
 
-def event_of_version(client: Any, version: Any, producer: str) -> CandidateRegistered:
-    """Rebuild the ``candidate.registered`` of an existing version from MLflow (re-emit)."""
-    run = client.get_run(version.run_id)
-    tags = {**run.data.tags, **(version.tags or {})}
-    return candidate_event(
-        version,
-        version.name,
-        version.run_id,
-        run.data.metrics,
-        release_id=tags[RELEASE_ID_TAG],
-        suite_sha=tags[SUITE_SHA_TAG],
-        producer=producer,
-    )
-
-
 def event_of_run(version: ModelVersion, run: Run, producer: str) -> CandidateRegistered:
     """The ``candidate.registered`` of a version from its run as read (typed front: ``Run``,
     ``ModelVersion`` of ``pipeline.worker.mlflow_front``)."""
