@@ -57,6 +57,7 @@ from uptake.stack.mlflow_server import mlflow_server  # noqa: E402
 from uptake.stack.process import free_port  # noqa: E402
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model  # noqa: E402
 from uptake.tracks import Track  # noqa: E402
+from uptake.watcher_config import DirSourceConfig  # noqa: E402
 from watcher.sources.dirs import content_hash  # noqa: E402
 
 LEGAL = REPO / "examples" / "legal"
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
                 mlflow_tracking_uri=counter.address,
                 kafka=KafkaSettings(partitions=1),
                 tracks=tracks,
+                # the releases' sources (one drop folder, a source per track): the worker
+                # fetches only from sources it is configured with
+                sources=[
+                    DirSourceConfig(name=t.name, kind="dir", path=root / "drops") for t in tracks
+                ],
             )
             settings = settings.model_copy(
                 update={"worker": settings.worker.model_copy(update={"device": "cpu"})}
