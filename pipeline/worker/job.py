@@ -207,8 +207,10 @@ class Job:
         self.retrying("run tags", lambda: self.front.set_tags(rid, batch))
         self._pending = {}
 
-    def reemit(self, version: ModelVersion) -> JobOutcome:
-        run = self._registration_finished(version)
+    def reemit(self, version: ModelVersion, known: Run | None = None) -> JobOutcome:
+        """Re-publish a registered key's ``candidate.registered`` (finishing a registration a
+        crash cut short). ``known``: the version's run as the look-up just returned it."""
+        run = self._registration_finished(version, known)
         if run is None:
             # the version was created, then the job died before the alias and the run's tags:
             # it was never announced, so finish its registration as the dead job would have
@@ -224,18 +226,19 @@ class Job:
 
     events_producer_name = "pipeline-worker"
 
-    def _registration_finished(self, version: ModelVersion) -> Run | None:
+    def _registration_finished(self, version: ModelVersion, known: Run | None) -> Run | None:
         """The version's run when it records its registration as done, else None. While
         another worker's live lease holds the run, that worker is finishing it right now:
         wait (up to two lease terms) instead of racing it. A live lease in this worker's own
-        name is a dead earlier attempt (a worker runs one job at a time)."""
+        name is a dead earlier attempt (a worker runs one job at a time). ``known``: the run
+        as just read (the first look then costs no request)."""
         deadline = time.monotonic() + 2 * self.spec.worker.lease_ttl_s
         while True:
-            run = (
-                self.found
-                if self.found is not None and self.found.run_id == version.run_id
-                else self.front.get_run(version.run_id)
-            )
+            if known is not None and known.run_id == version.run_id:
+                run = known
+            else:
+                run = self.front.get_run(version.run_id)
+            known = None  # any next look reads it again
             if REGISTERED_VERSION_TAG in run.tags:
                 return run
             holder = lease_of_tags(run.tags)
@@ -244,7 +247,6 @@ class Job:
             if time.monotonic() > deadline:
                 return None
             time.sleep(min(self.spec.worker.heartbeat_s, 0.5))
-            self.found = None  # read it again
 
     def registered(self) -> ModelVersion | None:
         assert self.key is not None
@@ -272,7 +274,7 @@ class Job:
         self.events.run_id = self.found.run_id
         # asked once here; again only after waiting out another worker's lease
         if (version := self.retrying("MLflow lookup", self.registered)) is not None:
-            return self.reemit(version)
+            return self.reemit(version, known=self.found)
         if not self._take_lease():
             version = self.retrying("MLflow lookup", self.registered)
             assert version is not None
