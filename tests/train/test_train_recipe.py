@@ -85,7 +85,7 @@ FAILURES = {
         lambda p: _bad(p, stages={"sft": {"batch_size": "big"}}),
         "stages.sft.batch_size",
     ),
-    "no stage": (lambda p: _bad(p, stages={"sft": None}), "stages: Value error, needs at least one"),
+    "no stage": (lambda p: _bad(p, stages={"sft": None}), "needs at least one stage"),
     "missing data": (
         lambda p: _bad(p, stages={"sft": {"data": "gone.jsonl"}}),
         "stages.sft.data: Value error, data file not found",
