@@ -139,17 +139,24 @@ def sdpo_config(
     stage: SDPOStage | None = recipe.stages.sdpo
     assert stage is not None
     return SDPOConfig(
-        **_rl_common(stage, recipe, report, hw, output_dir),
-        max_prompt_length=None,
-        distillation_weight=stage.distillation_weight,
-        teacher_model_kind=stage.teacher,
-        feedback_template=stage.feedback_template,
-        include_environment_feedback=True,
-        environment_feedback_only_without_solution=True,  # a solution of the group beats notes
-        use_successful_as_teacher=True,
-        success_reward_threshold=SUCCESS_THRESHOLD,
-        dont_reprompt_on_self_success=True,
+        **_rl_common(stage, recipe, report, hw, output_dir), **sdpo_teacher_settings(stage)
     )
+
+
+def sdpo_teacher_settings(stage: SDPOStage) -> dict[str, Any]:
+    """What SDPO's teacher is shown: a successful rollout of the group when there is one (not
+    the rollout itself), else the rollout's failed criteria (the reward's feedback)."""
+    return {
+        "max_prompt_length": None,
+        "distillation_weight": stage.distillation_weight,
+        "teacher_model_kind": stage.teacher,
+        "feedback_template": stage.feedback_template,
+        "include_environment_feedback": True,
+        "environment_feedback_only_without_solution": True,
+        "use_successful_as_teacher": True,
+        "success_reward_threshold": SUCCESS_THRESHOLD,
+        "dont_reprompt_on_self_success": True,
+    }
 
 
 def embedding_layout(model: Any) -> tuple[str, bool]:
