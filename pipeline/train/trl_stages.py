@@ -180,12 +180,33 @@ def _build_trainer(
         from pipeline.train.sdpo import RubricSDPOTrainer
 
         assert reward is not None
+        _check_sdpo_teacher(ctx, added_ids)
         args = sdpo_config(ctx.recipe, ctx.report, ctx.hardware, output_dir)
-        return RubricSDPOTrainer(reward_funcs=[reward], rubric=reward, args=args, **common)
+        try:
+            return RubricSDPOTrainer(reward_funcs=[reward], rubric=reward, args=args, **common)
+        except ValueError as exc:  # TRL's teacher checks: a recipe choice, not a crash
+            if "teacher_model_kind" not in str(exc):
+                raise
+            _check_sdpo_teacher(ctx, added_ids or [-1])
+            raise
     # LoRA's reference model is the base under the adapter; full fine-tuning needs a copy.
     ref = None if ctx.lora else _load_start_model(plan, ctx, ctx.train_dtype)[0]
     args = dpo_config(ctx.recipe, ctx.report, ctx.hardware, output_dir)
     return DPOTrainer(ref_model=ref, args=args, **common)
+
+
+def _check_sdpo_teacher(ctx: StageContext, added_ids: list[int]) -> None:
+    """TRL's EMA teacher needs pure LoRA (or, in full fine-tuning, reloads the start model from
+    disk): tokens preflight adds to the base break both, so say what to do instead."""
+    stage = ctx.recipe.stages.sdpo
+    if stage is not None and stage.teacher == "ema" and added_ids:
+        from uptake.errors import InputError
+
+        raise InputError(
+            "stages.sdpo.teacher: 'ema' cannot start from a base that preflight adds tokens to "
+            "(their embedding rows train next to LoRA); put an sft stage before sdpo, or set "
+            "teacher: base or live"
+        )
 
 
 def _train_stage(plan: StagePlan, ctx: StageContext) -> StageResult:

@@ -14,9 +14,11 @@ import pytest
 
 from pipeline.train import TrainProgress, load_recipe, train
 from pipeline.train.run_dir import last_checkpoint
-from tests.train.helpers import train_argv, write_jsonl, write_recipe
+from tests.train.helpers import corpus, memo_rows, train_argv, write_jsonl, write_recipe
 from tests.train.rl_helpers import grpo_stage, write_rl_data
 from tests.train.test_train_resume import _wait_for_checkpoint
+from uptake.errors import InputError
+from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 14
@@ -88,3 +90,13 @@ def test_an_rl_only_sdpo_recipe_trains(estoppel_model: Path, tmp_path) -> None:
     assert [s for s, _ in sdpo.metrics["reward/reward_mean"]] == [1, 2]
     assert (result.model_dir / "config.json").is_file()
     assert {e.stage for e in events} == {"sdpo"}
+
+
+def test_an_ema_teacher_on_a_base_that_gets_new_tokens_is_a_clear_error(tmp_path) -> None:
+    """TRL's EMA teacher needs pure LoRA; a base that preflight adds tokens to trains their
+    embedding rows too, which TRL refused with a bare ValueError deep in its constructor."""
+    spec = TinyModelSpec(arch="llama", chat_template="none", pad_equals_eos=True, bare_vocab=True)
+    base = build_tiny_model(tmp_path / "base", spec, corpus=corpus(memo_rows(50)))
+    recipe_path = _rl_only(tmp_path / "recipe", "sdpo", max_steps=1, max_new_tokens=4)
+    with pytest.raises(InputError, match=r"stages\.sdpo\.teacher: 'ema' cannot start from a base"):
+        train(base, load_recipe(recipe_path), tmp_path / "run", profile="cpu")
