@@ -6,12 +6,15 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
+
 from pipeline.train import train
 from pipeline.train.recipe import load_recipe
 from tests.train.helpers import write_jsonl, write_recipe
 from tests.train.rl_helpers import SFT_STAGE, grpo_stage, sometimes_estoppel_rows, write_rl_data
 
 
+@pytest.mark.slow
 def test_sft_then_grpo_raises_the_rubric_reward(estoppel_model: Path, tmp_path) -> None:
     recipe_dir = tmp_path / "recipe"
     recipe_dir.mkdir()

@@ -13,6 +13,8 @@ from pipeline.train.recipe import SDPOStage
 from pipeline.train.reward import RubricReward
 from tests.train.helpers import write_jsonl
 
+pytestmark = pytest.mark.slow  # real TRL trainers on a tiny model
+
 HARD = {
     "id": "hard",
     "messages": [{"role": "user", "content": "Write a memo on a tax matter for Ana."}],
