@@ -10,16 +10,20 @@ found (``CorruptCopy``), and ``discard`` removes it for a fresh download.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from uptake.errors import DependencyError
 from uptake.mlflow_contract import CHAMPION_ALIAS, SERVED_AT_TAG
+from uptake.models.remote_code import ModelOrigin, origin_of_tags
+from uptake.retention import apply, serving_removals
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +76,14 @@ def verify_manifest(root: Path) -> None:
 class ChampionSource:
     """MLflow lookups for serving: resolve the alias, fetch a version, stamp it served."""
 
-    def __init__(self, tracking_uri: str, cache_dir: Path) -> None:
+    def __init__(
+        self, tracking_uri: str, cache_dir: Path, source_kinds: Mapping[str, str] | None = None
+    ) -> None:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.cache_dir = cache_dir
+        self.source_kinds = dict(source_kinds or {})  # configured source name -> hf / dir
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def champion(self, model: str) -> str | None:
@@ -137,6 +144,25 @@ class ChampionSource:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("downloaded %s v%s to %s", model, version, final)
         return final
+
+    def origin(self, model: str, version: str) -> ModelOrigin:
+        """The version's source and repo id, from its MLflow tags (the release id the worker
+        set): what the remote-code allow-list is matched against, never the folder's path."""
+        try:
+            tags = self.client.get_model_version(model, version).tags or {}
+        except Exception as exc:
+            raise DependencyError(f"MLflow: cannot read {model}/{version}: {exc}") from None
+        return origin_of_tags(tags, self.source_kinds)
+
+    def prune(self, model: str, served: str, keep: int) -> int:
+        """Delete cached versions of ``model`` past the ``keep`` newest, never ``served`` nor
+        the champion (``uptake.retention``: dot-named downloads in progress are left alone);
+        the bytes freed."""
+        protected = {served}
+        with contextlib.suppress(DependencyError):
+            if (champion := self.champion(model)) is not None:
+                protected.add(champion)
+        return apply(serving_removals(self.cache_dir / model, keep, protected))
 
     def mark_served(self, model: str, version: str) -> None:
         """Set the version's ``uptake.served_at`` (the report's timeline) unless already set."""

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from uptake.errors import DependencyError, InputError
+from uptake.models.remote_code import ModelOrigin
 from uptake.models.tool_calls import ToolCall
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -135,7 +136,16 @@ class Engine(Protocol):
     name: str
     libraries: tuple[str, ...]  # modules a load imports (the CLI imports them first, then freezes)
 
-    async def load(self, registered_model: str, version: str, model_dir: Path) -> LoadedVersion: ...
+    async def load(
+        self,
+        registered_model: str,
+        version: str,
+        model_dir: Path,
+        origin: ModelOrigin | None = None,
+    ) -> LoadedVersion:
+        """Load and warm ``model_dir``; ``origin`` (the version's source and repo id, from its
+        MLflow tags) decides whether an allow-listed model's own code may run."""
+        ...
 
     async def aclose(self) -> None:
         """Stop whatever the engine runs itself (threads, child processes)."""

@@ -99,7 +99,11 @@ class ServingService:
         refuse_open_exposure(self.host, api_key, allow=cfg.allow_unauthenticated)
         self.metrics = ServingMetrics()
         self.producer = EventProducer(settings, producer_name="serving")
-        self.source = ChampionSource(settings.tracking_uri, settings.state_dir / "serving")
+        self.source = ChampionSource(
+            settings.tracking_uri,
+            settings.state_dir / "serving",
+            {s.name: s.kind for s in settings.sources},
+        )
         self.manager = SwapManager(
             self.models,
             make_engine(settings, engine),
@@ -111,6 +115,7 @@ class ServingService:
             download_timeout_s=cfg.download_timeout_s,
             load_timeout_s=cfg.load_timeout_s,
             on_served=self.source.mark_served,
+            keep_versions=cfg.keep_versions,
         )
         wanted = cfg.port if port is None else port
         self._sock = bind_socket(

@@ -42,6 +42,7 @@ from serving.engine import Engine, LoadedVersion
 from serving.metrics import ServingMetrics
 from uptake.errors import DependencyError, InputError, describe_exception
 from uptake.events import AlertRaised
+from uptake.retention import stamp
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class SwapManager:
         download_timeout_s: float = 1800.0,
         load_timeout_s: float = 1800.0,
         on_served: Callable[[str, str], None] | None = None,
+        keep_versions: int | None = None,
     ) -> None:
         self.models = list(models)
         self.engine = engine
@@ -123,6 +125,7 @@ class SwapManager:
         self.download_timeout_s = download_timeout_s
         self.load_timeout_s = load_timeout_s
         self.on_served = on_served
+        self.keep_versions = keep_versions  # None: the cache is never pruned here
         self._slots = {m: _Slot(m) for m in self.models}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
@@ -274,6 +277,8 @@ class SwapManager:
             old.retired = True
             if old.leases == 0:
                 self._close_later(old)
+        if self.keep_versions is not None:
+            await asyncio.to_thread(self._prune, slot.model, version, self.keep_versions)
         if self.on_served is not None:
             await asyncio.to_thread(self._served, slot.model, version)
         await self._resolve(slot)
@@ -309,14 +314,22 @@ class SwapManager:
                 f"the download of {model}/{version} took longer than {self.download_timeout_s:g}s"
             ) from None
         await asyncio.to_thread(verify_manifest, model_dir)
+        await asyncio.to_thread(stamp, model_dir)  # recently used: kept by the cache's pruning
+        origin = await asyncio.to_thread(self.source.origin, model, version)
         try:
             return await asyncio.wait_for(
-                self.engine.load(model, version, model_dir), self.load_timeout_s
+                self.engine.load(model, version, model_dir, origin), self.load_timeout_s
             )
         except TimeoutError:
             raise LoadTimeout(
                 f"loading {model}/{version} took longer than {self.load_timeout_s:g}s"
             ) from None
+
+    def _prune(self, model: str, served: str, keep: int) -> None:
+        try:
+            self.source.prune(model, served, keep)
+        except Exception as exc:  # housekeeping: never a reason to stop serving
+            log.warning("cannot prune %s's cached versions: %s", model, describe_exception(exc))
 
     def _served(self, model: str, version: str) -> None:
         try:

@@ -40,6 +40,7 @@ Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, i
   x PermanentError - a refusal that no retry can change (exit 1, not retryable)
     + WebhookRejected - not provably from the sender, also a ValueError (uptake.webhooks)
     + FetchRefused - (pipeline.worker.fetch)
+    + SourceRefused - an event disagrees with its configured source (pipeline.worker.trust)
     + EventMismatch - (registry.evidence)
     + UnknownVersion - (registry.evidence)
     + UnmanagedModel - (registry.managed)

@@ -93,6 +93,16 @@ PRICE_IN_PER_MTOK: Final = "price_in_per_mtok"  # the prices the cost was comput
 PRICE_OUT_PER_MTOK: Final = "price_out_per_mtok"
 GPU_HOUR_PRICE: Final = "gpu_hour_price"
 CPU_HOUR_PRICE: Final = "cpu_hour_price"  # an hour of the CPU machine (no GPU)
+# agentic suites (docs/agentic.md): how the tasks were worked, beside how they scored
+AGENT_TURNS_MEAN: Final = "agent.turns_mean"
+AGENT_TOOL_CALLS_MEAN: Final = "agent.tool_calls_mean"
+AGENT_DOCUMENTS_READ_RATE: Final = "agent.documents_read_rate"  # read of present, pooled
+AGENT_DELIVERABLES_RATE: Final = "agent.deliverables_rate"  # produced of expected, pooled
+AGENT_WALL_SECONDS_MEAN: Final = "agent.wall_seconds_mean"
+JUDGE_ERRORS: Final = "judge_errors"  # criteria without a valid verdict (not counted as fails)
+JUDGE_AGREEMENT: Final = "judge_agreement"  # two judges: share of criteria they agree on
+AGENT_BASH_TAG: Final = "uptake.eval.agent_bash"  # "offered", or why not
+JUDGES_TAG: Final = "uptake.eval.judges"  # the judge model(s), comma-separated
 EVAL_MODEL_TAG: Final = "uptake.eval.model"  # which model a run scored (label in the report)
 EVAL_BACKEND_TAG: Final = "uptake.eval.backend"  # transformers / openai
 BASELINE_EVAL_MODEL_TAG: Final = "uptake.eval.baseline_model"
@@ -110,6 +120,8 @@ BASELINE_RESULTS_FILE: Final = "baseline_results.jsonl"
 RESULTS_ARTIFACT: Final = f"{EVAL_ARTIFACT_DIR}/{RESULTS_FILE}"  # per-task results, candidate
 BASELINE_RESULTS_ARTIFACT: Final = f"{EVAL_ARTIFACT_DIR}/{BASELINE_RESULTS_FILE}"
 RESULTS_TABLE_ARTIFACT: Final = f"{EVAL_ARTIFACT_DIR}/results_table.json"  # for the MLflow UI
+TRANSCRIPTS_DIR: Final = "transcripts"  # agentic suites: one JSON per task, beside the report
+TRANSCRIPTS_ARTIFACT_DIR: Final = f"{EVAL_ARTIFACT_DIR}/{TRANSCRIPTS_DIR}"
 
 # -- MLflow's own limits -----------------------------------------------------------------------
 # Longest tag value uptake writes: below every limit of the MLflow 3.x stores (run tags 8000,

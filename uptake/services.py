@@ -74,6 +74,7 @@ TOOL_MODULES: tuple[str, ...] = (
     "pipeline.train.cli",
     "registry.report.cli",
     "uptake.config_cli",
+    "uptake.gc_cli",
 )
 
 

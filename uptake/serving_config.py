@@ -232,6 +232,13 @@ class ServingSettings(ConfigModel):
     public_url: str | None = Field(
         None, description="The URL `uptake up` prints; null: the bound address."
     )
+    keep_versions: int = Field(
+        2,
+        ge=0,
+        description="Downloaded versions kept per model under `<state>/serving` besides the "
+        "champion (the newest; a rollback loads them from disk); applied after each swap and "
+        "by `uptake gc`.",
+    )
     vllm: VllmConfig = Field(VllmConfig(), description="The vLLM engine (docs/serving.md).")
 
     @field_validator("api_key_env")

@@ -26,8 +26,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from uptake.agent_config import AgentSettings
 from uptake.config_model import ConfigModel
 from uptake.errors import ConfigError, describe_validation_error
+from uptake.judge_config import JudgeSettings as JudgeSettings  # re-exported
 from uptake.registry_config import AlertSettings, RegistrySettings
 from uptake.serving_config import ServingSettings
 from uptake.stack_config import StackSettings
@@ -38,6 +40,7 @@ from uptake.worker_config import WorkerSettings
 
 SECRET_FIELDS = {
     ("judge", "api_key"),
+    ("agent", "second_judge", "api_key"),
     ("mlflow", "webhook_secret"),
     ("hf_token",),
     ("watcher", "webhook_secret"),
@@ -114,26 +117,6 @@ class MLflowSettings(ConfigModel):
     )
 
 
-class JudgeSettings(ConfigModel):
-    """An LLM judge behind any OpenAI-compatible endpoint."""
-
-    base_url: str | None = Field(
-        None, description="OpenAI-compatible endpoint of the judge; null: no judge."
-    )
-    model: str | None = Field(None, description="The judge's model name at that endpoint.")
-    api_key: SecretStr | None = Field(None, description="Bearer key of the judge's endpoint.")
-    timeout_s: float = Field(60.0, gt=0, description="Seconds per judge request, as a whole.")
-    max_retries: int = Field(
-        3,
-        ge=0,
-        description="Tries after the first per verdict (transport error, malformed answer).",
-    )
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.base_url and self.model)
-
-
 class Settings(BaseSettings):
     """Everything a service needs to find the others. Reference: docs/configuration.md."""
 
@@ -162,11 +145,15 @@ class Settings(BaseSettings):
     )
     trust_remote_code_allowlist: list[str] = Field(
         default_factory=list,
-        description="Repo ids, paths or `org/*` patterns whose own model code may run.",
+        description="Whose own model code may run: `source:org/*` (one source), a bare "
+        "`org/*` (hub sources only) or an absolute path pattern (docs/security.md).",
     )
     kafka: KafkaSettings = Field(KafkaSettings(), description="The Kafka bus.")
     mlflow: MLflowSettings = Field(MLflowSettings(), description="The MLflow server.")
     judge: JudgeSettings = Field(JudgeSettings(), description="The LLM judge of evaluation.")
+    agent: AgentSettings = Field(
+        AgentSettings(), description="Agentic (LAB-format) suites: caps, sandbox, second judge."
+    )
     registry: RegistrySettings = Field(
         RegistrySettings(), description="Promotion gate, approvals, promoter (docs/registry.md)."
     )

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from uptake.config_option import ConfigOption, settings_from
 from uptake.errors import InputError
+from uptake.retention import human
 from uptake.service_runtime import on_stop_signals
 from uptake.settings import Settings
 from uptake.stack.local import LocalStack
@@ -137,6 +138,16 @@ def _print_status(report: StatusReport) -> None:
         else:
             topics.add_row(t.name, "-", "-", "missing")
     console.print(topics)
+    if report.disk is not None:
+        d = report.disk
+        console.print(
+            f"state dir {d.path}: {human(d.used_bytes)} used; {human(d.free_bytes)} free of "
+            f"{human(d.total_bytes)} on its disk",
+            markup=False,
+            soft_wrap=True,
+        )
+    elif report.disk_error:
+        console.print(f"state dir: {report.disk_error}", markup=False, style="red")
     for section in report.sections:
         if section.error:
             console.print(f"[red]{section.title}: {section.error}[/red]")

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from uptake.retention import DiskUse, disk_use
 from uptake.services import SERVICES, resolve
 from uptake.settings import Settings
 from uptake.stack.local import read_stack_info, resolved_endpoints
@@ -50,6 +51,8 @@ class StatusReport(BaseModel):
     # what `uptake up` runs: pid, state (running/restarting/failed), restarts, last exit
     local_stack: dict[str, ComponentRecord] = {}
     sections: list[StatusSection] = []
+    disk: DiskUse | None = None  # the state dir's size and its disk's free space
+    disk_error: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -113,6 +116,12 @@ def collect_status(settings: Settings, timeout_s: float = 5.0) -> StatusReport:
     ok, detail, topics = _topic_offsets(bootstrap, names, timeout_s)
     mlflow_ok = mlflow_healthy(tracking, timeout_s)
     info = read_stack_info(settings)
+    disk: DiskUse | None = None
+    disk_error: str | None = None
+    try:
+        disk = disk_use(settings.state_dir)
+    except OSError as exc:
+        disk_error = f"{type(exc).__name__}: {exc}"
     return StatusReport(
         broker=ComponentStatus(name="broker", address=bootstrap, healthy=ok, detail=detail),
         mlflow=ComponentStatus(
@@ -125,4 +134,6 @@ def collect_status(settings: Settings, timeout_s: float = 5.0) -> StatusReport:
         local_stack_pid=info.pid if info else None,
         local_stack=info.processes if info else {},
         sections=_sections(settings),
+        disk=disk,
+        disk_error=disk_error,
     )

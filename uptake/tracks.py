@@ -35,7 +35,8 @@ class Track(ConfigModel):
         description="Training recipe YAML (docs/training.md), relative to the config file."
     )
     suite: Path = Field(
-        description="Held-out rubric suite JSONL (docs/evaluation.md), relative to the config file."
+        description="Held-out suite: rubric JSONL (docs/evaluation.md) or a folder of LAB-format "
+        "tasks (docs/agentic.md), relative to the config file."
     )
     sources: tuple[str, ...] | None = Field(
         None, min_length=1, description="Names of the watcher sources feeding it; null: every one."

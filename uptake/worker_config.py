@@ -72,3 +72,33 @@ class WorkerSettings(ConfigModel):
         le=MAX_PRICE,
         description="Price of a GPU hour when a job evaluates on a GPU: as `cpu_hour_price`.",
     )
+    # -- disk (docs/worker.md "Disk"): applied after every job and by `uptake gc` -----------
+    keep_snapshots: int = Field(
+        3,
+        ge=0,
+        description="Fetched releases kept under `<state>/models` (the newest; any an unfinished "
+        "job uses is kept too): a redelivery or another track reuses them.",
+    )
+    keep_baselines: int = Field(
+        20,
+        ge=0,
+        description="Releases whose baseline scores are kept under `<state>/baselines` (the "
+        "newest).",
+    )
+    keep_registered_jobs: bool = Field(
+        False,
+        description="Keep a job's folder (checkpoints, merged model) after its version is "
+        "registered; false: drop it, MLflow holds the model.",
+    )
+    keep_unfinished_job_days: float = Field(
+        14.0,
+        gt=0,
+        description="Days an unfinished job's folder (its checkpoints, for a resume) is kept "
+        "after its last write.",
+    )
+    min_free_gb: float = Field(
+        10.0,
+        ge=0,
+        description="Free space (GB) the state dir's disk needs before a job starts; below it "
+        "(after retention) the job is refused as retryable, reason `disk_full`; 0: no floor.",
+    )

@@ -2,7 +2,8 @@
 
 Public API (other packages use only these names):
 
-- ``load_suite(path) -> Suite`` — validated suite with ``.tasks`` and ``.sha256``;
+- ``load_suite(path) -> Suite | AgenticSuite`` — a JSONL suite or a LAB task directory,
+  validated, with ``.tasks`` and ``.sha256`` (``suite_sha256(path)`` without loading);
 - ``run_eval(model, suite, ...) -> EvalResult`` — generate, grade, compute metrics;
 - ``compare(baseline, candidate) -> PairedComparison`` — paired bootstrap + McNemar;
 - ``log_to_mlflow(result, baseline=None)`` — metrics, per-task table, plots, report;
@@ -16,9 +17,11 @@ from pipeline.eval.metrics import Metrics, compute_metrics
 from pipeline.eval.mlflow_log import eval_metrics, log_to_mlflow
 from pipeline.eval.results import EvalResult, TaskResult, load_results, save_results
 from pipeline.eval.runner import run_eval
-from pipeline.eval.suite import Suite, Task, load_suite
+from pipeline.eval.suite import Suite, Task
+from pipeline.eval.suites import AnySuite, load_suite, suite_sha256
 
 __all__ = [
+    "AnySuite",
     "EvalResult",
     "Metrics",
     "PairedComparison",
@@ -36,4 +39,5 @@ __all__ = [
     "mcnemar_exact",
     "run_eval",
     "save_results",
+    "suite_sha256",
 ]

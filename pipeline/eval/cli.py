@@ -103,7 +103,10 @@ def eval_command(
     model: Annotated[
         str, typer.Option("--model", help="Model directory or OpenAI-compatible URL.")
     ],
-    suite: Annotated[Path, typer.Option("--suite", help="Rubric suite (JSONL).")],
+    suite: Annotated[
+        Path,
+        typer.Option("--suite", help="Rubric suite (JSONL) or a directory of LAB-format tasks."),
+    ],
     baseline: Annotated[
         Path | None,
         typer.Option(
@@ -184,7 +187,7 @@ def eval_command(
     from pipeline.eval.report import write_report
     from pipeline.eval.results import load_results, save_results
     from pipeline.eval.runner import require_judge, run_eval
-    from pipeline.eval.suite import load_suite
+    from pipeline.eval.suites import load_suite
     from uptake.cost import Price
     from uptake.settings import load_settings
 
@@ -236,6 +239,8 @@ def eval_command(
             progress=hook,
             allowlist=settings.trust_remote_code_allowlist,
             repo_id=repo_id,
+            agent=settings.agent,
+            work_dir=out if out is not None else _agent_dir(settings.state_dir),
         )
     comparison = compare(base, result, n_boot=bootstrap, seed=seed) if base is not None else None
     summary = result.summary()
@@ -264,6 +269,63 @@ def eval_command(
         console.print(f"results, report and plots written to {out}")
 
 
+def _agent_dir(state_dir: Path) -> Path:
+    """Where an agentic run without ``--out`` keeps its workspaces and transcripts."""
+    import time
+
+    return state_dir / "agent-eval" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def suite_check_command(
+    path: Annotated[Path, typer.Argument(help="A suite: JSONL file or LAB-format directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Validate a suite and print its tasks per practice area, criteria per task, document
+    types and the content hash recorded as ``suite_sha``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.eval.agent.lab import AgenticSuite, check_summary
+    from pipeline.eval.suites import load_suite
+
+    loaded = load_suite(path)
+    if isinstance(loaded, AgenticSuite):
+        summary = check_summary(loaded).model_dump()
+    else:
+        summary = {
+            "name": loaded.name,
+            "sha256": loaded.sha256,
+            "n_tasks": len(loaded.tasks),
+            "n_criteria": loaded.n_criteria,
+            "per_area": {a: sum(t.practice_area == a for t in loaded.tasks) for a in loaded.areas},
+            "criteria_per_task": {t.id: len(t.criteria) for t in loaded.tasks},
+            "document_types": {},
+            "n_documents": 0,
+        }
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    console = Console()
+    console.print(
+        f"suite {summary['name']}: {summary['n_tasks']} tasks, {summary['n_criteria']} criteria, "
+        f"{summary['n_documents']} documents"
+    )
+    console.print(f"sha256 {summary['sha256']}")
+    areas = Table("practice area", "tasks")
+    for area, n in summary["per_area"].items():
+        areas.add_row(area, str(n))
+    console.print(areas)
+    tasks = Table("task", "criteria")
+    for task_id, n in summary["criteria_per_task"].items():
+        tasks.add_row(task_id, str(n))
+    console.print(tasks)
+    if summary["document_types"]:
+        types = Table("document type", "files")
+        for kind, n in summary["document_types"].items():
+            types.add_row(kind, str(n))
+        console.print(types)
+
+
 def _log_run(settings: Any, result: Any, baseline: Any, price: Any) -> str:
     """Log to a new run in the ``uptake-eval`` experiment of the configured MLflow."""
     import mlflow
@@ -287,3 +349,6 @@ def _log_run(settings: Any, result: Any, baseline: Any, price: Any) -> str:
 def register(app: typer.Typer) -> None:
     """Add ``uptake eval`` to the root CLI."""
     app.command("eval")(eval_command)
+    suite_app = typer.Typer(help="Rubric suites: check one before a track uses it.")
+    suite_app.command("check")(suite_check_command)
+    app.add_typer(suite_app, name="suite")

@@ -12,7 +12,8 @@ import re
 import unicodedata
 from pathlib import Path
 
-from pipeline.eval.suite import Suite, jsonl_lines, parse_json_line
+from pipeline.eval.suite import jsonl_lines, parse_json_line
+from pipeline.eval.suites import AnySuite
 from uptake.errors import InputError
 
 _WS = re.compile(r"\s+")
@@ -22,7 +23,7 @@ def canonical_prompt(text: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def find_overlap(train_path: str | Path, suite: Suite) -> list[str]:
+def find_overlap(train_path: str | Path, suite: AnySuite) -> list[str]:
     """Describe every suite task found in the chat-JSONL training file (empty: none)."""
     path = Path(train_path)
     if not path.is_file():
@@ -56,7 +57,7 @@ def find_overlap(train_path: str | Path, suite: Suite) -> list[str]:
     return found
 
 
-def check_holdout(train_path: str | Path, suite: Suite) -> None:
+def check_holdout(train_path: str | Path, suite: AnySuite) -> None:
     """Raise InputError if any suite task id or prompt appears in the training data."""
     found = find_overlap(train_path, suite)
     if found:

@@ -69,9 +69,21 @@ def parse_verdict(content: str) -> Verdict | None:
             text = text[4:].strip()
     try:
         data = json.loads(text)
+        if isinstance(data, dict) and set(data) == {"verdict", "reasoning"}:
+            data = lab_verdict(data)  # LAB's own verdict shape (pipeline/eval/agent/grade.py)
         return Verdict.model_validate(data)
-    except (json.JSONDecodeError, ValidationError):
+    except (json.JSONDecodeError, ValidationError, RecursionError):
         return None
+
+
+def lab_verdict(data: dict[str, Any]) -> dict[str, Any]:
+    """``{"verdict": "pass"|"fail", "reasoning": …}`` as ``{"pass": bool, "reason": …}``; any
+    other verdict word is left as a non-boolean, hence a malformed answer."""
+    word = data["verdict"]
+    passed: Any = (
+        {"pass": True, "fail": False}.get(word.lower(), word) if isinstance(word, str) else word
+    )
+    return {"pass": passed, "reason": data["reasoning"]}
 
 
 def _render_task(task: Task) -> str:
@@ -178,8 +190,24 @@ class Judge:
         )
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
+    def grade_messages(
+        self, messages: list[dict[str, str]], key_parts: list[str], label: str
+    ) -> Verdict:
+        """A verdict for prepared ``messages`` (another grading protocol, e.g. LAB's), cached
+        under ``key_parts`` with this judge's endpoint and model; ``label`` names it in errors."""
+        key = _sha(json.dumps([self._url, self.model, "messages", *key_parts]))
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit
+        verdict = self._ask_messages(messages, label)
+        if self.cache is not None:
+            self.cache.put(key, verdict, self.model)
+        return verdict
+
     def _ask(self, task: Task, criterion: Criterion, response: str) -> Verdict:
-        messages = self._messages(task, criterion, response)
+        label = f"task {task.id!r} criterion {criterion.id!r}"
+        return self._ask_messages(self._messages(task, criterion, response), label)
+
+    def _ask_messages(self, messages: list[dict[str, str]], label: str) -> Verdict:
         attempts = self.settings.max_retries + 1
         last = "no attempt made"
         for attempt in range(attempts):
@@ -200,8 +228,8 @@ class Judge:
                 {"role": "user", "content": CORRECTION},
             ]
         raise JudgeError(
-            f"judge {self.model} gave no valid verdict for task {task.id!r} criterion "
-            f"{criterion.id!r} after {attempts} attempt(s): {last}"
+            f"judge {self.model} gave no valid verdict for {label} "
+            f"after {attempts} attempt(s): {last}"
         )
 
     def _post(self, messages: list[dict[str, str]]) -> str:

@@ -74,6 +74,7 @@ class Metrics(BaseModel):
     # Tasks scored without their full generation (docs/evaluation.md, "Long prompts"):
     tasks_context_exceeded: int = 0  # the prompt filled the context: every criterion failed
     tasks_generation_truncated: int = 0  # generated only up to the end of the context
+    criteria_judge_error: int = 0  # no valid verdict (agentic suites): not passed, not a fail
 
 
 def score_bins(scores: Iterable[float]) -> list[int]:
@@ -164,6 +165,10 @@ def compute_metrics(
         ),
         tasks_generation_truncated=sum(
             bool(getattr(o, "generation_truncated", False)) for o in outcomes
+        ),
+        criteria_judge_error=sum(
+            sum(bool(getattr(c, "judge_error", False)) for c in getattr(o, "criteria", ()))
+            for o in outcomes
         ),
         all_pass_rate=all_pass,
         criterion_pass_rate=criterion,

@@ -19,6 +19,12 @@ from pipeline.eval.metrics import Metrics
 from pipeline.eval.report import write_report
 from pipeline.eval.results import EvalResult, save_results
 from uptake.mlflow_contract import (
+    AGENT_BASH_TAG,
+    AGENT_DELIVERABLES_RATE,
+    AGENT_DOCUMENTS_READ_RATE,
+    AGENT_TOOL_CALLS_MEAN,
+    AGENT_TURNS_MEAN,
+    AGENT_WALL_SECONDS_MEAN,
     ALL_PASS_RATE,
     BASELINE_EVAL_MODEL_TAG,
     BASELINE_PREFIX,
@@ -30,6 +36,9 @@ from uptake.mlflow_contract import (
     EVAL_ARTIFACT_DIR,
     EVAL_BACKEND_TAG,
     EVAL_MODEL_TAG,
+    JUDGE_AGREEMENT,
+    JUDGE_ERRORS,
+    JUDGES_TAG,
     MCNEMAR_P,
     MEAN_SCORE,
     N_CRITERIA,
@@ -40,6 +49,8 @@ from uptake.mlflow_contract import (
     TAG_VALUE_MAX,
     TASKS_CONTEXT_EXCEEDED,
     TASKS_GENERATION_TRUNCATED,
+    TRANSCRIPTS_ARTIFACT_DIR,
+    TRANSCRIPTS_DIR,
     area_metric,
 )
 
@@ -70,6 +81,34 @@ def _rate_metrics(metrics: Metrics, prefix: str = "") -> dict[str, float]:
     return out
 
 
+BASELINE_TRANSCRIPTS_DIR = f"{EVAL_ARTIFACT_DIR}/baseline_{TRANSCRIPTS_DIR}"
+
+
+def agent_metrics(result: EvalResult, prefix: str = "") -> dict[str, float]:
+    """How an agentic suite's tasks were worked (none for a single-turn suite)."""
+    stats = [t.agent for t in result.tasks if t.agent is not None]
+    if not stats:
+        return {}
+    n = len(stats)
+    present = sum(s.documents_present for s in stats)
+    expected = sum(s.deliverables_expected for s in stats)
+    produced = sum(min(len(s.deliverables), s.deliverables_expected) for s in stats)
+    out = {
+        f"{prefix}{AGENT_TURNS_MEAN}": sum(s.turns for s in stats) / n,
+        f"{prefix}{AGENT_TOOL_CALLS_MEAN}": sum(s.tool_calls for s in stats) / n,
+        f"{prefix}{AGENT_WALL_SECONDS_MEAN}": sum(s.wall_seconds for s in stats) / n,
+        f"{prefix}{JUDGE_ERRORS}": float(result.metrics.criteria_judge_error),
+    }
+    if present:
+        out[f"{prefix}{AGENT_DOCUMENTS_READ_RATE}"] = sum(s.documents_read for s in stats) / present
+    if expected:
+        out[f"{prefix}{AGENT_DELIVERABLES_RATE}"] = produced / expected
+    agreement = result.summary()["agent"]["judge_agreement"]
+    if agreement is not None:
+        out[f"{prefix}{JUDGE_AGREEMENT}"] = float(agreement)
+    return out
+
+
 def _comparison_metrics(comparison: PairedComparison) -> dict[str, float]:
     out: dict[str, float] = {MCNEMAR_P: comparison.mcnemar.p_value}
     for name, d in (
@@ -97,9 +136,11 @@ def eval_metrics(
     (the base model's at the same price: it runs where the candidate runs)."""
     out = _rate_metrics(result.metrics)
     out.update(cost_metrics(result, price))
+    out.update(agent_metrics(result))
     if baseline is not None:
         out.update(_rate_metrics(baseline.metrics, prefix=BASELINE_PREFIX))
         out.update(cost_metrics(baseline, price, prefix=BASELINE_PREFIX))
+        out.update(agent_metrics(baseline, prefix=BASELINE_PREFIX))
         out.update(_comparison_metrics(comparison or compare(baseline, result)))
     return out
 
@@ -137,6 +178,22 @@ def results_table(result: EvalResult) -> dict[str, list[Any]]:
         table["tokens_out"].append(t.n_tokens)
         table["prompt"].append(t.messages[-1]["content"] if t.messages else "")
         table["response"].append(t.response)
+    if any(t.agent is not None for t in result.tasks):
+        for column in ("turns", "tool_calls", "documents_read", "deliverables", "stop_reason"):
+            table[f"agent_{column}"] = []
+        table["transcript"] = []
+        for t in result.tasks:
+            a = t.agent
+            table["agent_turns"].append(a.turns if a else None)
+            table["agent_tool_calls"].append(a.tool_calls if a else None)
+            table["agent_documents_read"].append(
+                f"{a.documents_read}/{a.documents_present}" if a else ""
+            )
+            table["agent_deliverables"].append(", ".join(a.deliverables) if a else "")
+            table["agent_stop_reason"].append(a.stop_reason if a else "")
+            table["transcript"].append(
+                f"{EVAL_ARTIFACT_DIR}/{a.transcript}" if a and a.transcript else ""
+            )
     return table
 
 
@@ -172,6 +229,11 @@ def log_to_mlflow(
         client.set_tag(rid, EVAL_BACKEND_TAG, result.backend)
         if baseline is not None:
             client.set_tag(rid, BASELINE_EVAL_MODEL_TAG, baseline.model[:TAG_VALUE_MAX])
+        if result.judges:
+            client.set_tag(rid, JUDGES_TAG, ",".join(result.judges)[:TAG_VALUE_MAX])
+        if result.bash_available is not None:
+            bash = "offered" if result.bash_available else f"not offered: {result.bash_note}"
+            client.set_tag(rid, AGENT_BASH_TAG, bash[:TAG_VALUE_MAX])
         mlflow.log_metrics(metrics, run_id=rid)
         with warnings.catch_warnings():  # pandas 3 deprecation inside mlflow's log_table
             warnings.filterwarnings("ignore", message=".*select_dtypes.*")
@@ -185,6 +247,11 @@ def log_to_mlflow(
                 save_results(baseline, Path(tmp) / BASELINE_RESULTS_FILE)
             for path in sorted(Path(tmp).iterdir()):
                 client.log_artifact(rid, str(path), EVAL_ARTIFACT_DIR)
+        if result.transcripts_dir and Path(result.transcripts_dir).is_dir():
+            client.log_artifacts(rid, result.transcripts_dir, TRANSCRIPTS_ARTIFACT_DIR)
+        base_transcripts = baseline.transcripts_dir if baseline is not None else None
+        if base_transcripts and Path(base_transcripts).is_dir():  # computed now, not cached
+            client.log_artifacts(rid, base_transcripts, BASELINE_TRANSCRIPTS_DIR)
     finally:
         if run is not None:
             mlflow.end_run()

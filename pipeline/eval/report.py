@@ -269,6 +269,7 @@ def render_markdown(
     if failures:
         lines += ["", "## Most failed criteria", "", "| criterion | failures |", "| --- | --- |"]
         lines += [f"| {desc} | {n} |" for desc, n in failures.most_common(10)]
+    lines += agent_section(result)
     if images:
         lines += [
             "",
@@ -279,6 +280,59 @@ def render_markdown(
             f"![per practice area]({AREA_PLOT})",
         ]
     return "\n".join(lines) + "\n"
+
+
+def agent_section(result: EvalResult) -> list[str]:
+    """Agentic suites: how each task was worked, next to its score, with its transcript."""
+    if not any(t.agent for t in result.tasks):
+        return []
+    summary = result.summary()["agent"]
+    lines = [
+        "",
+        "## Agent",
+        "",
+        f"- {summary['turns_mean']:.1f} turns and {summary['tool_calls_mean']:.1f} tool calls per "
+        f"task; documents read {summary['documents_read']} of {summary['documents_present']}; "
+        f"deliverables {summary['deliverables_produced']} of {summary['deliverables_expected']}",
+        "- stop reasons: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(summary["stop_reasons"].items())),
+        f"- judges: {', '.join(result.judges) or MISSING}; judge errors (not counted as fails): "
+        f"{summary['judge_errors']}",
+    ]
+    if result.bash_available is not None:
+        lines.append(
+            "- bash: "
+            + (
+                "offered (bubblewrap, no network)"
+                if result.bash_available
+                else f"not offered ({result.bash_note})"
+            )
+        )
+    for judge, rates in summary["judges"].items():
+        lines.append(
+            f"- judge {judge}: all-pass {percent(rates['all_pass_rate'])}, criterion "
+            f"{percent(rates['criterion_pass_rate'])}, errors {rates['errors']}"
+        )
+    if summary["judge_agreement"] is not None:
+        lines.append(f"- the two judges agree on {percent(summary['judge_agreement'])} of criteria")
+    lines += [
+        "",
+        "| task | score | turns | tool calls | documents read | deliverables | tokens in/out "
+        "| wall | stop | transcript |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in result.tasks:
+        a = t.agent
+        if a is None:
+            continue
+        link = f"[json]({a.transcript})" if a.transcript else MISSING
+        lines.append(
+            f"| {t.task_id} | {percent(t.score)} | {a.turns} | {a.tool_calls} | "
+            f"{a.documents_read}/{a.documents_present} | {len(a.deliverables)}/"
+            f"{a.deliverables_expected} | {t.prompt_tokens}/{t.n_tokens} | {a.wall_seconds:.1f} s "
+            f"| {a.stop_reason} | {link} |"
+        )
+    return lines
 
 
 def write_report(

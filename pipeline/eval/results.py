@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, Metrics, compute_metrics
 from pipeline.eval.suite import jsonl_lines, parse_json_line
@@ -35,6 +42,36 @@ class CriterionResult(BaseModel):
     type: str
     passed: bool
     reason: str
+    judge_error: bool = False  # no valid verdict: not passed, and counted apart from fails
+    verdicts: dict[str, bool | None] | None = None  # per judge, when two judged it
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Single-turn rows stay as they were: the agentic fields only when they say something."""
+        data: dict[str, Any] = handler(self)
+        if not self.judge_error:
+            data.pop("judge_error", None)
+        if self.verdicts is None:
+            data.pop("verdicts", None)
+        return data
+
+
+class AgentStats(BaseModel):
+    """How an agentic task was worked (pipeline/eval/agent): next to its scores."""
+
+    turns: int = Field(0, ge=0, le=MAX_COUNT)
+    tool_calls: int = Field(0, ge=0, le=MAX_COUNT)
+    tool_errors: int = Field(0, ge=0, le=MAX_COUNT)
+    documents_read: int = Field(0, ge=0, le=MAX_COUNT)
+    documents_present: int = Field(0, ge=0, le=MAX_COUNT)
+    deliverables: list[str] = Field(default_factory=list)
+    deliverables_expected: int = Field(0, ge=0, le=MAX_COUNT)
+    wall_seconds: float = Field(0.0, ge=0, le=MAX_SECONDS)
+    model_seconds: float = Field(0.0, ge=0, le=MAX_SECONDS)
+    stop_reason: str = "done"
+    error: str | None = None
+    bash_offered: bool = False
+    transcript: str | None = None  # the transcript file, relative to the results' run folder
 
 
 class TaskResult(BaseModel):
@@ -50,6 +87,14 @@ class TaskResult(BaseModel):
     finish_reason: Literal["stop", "length"] = "stop"
     generation_truncated: bool = False  # the context left less than max_new_tokens
     failure: Literal["context_exceeded"] | None = None  # failed all criteria without generating
+    agent: AgentStats | None = None  # agentic suites only
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.agent is None:
+            data.pop("agent", None)
+        return data
 
     @property
     def n_passed(self) -> int:
@@ -87,6 +132,11 @@ class EvalResult(BaseModel):
     tasks: list[TaskResult]
     metrics: Metrics
     generation: GenerationStats = GenerationStats()
+    # agentic suites (pipeline/eval/agent): where the transcripts are, the sandbox, the judges
+    transcripts_dir: str | None = None
+    bash_available: bool | None = None
+    bash_note: str | None = None  # why bash was not offered
+    judges: list[str] = Field(default_factory=list)
 
     @property
     def tokens_in(self) -> int:
@@ -132,7 +182,52 @@ class EvalResult(BaseModel):
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
             "generation_seconds": self.generation.seconds or None,
+            **({"agent": agent_summary(self.tasks)} if any(t.agent for t in self.tasks) else {}),
         }
+
+
+def agent_summary(tasks: list[TaskResult]) -> dict[str, Any]:
+    """Agentic runs' statistics over tasks, and each judge's rates and their agreement."""
+    stats = [t.agent for t in tasks if t.agent is not None]
+    n = len(stats)
+    criteria = [c for t in tasks for c in t.criteria]
+    judges = sorted({j for c in criteria for j in (c.verdicts or {})})
+    per_judge: dict[str, Any] = {}
+    for judge in judges:
+        said = [c.verdicts[judge] for c in criteria if c.verdicts and judge in c.verdicts]
+        task_all = [
+            all(c.verdicts is not None and c.verdicts.get(judge) is True for c in t.criteria)
+            for t in tasks
+        ]
+        per_judge[judge] = {
+            "criterion_pass_rate": sum(v is True for v in said) / len(criteria)
+            if criteria
+            else None,
+            "all_pass_rate": sum(task_all) / len(tasks) if tasks else None,
+            "errors": sum(v is None for v in said),
+        }
+    both = [
+        c.verdicts
+        for c in criteria
+        if c.verdicts and len(c.verdicts) > 1 and all(v is not None for v in c.verdicts.values())
+    ]
+    agreement = sum(len(set(v.values())) == 1 for v in both) / len(both) if both else None
+    return {
+        "n_tasks": n,
+        "turns_mean": sum(s.turns for s in stats) / n if n else 0.0,
+        "tool_calls_mean": sum(s.tool_calls for s in stats) / n if n else 0.0,
+        "tool_errors": sum(s.tool_errors for s in stats),
+        "documents_read": sum(s.documents_read for s in stats),
+        "documents_present": sum(s.documents_present for s in stats),
+        "deliverables_produced": sum(len(s.deliverables) for s in stats),
+        "deliverables_expected": sum(s.deliverables_expected for s in stats),
+        "wall_seconds_mean": sum(s.wall_seconds for s in stats) / n if n else 0.0,
+        "stop_reasons": dict(Counter(s.stop_reason for s in stats)),
+        "bash_offered": any(s.bash_offered for s in stats),
+        "judge_errors": sum(c.judge_error for c in criteria),
+        "judges": per_judge,
+        "judge_agreement": agreement,
+    }
 
 
 class _Row(TaskResult):

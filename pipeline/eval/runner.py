@@ -17,6 +17,8 @@ from pipeline.eval.judge import Judge
 from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, compute_metrics
 from pipeline.eval.results import CriterionResult, EvalResult, GenerationStats, TaskResult
 from pipeline.eval.suite import Criterion, JudgeCheck, Suite, Task
+from pipeline.eval.suites import AnySuite
+from uptake.agent_config import AgentSettings
 from uptake.errors import InputError
 from uptake.settings import JudgeSettings
 
@@ -24,11 +26,15 @@ from uptake.settings import JudgeSettings
 ProgressHook = Callable[[str, int, int], None]
 
 
-def require_judge(suite: Suite, judge: JudgeSettings | None) -> None:
+def require_judge(suite: AnySuite, judge: JudgeSettings | None) -> None:
     """A suite with judge criteria cannot be graded without a judge: say so up front."""
     if not suite.has_judge or (judge is not None and judge.configured):
         return
-    n = sum(1 for t in suite.tasks for c in t.criteria if c.check.type == "judge")
+    n = (
+        suite.n_criteria
+        if not isinstance(suite, Suite)
+        else sum(1 for t in suite.tasks for c in t.criteria if c.check.type == "judge")
+    )
     raise InputError(
         f"suite {suite.name} has {n} judge criteria but no judge is configured "
         "(set judge.base_url and judge.model, e.g. UPTAKE_JUDGE__BASE_URL / UPTAKE_JUDGE__MODEL)"
@@ -94,7 +100,7 @@ def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
 
 def run_eval(
     model: str | Path | Backend,
-    suite: Suite,
+    suite: AnySuite,
     *,
     batch_size: int = 16,
     max_new_tokens: int | None = None,
@@ -112,6 +118,8 @@ def run_eval(
     progress: ProgressHook | None = None,
     allowlist: Iterable[str] = (),
     repo_id: str | None = None,
+    agent: AgentSettings | None = None,
+    work_dir: str | Path | None = None,
 ) -> EvalResult:
     """Score ``model`` (a directory, an endpoint URL, or a loaded backend) on ``suite``.
 
@@ -120,8 +128,34 @@ def run_eval(
     a local model that needs its own code may run it. Judge verdicts are cached in
     ``judge_cache_dir`` when given (the CLI passes ``<state dir>/judge-cache``): library code
     reads no global settings, so the caller says where.
+
+    An agentic suite runs through the agent harness (``pipeline.eval.agent``) with ``agent``'s
+    caps and second judge; its workspaces and transcripts go under ``work_dir``.
     """
     require_judge(suite, judge)
+    if not isinstance(suite, Suite):
+        from pipeline.eval.agent.entry import run_agentic
+
+        if isinstance(model, str | Path):
+            return run_agentic(
+                model,
+                suite,
+                judge=judge,
+                agent=agent or AgentSettings(),
+                work_dir=work_dir,
+                device=device,
+                seed=seed,
+                threads=threads,
+                api_model=api_model,
+                api_key=api_key,
+                judge_cache_dir=judge_cache_dir,
+                judge_concurrency=judge_concurrency,
+                n_boot=n_boot,
+                progress=progress,
+                allowlist=allowlist,
+                repo_id=repo_id,
+            )
+        raise InputError("an agentic suite needs a model directory or endpoint URL")
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     owned = isinstance(model, str | Path)

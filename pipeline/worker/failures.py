@@ -9,6 +9,10 @@
   stage is retried ``transient_retries`` times with doubling backoff;
 - CUDA out of memory: the train stage is retried once with half the per-device batch and
   twice the accumulation (``halved_batch``), recorded as a run tag;
+- a full disk (``ENOSPC``, a quota, a file-size limit; as an ``OSError`` anywhere in the
+  exception's chain, or in the text of a library that wraps it, like torch's and safetensors'
+  writers): the job fails at once as retryable with reason ``disk_full: …`` (``as_disk_full``);
+  retrying the stage in seconds would not free space;
 - anything else (a bug, a stage timeout): the job fails at once, marked retryable so a later
   delivery may try again.
 
@@ -18,7 +22,11 @@ worker stays fast).
 
 from __future__ import annotations
 
-from uptake.errors import PermanentError, UptakeError, is_retryable
+import errno
+import shutil
+from pathlib import Path
+
+from uptake.errors import PermanentError, UptakeError, describe_exception, is_retryable
 
 _REFUSED_MLFLOW = {"INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED"}
 
@@ -69,6 +77,63 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
 
 
+DISK_FULL = "disk_full"
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# what wrapping libraries keep of the OS error: its strerror, Rust's "(os error N)" (Display)
+# or its error kind (Debug: safetensors' "IoError(Os { code: 28, kind: StorageFull, … })")
+_FULL_TEXTS = (
+    "StorageFull",
+    "QuotaExceeded",
+    "FileTooLarge",
+    "No space left on device",
+    "Disk quota exceeded",
+    "File too large",
+    f"(os error {errno.ENOSPC})",
+    f"(os error {errno.EDQUOT})",
+    f"(os error {errno.EFBIG})",
+)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a write that found no room."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        if any(text in describe_exception(current) for text in _FULL_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+NEARLY_FULL_BYTES = 64 << 20  # less free than this when a write failed: the disk was full
+
+
+def as_disk_full(exc: BaseException, stage: str, state_dir: Path | None = None) -> BaseException:
+    """``exc`` as a retryable ``disk_full`` failure of ``stage`` when the disk is full; else
+    ``exc`` itself. Some writers keep no trace of the OS error (torch's checkpoint writer says
+    only "file write failed"), so a failure while the state dir's disk has (nearly) no free
+    space left counts as a full disk too."""
+    if isinstance(exc, JobFailed):
+        return exc
+    if is_disk_full(exc):
+        return RetryableJobFailure(stage, f"{DISK_FULL}: {describe_exception(exc)}")
+    if state_dir is not None:
+        try:
+            free = shutil.disk_usage(state_dir).free
+        except OSError:
+            return exc
+        if free < NEARLY_FULL_BYTES:
+            return RetryableJobFailure(
+                stage,
+                f"{DISK_FULL}: {free >> 20} MiB free on the state dir's disk when it failed: "
+                f"{describe_exception(exc)}",
+            )
+    return exc
+
+
 def _hub_refused(exc: BaseException) -> bool:
     """The hub answered that the repo, revision or file does not exist, or is gated or
     disabled (``GatedRepoError`` is a ``RepositoryNotFoundError``)."""
@@ -93,7 +158,7 @@ def is_permanent(exc: BaseException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same stage soon could help."""
-    if is_permanent(exc) or isinstance(exc, StageTimeout):
+    if is_permanent(exc) or isinstance(exc, StageTimeout) or is_disk_full(exc):
         return False
     import filelock
     import httpx

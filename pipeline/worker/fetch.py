@@ -3,15 +3,19 @@
 Hub releases come through ``huggingface_hub.snapshot_download`` with an allow-list of file
 patterns: safetensors, JSON configs, tokenizer files, chat templates, vocab/merges text and
 sentencepiece models; never pickled weights (``*.bin``, ``*.pt``, ``*.pkl``); the model's own
-Python only when its repo is on the remote-code allow-list (preflight decides the rest). The
-token comes from the source's ``token_env`` variable. Directory releases are copied and their
+Python only when its repo is on the remote-code allow-list (preflight decides the rest).
+Where the files come from is the configured source the event names (``trust.py``): the hub
+endpoint and the token variable (``token_env``) of a hub source, the folder under a dir
+source's root; an event that disagrees is refused before any request or copy (the bus is
+untrusted, DESIGN.md "Trust"). Directory releases are copied and their
 content hash compared with the revision the watcher published: a drop that changed since it
 was detected is refused (a new revision will be detected). A link that leaves the folder is
 refused either way.
 
 The copy lands in ``<state>/models/<repo>/<revision>``; it is written to ``….partial`` and
-renamed once complete, so a killed fetch resumes and a finished one is reused. A lock file
-keeps two tracks (or two jobs) of one revision from fetching it at the same time.
+renamed once complete, so a killed fetch resumes and a finished one is reused; a fetch that
+runs out of disk removes its partial copy (``disk_full``: nothing to resume, bytes to free).
+A lock file keeps two tracks (or two jobs) of one revision from fetching it at once.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import os
 import shutil
 from pathlib import Path
 
+from pipeline.worker.failures import is_disk_full
 from pipeline.worker.job_spec import safe_name
+from pipeline.worker.trust import TrustedSource, check_release, release_folder
 from uptake.errors import PermanentError
 from uptake.events import ReleaseDetected
 from uptake.models.files import folder_content_hash as content_hash
@@ -63,10 +69,10 @@ def visible_files(folder: Path) -> tuple[str, ...]:
     return tuple(files)
 
 
-def _copy_dir(release: ReleaseDetected, partial: Path) -> None:
-    source = Path(release.endpoint or "")
-    if not release.endpoint or not source.is_dir():
-        raise FileNotFoundError(f"release folder {release.endpoint!r} is not readable")
+def _copy_dir(release: ReleaseDetected, partial: Path, origin: TrustedSource) -> None:
+    source = release_folder(origin, release)
+    if not source.is_dir():
+        raise FileNotFoundError(f"release folder {str(source)!r} is not readable")
     if source.is_symlink():
         raise FetchRefused(f"{source} is a link; not read")
     files = visible_files(source)
@@ -86,11 +92,11 @@ def _copy_dir(release: ReleaseDetected, partial: Path) -> None:
 
 
 def _download_hub(
-    release: ReleaseDetected, partial: Path, token_env: str | None, allowlist: list[str]
+    release: ReleaseDetected, partial: Path, origin: TrustedSource, allowlist: list[str]
 ) -> None:
     from huggingface_hub import snapshot_download
 
-    token = os.environ.get(token_env) if token_env else None
+    token = os.environ.get(origin.token_env) if origin.token_env else None
     patterns = list(ALLOW_PATTERNS)
     if is_allowlisted(allowlist, release.repo_id, partial):
         patterns.append("*.py")  # allow-listed remote code: preflight decides whether it runs
@@ -100,7 +106,7 @@ def _download_hub(
         local_dir=partial,
         allow_patterns=patterns,
         ignore_patterns=list(NEVER),
-        endpoint=release.endpoint,
+        endpoint=origin.endpoint,
         token=token or False,
         max_workers=4,
     )
@@ -111,12 +117,22 @@ def fetch_release(
     release: ReleaseDetected,
     state_dir: Path,
     *,
-    token_env: str | None = None,
+    source: TrustedSource | None,
     allowlist: list[str] | None = None,
     lock_timeout_s: float = 6 * 3600.0,
 ) -> tuple[Path, bool]:
-    """The release's model folder (fetched now or earlier) and whether it was fetched now."""
+    """The release's model folder (fetched now or earlier) and whether it was fetched now.
+
+    ``source`` is the configured source the release names (``trust.trusted_source``); without
+    one nothing is fetched: the event alone never says where files come from."""
     from filelock import FileLock
+
+    if source is None:
+        raise FetchRefused(
+            f"release {release.release_id}: source {release.source!r} is not configured; "
+            "the worker fetches only from its own sources"
+        )
+    check_release(source, release)
 
     final = model_dir_for(state_dir, release)
     if (final / COMPLETE_MARK).is_file():
@@ -126,10 +142,15 @@ def fetch_release(
         if (final / COMPLETE_MARK).is_file():  # another track fetched it while we waited
             return final, False
         partial = final.with_name(final.name + ".partial")
-        if release.endpoint is not None and Path(release.endpoint).is_absolute():
-            _copy_dir(release, partial)
-        else:
-            _download_hub(release, partial, token_env, allowlist or [])
+        try:
+            if source.kind == "dir":
+                _copy_dir(release, partial, source)
+            else:
+                _download_hub(release, partial, source, allowlist or [])
+        except Exception as exc:
+            if is_disk_full(exc):  # no room: a resume cannot help, the bytes can be given back
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
         shutil.rmtree(partial / ".cache", ignore_errors=True)  # the hub client's bookkeeping
         (partial / COMPLETE_MARK).write_text(release.release_id + "\n", encoding="utf-8")
         if final.exists():

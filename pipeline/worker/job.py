@@ -38,6 +38,7 @@ from pipeline.worker.failures import (
     JobFailed,
     PermanentJobFailure,
     StageTimeout,
+    as_disk_full,
     is_oom,
     is_permanent,
     is_transient,
@@ -210,7 +211,7 @@ class Job:
         except JobLeaseLost:
             raise  # the run is another worker's now: neither tag nor event from us
         except Exception as exc:
-            raise self._fail(exc) from exc
+            raise self._fail(as_disk_full(exc, self.stage, self.spec.state_dir)) from exc
 
     def _run(self) -> JobOutcome:
         spec = self.spec
@@ -275,7 +276,7 @@ class Job:
         model_dir, fetched = self.run_stage(
             "fetch",
             lambda: fetch_release(
-                spec.release, spec.state_dir, token_env=spec.token_env, allowlist=spec.allowlist
+                spec.release, spec.state_dir, source=spec.source, allowlist=spec.allowlist
             ),
         )
         client.set_tag(rid, FETCH_CACHED_TAG, str(not fetched).lower())

@@ -20,11 +20,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.worker.trust import TrustedSource, trusted_source
+from uptake.agent_config import AgentSettings
 from uptake.cost import MAX_PRICE, Price, hour_price
 from uptake.events import ReleaseDetected
+from uptake.models.remote_code import scope_allowlist
 from uptake.settings import Settings, TopicNames
 from uptake.tracks import Track
-from uptake.watcher_config import HfSourceConfig
 
 
 class JobKey(BaseModel):
@@ -55,7 +57,10 @@ class JobSpec(BaseModel):
     kafka_bootstrap: str
     topics: TopicNames = TopicNames()
     client_id: str = "uptake"
-    allowlist: list[str] = Field(default_factory=list)  # trust_remote_code_allowlist
+    # trust_remote_code_allowlist scoped to the release's source (remote_code.scope_allowlist):
+    # plain repo-id patterns (and paths) that apply to this release; everything downstream
+    # (fetch, preflight, training, evaluation) matches the release's repo id against them
+    allowlist: list[str] = Field(default_factory=list)
     device: Literal["auto", "cpu"] = "auto"
     gpus: str | None = None  # CUDA_VISIBLE_DEVICES for the child, e.g. "0,1"
     experiment: str = "uptake-pipeline"
@@ -71,10 +76,13 @@ class JobSpec(BaseModel):
     progress_interval_s: float = Field(2.0, ge=0)
     worker: str = "worker"  # identity of the worker process: lease owner, run.started
     attempt: int = Field(1, ge=1)
-    # the hub source's token variable (None: anonymous); the child reads the token from env
-    token_env: str | None = None
+    # where the files come from: the configured source the release names (trust.py), never
+    # the event; None: not configured, so the fetch refuses. Its token is read from env.
+    source: TrustedSource | None = None
     judge_base_url: str | None = None
     judge_model: str | None = None
+    # agentic suites: caps and the second judge (its key, like the judge's, from the env)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
     # worker.cpu_hour_price / gpu_hour_price: the evaluation's device picks one (uptake.cost)
     cpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
     gpu_hour_price: float | None = Field(None, ge=0, le=MAX_PRICE)
@@ -85,7 +93,9 @@ class JobSpec(BaseModel):
 
     @property
     def suite_sha(self) -> str:
-        return file_sha256(self.track.suite)
+        from pipeline.eval.suites import suite_sha256  # a JSONL file, or a LAB task directory
+
+        return suite_sha256(self.track.suite)
 
     def eval_price(self) -> Price | None:
         """The hour price of the device this job evaluates on, resolved as the evaluation
@@ -111,23 +121,23 @@ def job_key(spec: JobSpec) -> JobKey:
     )
 
 
-def token_env_for(settings: Settings, source: str) -> str | None:
-    """The ``token_env`` of the hub source named ``source`` (None: a dir source, or none)."""
-    for src in settings.sources:
-        if src.name == source and isinstance(src, HfSourceConfig):
-            return src.token_env
-    return None
-
-
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+SAFE_NAME_CHARS = 120  # the readable part; a changed or cut name gets "-<12 hex>" after it
+
+
 def safe_name(text: str) -> str:
-    """A path component for ``text`` (a repo id, a revision): never ``..`` or a separator."""
+    """A path component for ``text`` (a repo id, a revision): never ``..`` or a separator.
+
+    A name that is already safe and short stays as it is; any other (characters replaced, or
+    cut to ``SAFE_NAME_CHARS``) keeps a readable prefix and gets a short hash of the whole
+    text, so two ids that differ only past the cut never share a folder."""
     cleaned = _SAFE.sub("_", text).strip(".") or "_"
-    return cleaned[:120] + (
-        "-" + hashlib.sha256(text.encode()).hexdigest()[:12] if cleaned != text else ""
-    )
+    if cleaned == text and len(text) <= SAFE_NAME_CHARS:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{cleaned[:SAFE_NAME_CHARS]}-{digest}"
 
 
 def spec_for(
@@ -138,8 +148,12 @@ def spec_for(
     worker: str,
     attempt: int = 1,
 ) -> JobSpec:
-    """The spec of one job from the service's settings (what ``uptake worker`` does)."""
+    """The spec of one job from the service's settings (what ``uptake worker`` does).
+
+    Raises ``trust.SourceRefused`` (permanent) when the release's source is not configured or
+    the event disagrees with it: no child starts, no request goes out."""
     w = settings.worker
+    source = trusted_source(settings.sources, release)
     return JobSpec(
         release=release,
         track=track,
@@ -148,7 +162,7 @@ def spec_for(
         kafka_bootstrap=settings.kafka_bootstrap or f"127.0.0.1:{settings.kafka.embedded_port}",
         topics=settings.kafka.topics,
         client_id=settings.kafka.client_id,
-        allowlist=list(settings.trust_remote_code_allowlist),
+        allowlist=scope_allowlist(settings.trust_remote_code_allowlist, source.name, source.kind),
         device=w.device,
         gpus=w.gpus,
         experiment=w.experiment,
@@ -164,9 +178,14 @@ def spec_for(
         progress_interval_s=w.progress_interval_s,
         worker=worker,
         attempt=attempt,
-        token_env=token_env_for(settings, release.source),
+        source=source,
         judge_base_url=settings.judge.base_url,
         judge_model=settings.judge.model,
+        agent=settings.agent.model_copy(
+            update={
+                "second_judge": settings.agent.second_judge.model_copy(update={"api_key": None})
+            }
+        ),
         cpu_hour_price=w.cpu_hour_price,
         gpu_hour_price=w.gpu_hour_price,
     )

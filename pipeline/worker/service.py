@@ -40,8 +40,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline.worker import disk
 from pipeline.worker.job_spec import JobSpec, spec_for
 from pipeline.worker.progress_board import ProgressBoard, RunFeed
+from pipeline.worker.trust import SourceRefused
 from uptake.bus import EventConsumer, EventProducer, ThreadJob, ensure_topics
 from uptake.bus.jobs import (
     STOP_GRACE_S,
@@ -83,9 +85,10 @@ def check_tracks(settings: Settings) -> list[Track]:
     if not settings.tracks:
         raise ConfigError(NO_TRACKS)
     for track in settings.tracks:
-        for what, path in (("recipe", track.recipe), ("suite", track.suite)):
-            if not path.is_file():
-                raise ConfigError(f"track {track.name!r}: {what} {path} is not a file")
+        if not track.recipe.is_file():
+            raise ConfigError(f"track {track.name!r}: recipe {track.recipe} is not a file")
+        if not (track.suite.is_file() or track.suite.is_dir()):  # JSONL, or LAB task folders
+            raise ConfigError(f"track {track.name!r}: suite {track.suite} is not a file or folder")
     return list(settings.tracks)
 
 
@@ -328,9 +331,16 @@ class WorkerService:
         while True:
             try:
                 spec = spec_for(self.settings, event, track, worker=self.identity, attempt=attempt)
+            except SourceRefused as exc:  # the event's source or endpoint is not ours: no child
+                return self._failed(event, track, "fetch", str(exc), False, None)
             except (OSError, ValidationError, ValueError) as exc:  # a track file gone, say
                 return self._failed(event, track, "setup", describe_exception(exc), False, None)
+            if (full := disk.refusal(spec.state_dir, self.settings.worker)) is not None:
+                return self._failed(event, track, "setup", full, True, spec)
+            disk.note(spec, "running")
             outcome = self._run_child(spec, track, feed, board)
+            disk.note(spec, "registered" if outcome.ok else "failed")
+            disk.sweep(spec.state_dir, self.settings.worker)
             if outcome.ok:
                 log.info("%s [%s]: job done (attempt %d)", event.release_id, track.name, attempt)
                 return TrackResult(event.release_id, track.name, ok=True, attempts=attempt)

@@ -12,11 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.eval import EvalResult, Suite, load_results, run_eval, save_results
+from pydantic import SecretStr
+
+from pipeline.eval import EvalResult, load_results, run_eval, save_results
 from pipeline.eval.holdout import check_holdout
+from pipeline.eval.suites import AnySuite
 from pipeline.train.recipe import Recipe
 from pipeline.worker.failures import PermanentJobFailure
 from pipeline.worker.job_spec import JobSpec, safe_name
+from uptake.agent_config import AgentSettings
 from uptake.settings import JudgeSettings
 
 EvalProgress = Callable[[str, int, int], None]
@@ -33,7 +37,7 @@ def judge_settings(spec: JobSpec) -> JudgeSettings | None:
     )
 
 
-def evaluate(spec: JobSpec, model_dir: Path, suite: Suite, progress: EvalProgress) -> EvalResult:
+def evaluate(spec: JobSpec, model_dir: Path, suite: AnySuite, progress: EvalProgress) -> EvalResult:
     return run_eval(
         model_dir,
         suite,
@@ -45,10 +49,19 @@ def evaluate(spec: JobSpec, model_dir: Path, suite: Suite, progress: EvalProgres
         progress=progress,
         allowlist=spec.allowlist,
         repo_id=spec.release.repo_id,
+        agent=agent_settings(spec),
+        work_dir=spec.state_dir / "agent-eval" / safe_name(f"{spec.track.name}-{model_dir}"),
     )
 
 
-def baseline_path(spec: JobSpec, suite: Suite) -> Path:
+def agent_settings(spec: JobSpec) -> AgentSettings:
+    """The spec's agent settings with the second judge's key from the child's env."""
+    key = os.environ.get("UPTAKE_AGENT__SECOND_JUDGE__API_KEY") or None
+    second = spec.agent.second_judge.model_copy(update={"api_key": SecretStr(key) if key else None})
+    return spec.agent.model_copy(update={"second_judge": second})
+
+
+def baseline_path(spec: JobSpec, suite: AnySuite) -> Path:
     r = spec.release
     return (
         spec.state_dir
@@ -60,7 +73,7 @@ def baseline_path(spec: JobSpec, suite: Suite) -> Path:
 
 
 def cached_baseline(
-    spec: JobSpec, model_dir: Path, suite: Suite, progress: EvalProgress
+    spec: JobSpec, model_dir: Path, suite: AnySuite, progress: EvalProgress
 ) -> tuple[EvalResult, bool]:
     """The base model's evaluation on ``suite`` (computed now or read back) and whether it
     was computed now. Keyed by base revision + suite sha; a lock makes two tracks share it."""
@@ -78,7 +91,7 @@ def cached_baseline(
         return result, True
 
 
-def holdout(recipe: Recipe, suite: Suite) -> None:
+def holdout(recipe: Recipe, suite: AnySuite) -> None:
     """Refuse (permanently) a suite whose task ids or prompts are in the training data: the SFT
     chats and the RL stages' rubric tasks (ids and normalised prompts alike)."""
     stages = [getattr(recipe.stages, name) for name in ("sft", "grpo", "sdpo")]

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -23,6 +24,7 @@ from registry.evidence import parse_results_jsonl
 from registry.mlflow_registry import Registry
 from registry.report.cost import cost_points
 from registry.report.model import (
+    AgentTask,
     AreaBar,
     Paired,
     ReportError,
@@ -45,6 +47,7 @@ from uptake.mlflow_contract import (
     DECISION_TAG,
     DELTA_PREFIX,
     DETECTED_AT_TAG,
+    EVAL_ARTIFACT_DIR,
     MCNEMAR_P,
     PROMOTED_AT_TAG,
     RELEASE_CREATED_AT_TAG,
@@ -227,6 +230,58 @@ def timeline(
     return points
 
 
+def transcript_link(tracking_uri: str, run_id: str, path: str) -> str:
+    """Where a reader opens a run's artifact: the MLflow server's ``get-artifact`` for an
+    HTTP tracking URI, else the ``runs:/`` URI (``mlflow artifacts download -a`` takes it)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        query = urlencode({"path": path, "run_uuid": run_id})
+        return f"{tracking_uri.rstrip('/')}/get-artifact?{query}"
+    return f"runs:/{run_id}/{path}"
+
+
+def agent_tasks(reg: Registry, run_id: str, notes: list[str]) -> list[AgentTask]:
+    """Per-task agent statistics from the candidate's results (empty: not an agentic suite)."""
+    text = reg.artifact_text(run_id, RESULTS_ARTIFACT)
+    if text is None:
+        return []
+    out = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            agent = row.get("agent")
+            if not isinstance(agent, dict):
+                continue
+            criteria = row["criteria"]
+            transcript = agent.get("transcript")
+            out.append(
+                AgentTask(
+                    task_id=str(row["task_id"]),
+                    score=sum(bool(c.get("passed")) for c in criteria) / max(1, len(criteria)),
+                    turns=agent["turns"],
+                    tool_calls=agent["tool_calls"],
+                    documents_read=agent["documents_read"],
+                    documents_present=agent["documents_present"],
+                    deliverables=len(agent.get("deliverables") or []),
+                    deliverables_expected=agent.get("deliverables_expected", 0),
+                    tokens_in=row.get("prompt_tokens", 0),
+                    tokens_out=row.get("n_tokens", 0),
+                    wall_seconds=agent.get("wall_seconds", 0.0),
+                    stop_reason=str(agent.get("stop_reason", "")),
+                    transcript=transcript_link(
+                        reg.tracking_uri, run_id, f"{EVAL_ARTIFACT_DIR}/{transcript}"
+                    )
+                    if isinstance(transcript, str) and transcript
+                    else None,
+                )
+            )
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
+            notes.append(f"unreadable agent statistics in {RESULTS_ARTIFACT} line {number}: {exc}")
+            return []
+    return out
+
+
 def gather_version(
     reg: Registry, model: str, version: str | None = None, price: Price | None = None
 ) -> VersionReport:
@@ -258,5 +313,6 @@ def gather_version(
         paired=paired(metrics),
         timeline=timeline(tags, version_tags, decision),
         cost_points=points,
+        agent_tasks=agent_tasks(reg, run_id, notes),
         notes=notes,
     )

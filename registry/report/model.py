@@ -83,6 +83,24 @@ class CostPoint(BaseModel):
     this_version: bool = False
 
 
+class AgentTask(BaseModel):
+    """How the post-trained model worked one agentic task (results rows' ``agent``)."""
+
+    task_id: str
+    score: float
+    turns: int
+    tool_calls: int
+    documents_read: int
+    documents_present: int
+    deliverables: int
+    deliverables_expected: int
+    tokens_in: int
+    tokens_out: int
+    wall_seconds: float
+    stop_reason: str
+    transcript: str | None = None  # a link to the task's transcript artifact
+
+
 class VersionReport(BaseModel):
     registered_model: str
     version: str
@@ -99,4 +117,5 @@ class VersionReport(BaseModel):
     paired: Paired = Paired()
     timeline: list[TimelinePoint] = []
     cost_points: list[CostPoint] = []
+    agent_tasks: list[AgentTask] = []  # agentic suites only
     notes: list[str] = []  # what could not be read, said once on the page

@@ -233,6 +233,59 @@ def _plot_section(title: str, name: str, alt: str, images: dict[str, bytes], htm
     return f'<p class="note">{_h(missing)}</p>' if html_out else f"_{missing}_"
 
 
+AGENT_HEADER = (
+    "task",
+    "score",
+    "turns",
+    "tool calls",
+    "documents read",
+    "deliverables",
+    "tokens in/out",
+    "wall",
+    "stop",
+)
+
+
+def _agent_cells(report: VersionReport) -> list[list[str]]:
+    return [
+        [
+            a.task_id,
+            percent(a.score),
+            str(a.turns),
+            str(a.tool_calls),
+            f"{a.documents_read}/{a.documents_present}",
+            f"{a.deliverables}/{a.deliverables_expected}",
+            f"{a.tokens_in}/{a.tokens_out}",
+            duration(a.wall_seconds),
+            a.stop_reason,
+        ]
+        for a in report.agent_tasks
+    ]
+
+
+def _agent_html(report: VersionReport) -> str:
+    rows = []
+    for cells, task in zip(_agent_cells(report), report.agent_tasks, strict=True):
+        link = f'<a href="{_h(task.transcript)}">transcript</a>' if task.transcript else _h(MISSING)
+        rows.append("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in cells) + f"<td>{link}</td></tr>")
+    head = "".join(f"<th>{_h(h)}</th>" for h in (*AGENT_HEADER, "transcript"))
+    return f'<table class="agent"><tr>{head}</tr>' + "".join(rows) + "</table>"
+
+
+def _agent_md(report: VersionReport) -> str:
+    rows = [
+        [*cells, f"[transcript]({task.transcript})" if task.transcript else MISSING]
+        for cells, task in zip(_agent_cells(report), report.agent_tasks, strict=True)
+    ]
+    lines = ["| " + " | ".join((*AGENT_HEADER, "transcript")) + " |"]
+    lines.append("|" + "---|" * (len(AGENT_HEADER) + 1))
+    # links keep their brackets; every other cell is neutralised like any table cell
+    lines += [
+        "| " + " | ".join([*map(_cell, r[:-1]), r[-1].replace("|", "%7C")]) + " |" for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
     r = report
     title = f"{r.registered_model} v{r.version} — adoption report"
@@ -281,6 +334,8 @@ def render_html(report: VersionReport, images: dict[str, bytes]) -> str:
         _plot_section(title_s, name, alt, images, True),
         _html_table(COST_HEADER, _costs(r), "costs", names=(0,)),
     ]
+    if r.agent_tasks:
+        parts += ["<h2>Agent (post-trained model, per task)</h2>", _agent_html(r)]
     if r.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in r.notes) + "</ul>")
     return _page(title, "\n".join(parts))
@@ -363,6 +418,8 @@ def render_markdown(report: VersionReport, images: dict[str, bytes]) -> str:
         "",
         md_table(COST_HEADER, _costs(r)),
     ]
+    if r.agent_tasks:
+        out += ["", "## Agent (post-trained model, per task)", "", _agent_md(r)]
     if r.notes:
         out += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in r.notes]
     return "\n".join(out) + "\n"

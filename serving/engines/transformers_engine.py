@@ -59,7 +59,7 @@ from serving.engine import (
 )
 from serving.engines.text_stream import IncrementalText, StopMatcher
 from uptake.errors import InputError
-from uptake.models import load_model_and_tokenizer
+from uptake.models import ModelOrigin, load_model_and_tokenizer
 from uptake.models.generation import GenerationPrep
 from uptake.models.tool_calls import ToolCall, ToolCallStream, forced_prefix
 
@@ -117,6 +117,7 @@ class TransformersVersion:
         *,
         device: str,
         allowlist: list[str],
+        origin: ModelOrigin | None = None,
         batch_window_ms: float,
         max_batch: int,
         max_queue: int,
@@ -124,7 +125,9 @@ class TransformersVersion:
     ) -> None:
         self.registered_model = registered_model
         self.version = version
-        loaded = load_model_and_tokenizer(model_dir, allowlist=allowlist, device=device)
+        loaded = load_model_and_tokenizer(
+            model_dir, allowlist=allowlist, device=device, origin=origin
+        )
         self.model = loaded.model
         self.device = loaded.device
         self.prep = GenerationPrep.of(loaded, name=str(model_dir), threads=torch_threads)
@@ -543,7 +546,11 @@ class TransformersEngine:
         self._loading = threading.Lock()
 
     async def load(
-        self, registered_model: str, version: str, model_dir: Path
+        self,
+        registered_model: str,
+        version: str,
+        model_dir: Path,
+        origin: ModelOrigin | None = None,
     ) -> TransformersVersion:
         """Load and warm. Cancelled (a newer decision, a deadline), it returns at once; the
         loading thread cannot be stopped, so a version it still completes is closed then."""
@@ -555,6 +562,7 @@ class TransformersEngine:
                 Path(model_dir),
                 device=self.device,
                 allowlist=self.allowlist,
+                origin=origin,
                 batch_window_ms=self.batch_window_ms,
                 max_batch=self.max_batch,
                 max_queue=self.max_queue,

@@ -48,7 +48,7 @@ from serving.vllm.protocol import (
 )
 from serving.vllm.server import VllmServer, VllmStartError
 from uptake.errors import InputError
-from uptake.models import chatml, check_model_dir, decide_remote_code
+from uptake.models import ModelOrigin, chatml, check_model_dir, decide_remote_code
 from uptake.models.chat_templates import CHATML_STOP_TEXTS
 from uptake.models.tool_calls import detect_format, template_supports_tools
 from uptake.stack.watchdog import Watchdog
@@ -264,12 +264,14 @@ class VllmEngine:
         self._starting: set[VllmServer] = set()
         self._watchdog: Watchdog | None = None
 
-    def _args(self, model_dir: Path) -> tuple[list[str], tuple[str, ...]]:
+    def _args(
+        self, model_dir: Path, origin: ModelOrigin | None = None
+    ) -> tuple[list[str], tuple[str, ...]]:
         """vLLM arguments for ``model_dir`` and stop texts; raises InputError when refused.
         Tool calling is on when the arguments hold ``--tool-call-parser``."""
         check_model_dir(model_dir)
-        # matched by absolute path: a served checkpoint is a local download, not a hub repo
-        decision = decide_remote_code(model_dir, self.allowlist)
+        # matched by the version's source and repo id (its MLflow tags), or by absolute path
+        decision = decide_remote_code(model_dir, self.allowlist, origin=origin)
         if decision.refused:
             raise InputError(f"cannot serve {model_dir}: {decision.reason}")
         args = ["--load-format", "safetensors"]
@@ -299,10 +301,16 @@ class VllmEngine:
         if self._watchdog is not None and server.pgid is not None:
             self._watchdog.release(server.pgid)
 
-    async def load(self, registered_model: str, version: str, model_dir: Path) -> VllmVersion:
+    async def load(
+        self,
+        registered_model: str,
+        version: str,
+        model_dir: Path,
+        origin: ModelOrigin | None = None,
+    ) -> VllmVersion:
         model_dir = Path(model_dir)
         served_name = f"{registered_model}/{version}"
-        args, extra_stop = self._args(model_dir)
+        args, extra_stop = self._args(model_dir, origin)
         server = VllmServer(self.config, served_name, model_dir, self.log_dir, args)
         server.start()
         self._starting.add(server)

@@ -27,7 +27,7 @@ class Registrar:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.experiment_id = self.client.create_experiment(f"serving-{uuid.uuid4().hex[:8]}")
 
-    def register(self, name: str, model_dir: Path) -> str:
+    def register(self, name: str, model_dir: Path, tags: dict[str, str] | None = None) -> str:
         run = self.client.create_run(self.experiment_id)
         self.client.log_artifacts(run.info.run_id, str(model_dir), "model")
         self.client.set_terminated(run.info.run_id)
@@ -40,7 +40,7 @@ class Registrar:
             name,
             f"{run.info.artifact_uri}/model",
             run_id=run.info.run_id,
-            tags={RELEASE_ID_TAG: f"test:{name}@{run.info.run_id[:8]}"},
+            tags={RELEASE_ID_TAG: f"test:{name}@{run.info.run_id[:8]}", **(tags or {})},
         )
         return str(mv.version)
 

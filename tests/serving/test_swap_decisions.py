@@ -32,6 +32,7 @@ from tests.serving.helpers import Registrar, wait_for
 from tests.serving.test_swap import announce
 from uptake.bus.topics import topic_for
 from uptake.events import AlertRaised, decode_event
+from uptake.models import ModelOrigin
 
 pytestmark = pytest.mark.one_backend
 
@@ -57,7 +58,13 @@ class GatedEngine:
         self.loads: list[str] = []  # "model/version" of every load begun
         self.cancelled: list[str] = []
 
-    async def load(self, registered_model: str, version: str, model_dir: Path) -> LoadedVersion:
+    async def load(
+        self,
+        registered_model: str,
+        version: str,
+        model_dir: Path,
+        origin: ModelOrigin | None = None,
+    ) -> LoadedVersion:
         label = f"{registered_model}/{version}"
         self.loads.append(label)
         gate = self.gates.get(label)
@@ -67,7 +74,7 @@ class GatedEngine:
         except asyncio.CancelledError:
             self.cancelled.append(label)
             raise
-        return await self.inner.load(registered_model, version, model_dir)
+        return await self.inner.load(registered_model, version, model_dir, origin)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

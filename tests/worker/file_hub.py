@@ -5,7 +5,8 @@ worker downloads files, so this one serves what the real client asks for when th
 a commit sha: ``GET /api/models/{repo}/tree/{sha}`` (the file list), ``GET .../revision/{sha}``
 (model info with siblings) and ``HEAD``/``GET /{repo}/resolve/{sha}/{path}`` (file metadata
 headers and bytes). Repos are folders on disk. ``fail`` queues statuses (a 503, say) that the
-next requests get instead of the real answer; ``log`` records every request.
+next requests get instead of the real answer; ``log`` records every request, ``auth`` every
+Authorization header.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 class FileHub:
     repos: dict[tuple[str, str], Path] = field(default_factory=dict)  # (repo, sha) -> folder
     log: list[tuple[str, str, int]] = field(default_factory=list)
+    auth: list[str] = field(default_factory=list)  # every Authorization header received
     faults: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,6 +57,8 @@ class FileHub:
             def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
                 with hub.lock:
                     hub.log.append((self.command, self.path, status))
+                    if (value := self.headers.get("Authorization")) is not None:
+                        hub.auth.append(value)
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)

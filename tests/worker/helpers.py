@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.worker.job_spec import JobSpec
+from pipeline.worker.trust import TrustedSource
 from tests.train.helpers import corpus, memo_rows, write_jsonl, write_recipe
 from uptake.events import ReleaseDetected, release_id
 from uptake.settings import Settings
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 from uptake.tracks import Track
+from uptake.watcher_config import DirSourceConfig
 from watcher.sources.dirs import content_hash as watcher_content_hash
 
 SUITE_TASKS = [
@@ -103,9 +105,25 @@ def dir_release(drops: Path, repo_id: str, source: str = "drops") -> ReleaseDete
     )
 
 
+def drops_source(drops: Path, name: str = "drops") -> DirSourceConfig:
+    """The configured dir source ``dir_release`` releases come from."""
+    return DirSourceConfig(name=name, kind="dir", path=drops)
+
+
+def source_of(release: ReleaseDetected) -> TrustedSource:
+    """The configured source a test release comes from, as ``spec_for`` would resolve it: a
+    dir source rooted two levels above the drop, or a hub source at the event's endpoint."""
+    endpoint = release.endpoint or "https://huggingface.co"
+    if Path(endpoint).is_absolute():
+        root = Path(endpoint).resolve().parents[1]
+        return TrustedSource(name=release.source, kind="dir", endpoint=str(root))
+    return TrustedSource(name=release.source, kind="hf", endpoint=endpoint)
+
+
 def job_spec(settings: Settings, release: ReleaseDetected, track: Track, **over: Any) -> JobSpec:
     fields: dict[str, Any] = {
         "release": release,
+        "source": source_of(release),
         "track": track,
         "tracking_uri": settings.tracking_uri,
         "state_dir": settings.state_dir,

@@ -13,18 +13,19 @@ from mlflow import MlflowClient
 from pipeline.worker.status import worker_status
 from tests.conftest import unique_topics
 from tests.core.cli_helpers import run_uptake
-from tests.worker.helpers import build_release_dir, dir_release, make_track
+from tests.worker.helpers import build_release_dir, dir_release, drops_source, make_track
 from uptake.bus import EventProducer, ensure_topics
 from uptake.settings import Settings
 from uptake.tracks import Track
 
 
-def _worker_config(tmp_path: Path, stack: Settings, *tracks: Track) -> Path:
+def _worker_config(tmp_path: Path, stack: Settings, drops: Path, *tracks: Track) -> Path:
     config = tmp_path / "uptake.yaml"
     config.write_text(
         json.dumps(
             {
                 "tracks": [t.model_dump(mode="json") for t in tracks],
+                "sources": [drops_source(drops).model_dump(mode="json")],
                 "worker": {"device": "cpu", "experiment": "uptake-cli-test"},
                 "kafka": stack.kafka.model_dump(mode="json"),
             }
@@ -81,7 +82,7 @@ def test_once_exits_1_for_a_failed_release_with_the_reason(
     event = dir_release(drops, repo)
     (folder / "config.json").write_text("{}")  # changed since detection: refused at fetch
     legal = make_track(tmp_path / "tracks", "legal", unique("uptake-legal"))
-    config = _worker_config(tmp_path, stack, legal)
+    config = _worker_config(tmp_path, stack, drops, legal)
     with EventProducer(stack, "test") as producer:
         producer.publish(event)
     result = _worker_once(stack, config, unique("pipeline"), tmp_path)
@@ -110,7 +111,7 @@ def test_once_exits_0_for_a_registered_and_an_already_registered_release(
         update={"kafka": stack.kafka.model_copy(update={"topics": unique_topics()})}
     )
     ensure_topics(stack)
-    config = _worker_config(tmp_path, stack, legal)
+    config = _worker_config(tmp_path, stack, drops, legal)
     group = unique("pipeline")
     client = MlflowClient(tracking_uri=stack.tracking_uri, registry_uri=stack.tracking_uri)
     for _ in range(2):  # the second delivery finds the key registered and re-announces it

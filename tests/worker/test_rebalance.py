@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from pipeline.worker.service import WorkerService
 from tests.core.kafka_helpers import committed_offset, read_topic
-from tests.worker.helpers import build_release_dir, dir_release, make_track
+from tests.worker.helpers import build_release_dir, dir_release, drops_source, make_track
 from tests.worker.test_service import jobs_seen, publish, recording_job, track, with_tracks
 from uptake.events import RunStage, decode_event
 from uptake.settings import Settings
@@ -49,10 +49,11 @@ def test_a_job_longer_than_max_poll_interval_keeps_the_partition(
     assert committed_offset(s.kafka_bootstrap, group, s.kafka.topics.releases, part) == 1
 
 
-def _worker_settings(stack: Settings, tmp: Path, tracks: list) -> Settings:
+def _worker_settings(stack: Settings, drops: Path, tracks: list) -> Settings:
     return stack.model_copy(
         update={
             "tracks": tracks,
+            "sources": [drops_source(drops)],
             "worker": stack.worker.model_copy(
                 update={
                     "device": "cpu",
@@ -77,7 +78,7 @@ def test_a_second_worker_joining_mid_job_waits_on_the_lease_one_version(
     build_release_dir(drops, repo)
     event = dir_release(drops, repo)
     legal = make_track(tmp_path / "tracks", "legal", unique("uptake-legal"))
-    s = _worker_settings(stack, tmp_path, [legal])
+    s = _worker_settings(stack, drops, [legal])
     group = unique("pipeline")
     a = WorkerService(s, name="a", group_id=group, live=False, static_membership=False)
     b = WorkerService(s, name="b", group_id=group, live=False, static_membership=False)

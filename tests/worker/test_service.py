@@ -24,6 +24,7 @@ from uptake.errors import ConfigError, PermanentError
 from uptake.events import AlertRaised, ReleaseDetected, RunFailed, decode_event, release_id
 from uptake.settings import Settings
 from uptake.tracks import Track
+from uptake.watcher_config import DirSourceConfig, HfSourceConfig
 
 
 def recording_job(spec: JobSpec) -> None:
@@ -74,12 +75,22 @@ def release(source: str = "hub", repo: str = "acme/tiny", revision: str = "r1") 
     return ReleaseDetected(release_id=rid, source=source, repo_id=repo, revision=revision)
 
 
+def configured_sources(tmp_path: Path) -> list[HfSourceConfig | DirSourceConfig]:
+    """The sources the releases of these tests name: the worker refuses any other."""
+    (tmp_path / "drops").mkdir(exist_ok=True)
+    return [
+        HfSourceConfig(name="hub", kind="hf", authors=["acme"]),
+        DirSourceConfig(name="drops", kind="dir", path=tmp_path / "drops"),
+    ]
+
+
 def with_tracks(settings: Settings, tmp_path: Path, *tracks: Track, **worker) -> Settings:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_topics(settings)
     return settings.model_copy(
         update={
             "tracks": list(tracks),
+            "sources": configured_sources(tmp_path),
             "worker": settings.worker.model_copy(update={"device": "cpu", **worker}),
         }
     )

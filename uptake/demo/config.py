@@ -144,13 +144,18 @@ def write_demo_config(paths: DemoPaths, size: DemoSize) -> Path:
                 "sources": [SOURCE_NAME],
             }
         ],
-        "worker": {"cpu_hour_price": CPU_HOUR_USD, "gpu_hour_price": GPU_HOUR_USD},
+        # the demo's models are a few MB: a 1 GB floor, not the 10 GB a 7B release needs
+        "worker": {
+            "cpu_hour_price": CPU_HOUR_USD,
+            "gpu_hour_price": GPU_HOUR_USD,
+            "min_free_gb": 1.0,
+        },
         "registry": {"gate": {"mode": "auto"}, "reconcile_interval_s": 10},
         "serving": {"port": free_port()},  # not the default 8000: never collide with `up`
     }
     paths.config.write_text(
         "# Written by `uptake demo`: a dir source, the legal track, the gate in auto mode,\n"
-        '# the worker\'s hour prices (docs/demo.md "Cost").\n'
+        '# the worker\'s hour prices (docs/demo.md "Cost") and a 1 GB free-space floor.\n'
         + yaml.safe_dump(config, sort_keys=False),
         encoding="utf-8",
     )

@@ -23,11 +23,13 @@ from uptake.models.loader import (
     resolve_device,
 )
 from uptake.models.remote_code import (
+    ModelOrigin,
     RemoteCodeDecision,
     code_files,
     copy_code_files,
     decide_remote_code,
     is_allowlisted,
+    scope_allowlist,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "GenerationPrep",
     "LoadedModel",
+    "ModelOrigin",
     "RemoteCodeDecision",
     "WeightFiles",
     "causal_lm_class",
@@ -50,5 +53,6 @@ __all__ = [
     "load_model_and_tokenizer",
     "load_weights",
     "resolve_device",
+    "scope_allowlist",
     "weight_files",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from uptake.errors import InputError
 from uptake.models.files import check_model_dir
-from uptake.models.remote_code import RemoteCodeDecision, decide_remote_code
+from uptake.models.remote_code import ModelOrigin, RemoteCodeDecision, decide_remote_code
 
 
 def resolve_device(device: str = "auto") -> Any:  # -> torch.device
@@ -97,17 +97,19 @@ def load_model_and_tokenizer(
     allowlist: Iterable[str] = (),
     repo_id: str | None = None,
     device: str = "auto",
+    origin: ModelOrigin | None = None,
 ) -> LoadedModel:
     """Load ``model_dir`` for inference; a refused or broken directory raises InputError.
 
     ``allowlist`` is settings' ``trust_remote_code_allowlist`` and ``repo_id`` the hub repo the
-    directory came from (matched against it); callers pass both, nothing here reads settings.
+    directory came from (matched against it), or ``origin`` its source and repo id (serving
+    reads them from the version's tags); callers pass them, nothing here reads settings.
     """
     from transformers import AutoTokenizer
 
     path = Path(model_dir)
     check_model_dir(path)
-    decision = decide_remote_code(path, allowlist, repo_id)
+    decision = decide_remote_code(path, allowlist, repo_id, origin)
     if decision.refused:
         raise InputError(f"cannot load model from {path}: {decision.reason}")
     torch_device = resolve_device(device)

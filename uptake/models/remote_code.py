@@ -14,14 +14,16 @@ is a link leading out of the model directory is refused: its target is not part 
 from __future__ import annotations
 
 import fnmatch
+import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from uptake.errors import InputError
+from uptake.mlflow_contract import BASE_MODEL_TAG, RELEASE_ID_TAG
 from uptake.models.files import read_json
 
 AUTO_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json")
@@ -57,12 +59,81 @@ def custom_code_findings(model_dir: Path) -> list[str]:
     return findings
 
 
-def is_allowlisted(allowlist: Iterable[str], repo_id: str | None, model_dir: Path) -> bool:
-    """Allow-list entries are repo ids or absolute paths, shell-style patterns allowed
-    (``org/*``). A directory's bare name is not matched: any folder could be named like an
-    allow-listed repo, and trusting it would run whatever code it holds."""
-    candidates = [c for c in (repo_id, str(model_dir.resolve())) if c]
-    return any(fnmatch.fnmatchcase(c, pattern) for pattern in allowlist for c in candidates)
+class ModelOrigin(BaseModel):
+    """Where a model came from, as the allow-list rule reads it: the configured source's name
+    and kind and the repo id (``org/name``) there. None fields are unknown."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str | None = None
+    kind: Literal["hf", "dir"] | None = None
+    repo_id: str | None = None
+
+
+def origin_of_tags(tags: Mapping[str, str], kinds: Mapping[str, str]) -> ModelOrigin:
+    """A registered version's origin from its tags: the release id ``{source}:{repo}@{rev}``
+    names the source and repo (the base-model tag the repo when there is no release id);
+    ``kinds`` maps configured source names to their kind (a source not configured: unknown)."""
+    release = tags.get(RELEASE_ID_TAG) or ""
+    source, sep, rest = release.partition(":")
+    if not sep or not source:
+        return ModelOrigin(repo_id=tags.get(BASE_MODEL_TAG) or None)
+    repo = rest.rpartition("@")[0] or tags.get(BASE_MODEL_TAG) or None
+    kind = kinds.get(source)
+    return ModelOrigin(source=source, kind=kind if kind in ("hf", "dir") else None, repo_id=repo)
+
+
+_SCOPED = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<pattern>.+)$")
+
+
+def _is_path_entry(entry: str) -> bool:
+    return entry.startswith("/")
+
+
+def scope_allowlist(allowlist: Iterable[str], source: str | None, kind: str | None) -> list[str]:
+    """The entries that apply to models of ``source`` (of ``kind``), as plain repo-id patterns.
+
+    ``hub:org/*`` applies to the source named ``hub`` only; a bare ``org/*`` to hub (``hf``)
+    sources only, so a drop folder ``drops/org/x`` never borrows a hub org's trust; absolute
+    paths apply to any model directory. With no source known (``uptake train --repo-id``: a
+    hub repo id by the caller's word) the bare entries and paths apply. Scoping twice changes
+    nothing only for hub sources: scope once, where the source is known (the worker's spec)."""
+    scoped: list[str] = []
+    for entry in allowlist:
+        match = None if _is_path_entry(entry) else _SCOPED.match(entry)
+        if match is not None:
+            if source is not None and match["source"] == source:
+                scoped.append(match["pattern"])
+        elif _is_path_entry(entry) or source is None or kind == "hf":
+            scoped.append(entry)
+    return scoped
+
+
+def is_allowlisted(
+    allowlist: Iterable[str],
+    repo_id: str | None,
+    model_dir: Path,
+    origin: ModelOrigin | None = None,
+) -> bool:
+    """Whether ``allowlist`` (``trust_remote_code_allowlist``) trusts this model's code.
+
+    Entries: ``source:org/*`` (a repo-id pattern for one source), a bare ``org/*`` (hub
+    sources only, see ``scope_allowlist``) or an absolute path pattern (the model directory).
+    Shell-style patterns. A directory's bare name is never matched: any folder could be named
+    like an allow-listed repo, and trusting it would run whatever code it holds."""
+    if origin is not None:
+        allowlist = scope_allowlist(allowlist, origin.source, origin.kind)
+        repo_id = origin.repo_id or repo_id
+    else:
+        allowlist = scope_allowlist(allowlist, None, None)
+    path = str(model_dir.resolve())
+    for pattern in allowlist:
+        if _is_path_entry(pattern):
+            if fnmatch.fnmatchcase(path, pattern):
+                return True
+        elif repo_id and fnmatch.fnmatchcase(repo_id, pattern):
+            return True
+    return False
 
 
 def native_model_type(model_dir: Path) -> bool:
@@ -136,9 +207,15 @@ def copy_code_files(src: Path, dst: Path) -> list[str]:
 
 
 def decide_remote_code(
-    model_dir: Path, allowlist: Iterable[str] = (), repo_id: str | None = None
+    model_dir: Path,
+    allowlist: Iterable[str] = (),
+    repo_id: str | None = None,
+    origin: ModelOrigin | None = None,
 ) -> RemoteCodeDecision:
-    """Run the model's own code or not, decided from its files (no code is imported here)."""
+    """Run the model's own code or not, decided from its files (no code is imported here).
+
+    ``origin`` (source, kind, repo id) scopes the allow-list (``is_allowlisted``); without it
+    ``repo_id`` is taken as a hub repo id, as the worker's spec and ``--repo-id`` give it."""
     findings = custom_code_findings(model_dir)
     if not findings:
         return RemoteCodeDecision()
@@ -150,14 +227,18 @@ def decide_remote_code(
             reason=f"{shown}, but transformers implements this architecture natively: loading "
             "the native class, not the repo's code",
         )
-    if not is_allowlisted(allowlist, repo_id, model_dir):
-        ident = repo_id or str(model_dir.resolve())
+    if not is_allowlisted(allowlist, repo_id, model_dir, origin):
+        if origin is not None and origin.repo_id:
+            ident = f"{origin.source}:{origin.repo_id}" if origin.source else origin.repo_id
+        else:
+            ident = repo_id or str(model_dir.resolve())
         return RemoteCodeDecision(
             action="refused",
             findings=findings,
             reason=f"model requires its own Python code ({shown}) and {ident!r} is not in "
-            "trust_remote_code_allowlist; uptake never runs a model's code unless its source "
-            "is allow-listed",
+            "trust_remote_code_allowlist (entries are scoped to a source: `hub:org/*`; a bare "
+            "`org/*` trusts hub sources only); uptake never runs a model's code unless its "
+            "source is allow-listed",
         )
     try:
         files = code_files(model_dir)
