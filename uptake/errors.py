@@ -21,6 +21,9 @@ Our exception hierarchy (``retryable`` and ``exit_code`` are class attributes, i
     + ToolsUnsupported - tools for a template without any (serving.engine)
     + UpstreamInputError - vLLM refused the request (serving.vllm.protocol)
     + UnknownModel - not served here, also a LookupError (serving.swap)
+    + ConversionError - a document no converter can read (pipeline.eval.agent.convert)
+    + ToolError - an agent's tool call that cannot be done, told to the model
+      (pipeline.eval.agent.workspace)
   x DependencyError - something uptake needs is unavailable or misbehaved (exit 3, retryable)
     + StateStoreError - (uptake.db)
     + LimitError - a call past its deadline or size cap (uptake.http_limits)

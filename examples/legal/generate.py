@@ -1,6 +1,6 @@
 """Generate the example legal training set and its held-out rubric suite (seeded, deterministic).
 
-    python examples/legal/generate.py            # rewrites train.jsonl and suite.jsonl here
+    python examples/legal/generate.py            # rewrites train.jsonl, suite.jsonl, rl-tasks.jsonl
     python examples/legal/generate.py --check    # exit 1 if the committed files are stale
 
 Sixteen task kinds in four practice areas (immigration, employment, landlord-tenant,
@@ -9,6 +9,10 @@ recommendation, a caution that promises nothing, and the client's facts carried 
 tiny model can learn it in a few hundred SFT steps, while the suite's prompts are new: client
 names, employers and sellers come from pools that training never uses, and every suite
 prompt is checked against the training prompts before anything is written.
+
+``rl-tasks.jsonl`` holds rubric *training* tasks for the RL stages (recipe-rl.yaml): made like
+the suite's, but with the training pools' people and facts, their own seed and ids (``rl-…``),
+and prompts that are neither in the suite nor in the SFT data.
 
 The law is simplified for a demonstration (federal rules, California for landlord-tenant);
 it is not legal advice.
@@ -29,6 +33,8 @@ TRAIN_SEED = 20240611
 SUITE_SEED = 20240917
 TRAIN_PER_KIND = 40  # 16 kinds -> 640 training examples
 SUITE_PER_KIND = 8  # 16 kinds -> 128 suite tasks
+RL_SEED = 20251203
+RL_PER_KIND = 8  # 16 kinds -> 128 rubric training tasks
 MAX_NEW_TOKENS = 160
 
 FIRST_TRAIN = [
@@ -622,22 +628,30 @@ def build_train() -> list[dict]:
     return rows
 
 
-def build_suite(train_prompts: set[str]) -> tuple[list[dict], dict[str, str]]:
-    """The suite's tasks, and the answer the training template gives for each (by task id)."""
-    rng = random.Random(SUITE_SEED)
+def build_suite(
+    train_prompts: set[str],
+    *,
+    seed: int = SUITE_SEED,
+    per_kind: int = SUITE_PER_KIND,
+    pools: Pools = SUITE_POOLS,
+    id_prefix: str = "",
+) -> tuple[list[dict], dict[str, str]]:
+    """The suite's tasks, and the answer the training template gives for each (by task id).
+    With the RL arguments: rubric training tasks, made the same way from other people."""
+    rng = random.Random(seed)
     tasks, seen = [], set(train_prompts)
     answers: dict[str, str] = {}
     counters = dict.fromkeys(AREA_PREFIX, 0)
     for kind in KINDS:
         made = 0
-        while made < SUITE_PER_KIND:
+        while made < per_kind:
             style = STYLES[made % len(STYLES)]
-            prompt, answer, facts = _example(kind, style, rng, SUITE_POOLS)
+            prompt, answer, facts = _example(kind, style, rng, pools)
             if canonical(prompt) in seen:
                 continue
             seen.add(canonical(prompt))
             counters[kind.area] += 1
-            task_id = f"{AREA_PREFIX[kind.area]}-{counters[kind.area]:04d}"
+            task_id = f"{id_prefix}{AREA_PREFIX[kind.area]}-{counters[kind.area]:04d}"
             answers[task_id] = answer
             tasks.append(
                 {
@@ -658,10 +672,20 @@ def reference_answers() -> dict[str, str]:
     return build_suite(train_prompts)[1]
 
 
-def render() -> tuple[str, str]:
+def build_rl_tasks(taken: set[str]) -> list[dict]:
+    """Rubric training tasks: the training pools' people, prompts outside ``taken``."""
+    tasks, _ = build_suite(
+        taken, seed=RL_SEED, per_kind=RL_PER_KIND, pools=TRAIN_POOLS, id_prefix="rl-"
+    )
+    return tasks
+
+
+def render() -> tuple[str, str, str]:
     train = build_train()
     train_prompts = {canonical(r["messages"][0]["content"]) for r in train}
     suite, _ = build_suite(train_prompts)
+    taken = train_prompts | {canonical(t["messages"][0]["content"]) for t in suite}
+    rl_tasks = build_rl_tasks(taken)
     header = {
         "suite": {
             "name": "legal-example",
@@ -671,7 +695,8 @@ def render() -> tuple[str, str]:
     }
     train_text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train)
     suite_text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [header, *suite])
-    return train_text, suite_text
+    rl_text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rl_tasks)
+    return train_text, suite_text, rl_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -679,8 +704,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE, help="output directory")
     parser.add_argument("--check", action="store_true", help="fail if the files are stale")
     args = parser.parse_args(argv)
-    train_text, suite_text = render()
-    targets = {args.out / "train.jsonl": train_text, args.out / "suite.jsonl": suite_text}
+    train_text, suite_text, rl_text = render()
+    targets = {
+        args.out / "train.jsonl": train_text,
+        args.out / "suite.jsonl": suite_text,
+        args.out / "rl-tasks.jsonl": rl_text,
+    }
     if args.check:
         stale = [
             str(p) for p, text in targets.items() if not p.is_file() or p.read_text("utf-8") != text

@@ -168,13 +168,17 @@ class Judge:
         return _sha(json.dumps(parts))
 
     def grade(self, task: Task, criterion: Criterion, response: str) -> Verdict:
+        return self.grade_cached(task, criterion, response)[0]
+
+    def grade_cached(self, task: Task, criterion: Criterion, response: str) -> tuple[Verdict, bool]:
+        """The verdict and whether it came from the cache (RL rewards count cache hits)."""
         key = self.cache_key(task, criterion, response)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit
+            return hit, True
         verdict = self._ask(task, criterion, response)
         if self.cache is not None:
             self.cache.put(key, verdict, self.model)
-        return verdict
+        return verdict, False
 
     def _messages(self, task: Task, criterion: Criterion, response: str) -> list[dict[str, str]]:
         check = criterion.check

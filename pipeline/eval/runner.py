@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from pipeline.eval.checks import run_check
 from pipeline.eval.generate import Backend, Generation, GenRequest, make_backend, timed
 from pipeline.eval.judge import Judge
 from pipeline.eval.metrics import DEFAULT_BOOTSTRAP, compute_metrics
 from pipeline.eval.results import CriterionResult, EvalResult, GenerationStats, TaskResult
-from pipeline.eval.suite import JudgeCheck, Suite, Task
+from pipeline.eval.suite import Criterion, JudgeCheck, Suite, Task
 from pipeline.eval.suites import AnySuite
 from uptake.agent_config import AgentSettings
 from uptake.errors import InputError
@@ -40,6 +41,26 @@ def require_judge(suite: AnySuite, judge: JudgeSettings | None) -> None:
     )
 
 
+class Grade(NamedTuple):
+    """One criterion's verdict; ``source``: ``check`` (in-process), ``judge`` or ``cache``."""
+
+    passed: bool
+    reason: str
+    source: Literal["check", "judge", "cache"]
+
+
+def grade_criterion(task: Task, criterion: Criterion, response: str, judge: Judge | None) -> Grade:
+    """Grade one criterion: checks in-process, judge criteria through ``judge`` (cached).
+    The one grading path of evaluation and of RL rewards (pipeline.train.reward)."""
+    if isinstance(criterion.check, JudgeCheck):
+        if judge is None:
+            raise InputError(f"task {task.id!r} needs a judge")
+        verdict, cached = judge.grade_cached(task, criterion, response)
+        return Grade(verdict.passed, verdict.reason, "cache" if cached else "judge")
+    check = run_check(criterion.check, response)
+    return Grade(check.passed, check.reason, "check")
+
+
 def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
     """Grade one answer. A prompt that filled the model's context got no answer: it fails
     every criterion with reason ``context_exceeded`` (the judge is not asked), so every model
@@ -52,14 +73,8 @@ def grade_task(task: Task, gen: Generation, judge: Judge | None) -> TaskResult:
                 f"context_exceeded: the prompt ({gen.prompt_tokens} tokens) fills the model's "
                 "context, nothing was generated"
             )
-        elif isinstance(criterion.check, JudgeCheck):
-            if judge is None:
-                raise InputError(f"task {task.id!r} needs a judge")
-            verdict = judge.grade(task, criterion, gen.text)
-            passed, reason = verdict.passed, verdict.reason
         else:
-            check = run_check(criterion.check, gen.text)
-            passed, reason = check.passed, check.reason
+            passed, reason, _ = grade_criterion(task, criterion, gen.text, judge)
         results.append(
             CriterionResult(
                 id=criterion.id,

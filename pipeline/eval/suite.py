@@ -125,6 +125,7 @@ class Criterion(_Strict):
     id: str = Field(min_length=1)
     description: str = Field(min_length=1)
     check: Check
+    weight: float = Field(1.0, gt=0, le=1000)  # its share of an RL reward (RaR); metrics ignore it
 
 
 class Task(_Strict):

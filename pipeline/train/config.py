@@ -1,4 +1,4 @@
-"""Translate recipe + preflight + hardware into TRL configs (``SFTConfig``, ``DPOConfig``, LoRA).
+"""Translate recipe + preflight + hardware into TRL configs (SFT, DPO, GRPO, SDPO, LoRA).
 
 Kept separate from the trainer so the exact arguments TRL receives can be unit-tested and
 compared with TRL's defaults (see bench/train.py).
@@ -11,11 +11,11 @@ from typing import Any
 
 from pipeline.train.hardware import ResolvedHardware
 from pipeline.train.preflight import PreflightReport
-from pipeline.train.recipe import DPOStage, Recipe, SFTStage
+from pipeline.train.recipe import DPOStage, GRPOStage, Recipe, SDPOStage, SFTStage
 
 
 def _common(
-    stage: SFTStage | DPOStage,
+    stage: SFTStage | DPOStage | GRPOStage,
     recipe: Recipe,
     report: PreflightReport,
     hw: ResolvedHardware,
@@ -59,6 +59,7 @@ def sft_config(
     from trl import SFTConfig
 
     stage = recipe.stages.sft
+    assert stage is not None
     kwargs = _common(stage, recipe, report, hw, output_dir)
     grouped = stage.length_grouping and not report.packing
     kwargs.update(
@@ -80,6 +81,82 @@ def dpo_config(
     kwargs = _common(stage, recipe, report, hw, output_dir)
     kwargs.update(beta=stage.beta, loss_type=[stage.loss_type])
     return DPOConfig(**kwargs)
+
+
+def use_vllm(stage: GRPOStage, hw: ResolvedHardware) -> bool:
+    """vLLM rollouts only on a GPU with vLLM installed (``auto``), or when the recipe says so."""
+    if stage.use_vllm != "auto":
+        return bool(stage.use_vllm)
+    import importlib.util
+
+    return hw.device == "cuda" and importlib.util.find_spec("vllm") is not None
+
+
+def _rl_common(
+    stage: GRPOStage,
+    recipe: Recipe,
+    report: PreflightReport,
+    hw: ResolvedHardware,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """An RL stage's ``batch_size`` counts prompts; TRL's per-device batch counts completions."""
+    kwargs = _common(stage, recipe, report, hw, output_dir)
+    for key in ("max_length", "include_num_input_tokens_seen", "use_liger_kernel"):
+        kwargs.pop(key)  # GRPO counts its own tokens; its liger loss is a different switch
+    vllm = use_vllm(stage, hw)
+    kwargs.update(
+        per_device_train_batch_size=stage.batch_size * stage.num_generations,
+        num_generations=stage.num_generations,
+        max_completion_length=stage.max_new_tokens,
+        temperature=stage.temperature,
+        beta=stage.beta,
+        use_vllm=vllm,
+        mask_truncated_completions=False,  # a cut answer is graded as it is, like in evaluation
+    )
+    if vllm:
+        kwargs["vllm_mode"] = "colocate"
+    return kwargs
+
+
+def grpo_config(
+    recipe: Recipe, report: PreflightReport, hw: ResolvedHardware, output_dir: Path
+):  # -> trl.GRPOConfig
+    from trl import GRPOConfig
+
+    stage = recipe.stages.grpo
+    assert stage is not None
+    return GRPOConfig(**_rl_common(stage, recipe, report, hw, output_dir), log_completions=False)
+
+
+SUCCESS_THRESHOLD = 1.0  # weighted fraction passed (before the bonus): every criterion passed
+
+
+def sdpo_config(
+    recipe: Recipe, report: PreflightReport, hw: ResolvedHardware, output_dir: Path
+):  # -> trl.experimental.sdpo.SDPOConfig
+    from trl.experimental.sdpo import SDPOConfig
+
+    stage: SDPOStage | None = recipe.stages.sdpo
+    assert stage is not None
+    return SDPOConfig(
+        **_rl_common(stage, recipe, report, hw, output_dir), **sdpo_teacher_settings(stage)
+    )
+
+
+def sdpo_teacher_settings(stage: SDPOStage) -> dict[str, Any]:
+    """What SDPO's teacher is shown: a successful rollout of the group when there is one (not
+    the rollout itself), else the rollout's failed criteria (the reward's feedback)."""
+    return {
+        "max_prompt_length": None,
+        "distillation_weight": stage.distillation_weight,
+        "teacher_model_kind": stage.teacher,
+        "feedback_template": stage.feedback_template,
+        "include_environment_feedback": True,
+        "environment_feedback_only_without_solution": True,
+        "use_successful_as_teacher": True,
+        "success_reward_threshold": SUCCESS_THRESHOLD,
+        "dont_reprompt_on_self_success": True,
+    }
 
 
 def embedding_layout(model: Any) -> tuple[str, bool]:

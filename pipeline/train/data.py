@@ -1,4 +1,6 @@
-"""Training data: chat JSONL for SFT and preference-pair JSONL for DPO, validated line by line.
+"""Training data: chat JSONL for SFT, preference pairs for DPO, rubric tasks for GRPO/SDPO.
+
+Each file is validated line by line.
 
 A bad line is reported with its file and line number (InputError, exit 2) before any model is
 loaded, so a typo in the data costs seconds, not a GPU allocation. Extra keys on a line (ids,
@@ -99,6 +101,24 @@ def load_chat_rows(path: Path) -> list[dict[str, Any]]:
 def load_preference_rows(path: Path) -> list[dict[str, Any]]:
     """DPO rows as ``{"prompt": [...], "chosen": [...], "rejected": [...]}`` dicts."""
     return _read_jsonl(path, PreferenceExample)
+
+
+def load_rubric_tasks(path: Path, stage: str) -> list[Any]:  # -> list[pipeline.eval.Task]
+    """An RL stage's tasks, in the suite format (``messages`` + ``criteria``), parsed by the
+    evaluation's own loader so training and evaluation read rubrics alike."""
+    from pipeline.eval.suite import load_suite
+
+    try:
+        return list(load_suite(path).tasks)
+    except InputError as exc:
+        raise DataError(f"stages.{stage}.data: rubric tasks needed: {exc}") from None
+
+
+def rubric_rows(tasks: list[Any]) -> list[dict[str, Any]]:
+    """Dataset rows of an RL stage: the prompt conversation and the task it comes from."""
+    return [
+        {"prompt": [m.model_dump() for m in task.messages], "task_id": task.id} for task in tasks
+    ]
 
 
 def to_dataset(rows: list[dict[str, Any]]):  # -> datasets.Dataset

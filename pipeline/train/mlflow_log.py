@@ -56,6 +56,9 @@ def training_metrics(result: TrainResult) -> dict[str, float]:
         metrics[f"{stage.name}.tokens_per_s"] = stage.tokens_per_s
         if stage.final_loss is not None:
             metrics[f"{stage.name}.final_loss"] = stage.final_loss
+        for name, series in stage.metrics.items():  # the last step's value as the summary
+            if series:
+                metrics[f"{stage.name}.{name}.last"] = series[-1][1]
     return metrics
 
 
@@ -152,6 +155,8 @@ def log_training(
     metrics = [Metric(k, v, now, 0) for k, v in training_metrics(result).items()]
     for stage in result.stages:
         metrics += [Metric(f"{stage.name}.loss", loss, now, step) for step, loss in stage.losses]
+        for name, series in stage.metrics.items():  # an RL stage's per-step reward statistics
+            metrics += [Metric(f"{stage.name}.{name}", v, now, step) for step, v in series]
     _log_params(client, run_id, params)
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     for i in range(0, len(metrics), 1000):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -21,9 +22,10 @@ log = logging.getLogger(__name__)
 class ProgressCallback(TrainerCallback):
     """Emit ``TrainProgress`` on every step; the loss is the latest logged one."""
 
-    def __init__(self, stage: str, hook: ProgressHook | None) -> None:
+    def __init__(self, stage: str, hook: ProgressHook | None, reward: Any = None) -> None:
         self.stage = stage
         self.hook = hook
+        self.reward = reward  # an RL stage's RubricReward: its latest mean goes with progress
         self.loss: float | None = None
         self.losses: list[tuple[int, float]] = []
         self._t0 = time.perf_counter()
@@ -44,6 +46,7 @@ class ProgressCallback(TrainerCallback):
             tokens_per_s=rate,
             epoch=state.epoch,
             elapsed_s=elapsed,
+            reward_mean=self.reward.latest_mean if self.reward is not None else None,
         )
         try:
             self.hook(update)

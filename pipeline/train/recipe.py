@@ -1,6 +1,7 @@
 """The training recipe: one YAML file, validated by pydantic, applied unchanged to any base model.
 
-A recipe names its stages (``sft`` required, ``dpo`` optional), the adapter (LoRA or full
+A recipe names its stages (an optional ``sft``, then optional ``dpo``, then the RL stages ``grpo``
+and ``sdpo`` in the order the file gives them; at least one stage), the adapter (LoRA or full
 fine-tuning), sequence length, seed, data paths and hardware settings. ``profiles`` holds partial
 overrides per hardware kind (``cpu``, ``gpu``); the one matching the machine is merged over the
 base recipe at run time, so a single file serves the CI box and the GPU worker. Data paths are
@@ -23,7 +24,9 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
 from uptake.config_model import ConfigModel
@@ -69,7 +72,8 @@ class LoRA(_Section):
 
 class _StageCommon(_Section):
     data: Path = Field(
-        description="Data JSONL (chats for SFT, preference pairs for DPO), relative to the recipe."
+        description="Data JSONL (chats for SFT, preference pairs for DPO, rubric tasks in the "
+        "suite format for GRPO/SDPO), relative to the recipe."
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the data (unless `max_steps`).")
     max_steps: int | None = Field(
@@ -121,13 +125,141 @@ class DPOStage(_StageCommon):
     )
 
 
-class Stages(_Section):
-    """The training stages, run in order."""
+class Reward(_Section):
+    """The rubric as the reward: graded by the evaluation's own checks and judge."""
 
-    sft: SFTStage = Field(description="Supervised fine-tuning (required).")
+    all_pass_bonus: float = Field(
+        0.2,
+        ge=0.0,
+        le=10.0,
+        description="Added when every criterion passes (over the weighted fraction passed, 0..1);"
+        " 0: none. All-pass alone is too sparse: a group of equal rewards gives no gradient.",
+    )
+    judge_concurrency: int = Field(
+        4, ge=1, le=256, description="Judge requests in flight at once while grading a step."
+    )
+
+
+class GRPOStage(_StageCommon):
+    """Group-relative policy optimisation on rubric tasks (suite format, no answers): each
+    prompt is answered ``num_generations`` times and the rubric's grade is the reward."""
+
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "constant", description="Learning-rate schedule after warm-up."
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of the steps spent warming up."
+    )
+    batch_size: int = Field(
+        2, ge=1, description="Prompts per device and step (each answered `num_generations` times)."
+    )
+    save_steps: int = Field(25, ge=1, description="Steps between checkpoints (resume points).")
+    num_generations: int = Field(
+        8,
+        ge=2,
+        le=256,
+        description="Answers sampled per prompt (the group rewards are compared in).",
+    )
+    max_new_tokens: int = Field(
+        256, ge=1, le=131_072, description="Longest sampled answer, in tokens."
+    )
+    temperature: float = Field(
+        1.0, gt=0, le=5.0, description="Sampling temperature of the rollouts."
+    )
+    beta: float = Field(
+        0.0,
+        ge=0.0,
+        description="KL penalty towards the starting model; 0: none (no reference model kept).",
+    )
+    use_vllm: Literal["auto"] | bool = Field(
+        "auto",
+        description="Generate rollouts with vLLM (colocate mode); `auto`: on a GPU when vLLM is "
+        "installed, else `model.generate()`.",
+    )
+    reward: Reward = Field(Reward(), description="How the rubric becomes the reward.")
+
+
+DEFAULT_FEEDBACK_TEMPLATE = (
+    "\n\nYour earlier answer failed these criteria of the rubric:\n{feedback_raw}\n"
+)
+
+
+class SDPOStage(GRPOStage):
+    """Self-distillation policy optimisation: GRPO plus distillation from the model itself,
+    shown the rollout's failed criteria (or a successful answer of its group) as feedback."""
+
+    distillation_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the distillation loss (the rest is GRPO's); 0: plain GRPO. Half by"
+        " default: pure SDPO is reported to collapse late in training.",
+    )
+    teacher: Literal["ema", "base", "live"] = Field(
+        "ema",
+        description="The teacher: `ema` a moving average of the student, `base` the starting "
+        "model, `live` the student itself.",
+    )
+    feedback_template: str = Field(
+        DEFAULT_FEEDBACK_TEMPLATE,
+        description="How the feedback is shown to the teacher; `{feedback_raw}` is the list of "
+        "failed criteria (with the judge's reasons).",
+    )
+
+    @field_validator("feedback_template")
+    @classmethod
+    def _has_placeholder(cls, value: str) -> str:
+        if "{feedback_raw}" not in value:
+            raise ValueError("must contain {feedback_raw}")
+        return value
+
+
+RL_STAGES: tuple[str, ...] = ("grpo", "sdpo")
+STAGE_NAMES: tuple[str, ...] = ("sft", "dpo", *RL_STAGES)
+
+
+class Stages(_Section):
+    """The training stages: ``sft``, then ``dpo``, then ``grpo``/``sdpo`` in the file's order."""
+
+    sft: SFTStage | None = Field(
+        None, description="Supervised fine-tuning; null: none (an RL-only recipe)."
+    )
     dpo: DPOStage | None = Field(
         None, description="Preference optimisation on the SFT model; null: none."
     )
+    grpo: GRPOStage | None = Field(
+        None, description="GRPO on rubric tasks, rewarded by the rubric; null: none."
+    )
+    sdpo: SDPOStage | None = Field(
+        None, description="SDPO on rubric tasks (experimental in TRL); null: none."
+    )
+
+    _rl_order: tuple[str, ...] = PrivateAttr(RL_STAGES)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_rl_order(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Stages:
+        stages = cast(Stages, handler(data))
+        if isinstance(data, dict):
+            given = [k for k in data if k in RL_STAGES and data[k] is not None]
+            stages._rl_order = tuple(given) + tuple(k for k in RL_STAGES if k not in given)
+        elif isinstance(data, Stages):
+            stages._rl_order = data._rl_order
+        return stages
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Stages:
+        if not self.names():
+            raise ValueError(f"needs at least one stage (one of {', '.join(STAGE_NAMES)})")
+        if self.dpo is not None and self.sft is None:
+            raise ValueError("dpo needs an sft stage before it")
+        return self
+
+    def names(self) -> list[str]:
+        """The stages the recipe has, in the order they run."""
+        order = ["sft", "dpo", *self._rl_order]
+        return [name for name in order if getattr(self, name) is not None]
 
 
 class Hardware(_Section):
@@ -235,10 +367,8 @@ def halved_batch(recipe: Recipe) -> tuple[Recipe, str]:
     stages = recipe.stages
     updates: dict[str, Any] = {}
     notes = []
-    for name in ("sft", "dpo"):
+    for name in stages.names():
         stage = getattr(stages, name)
-        if stage is None:
-            continue
         batch = max(1, stage.batch_size // 2)
         accum = stage.gradient_accumulation_steps * (stage.batch_size // batch)
         updates[name] = stage.model_copy(

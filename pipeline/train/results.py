@@ -20,13 +20,14 @@ class TrainProgress(BaseModel):
     tokens_per_s: float = 0.0  # this session's average
     epoch: float | None = None
     elapsed_s: float = 0.0
+    reward_mean: float | None = None  # an RL stage's latest rollout reward mean
 
 
 ProgressHook = Callable[[TrainProgress], None]
 
 
 class StageResult(BaseModel):
-    """One finished stage (``sft`` or ``dpo``)."""
+    """One finished stage (``sft``, ``dpo``, ``grpo`` or ``sdpo``)."""
 
     name: str
     steps: int
@@ -39,6 +40,8 @@ class StageResult(BaseModel):
     mean_loss: float | None
     resumed_from_step: int | None = None
     losses: list[tuple[int, float]] = Field(default_factory=list)
+    # RL stages: per-step rollout statistics, ``reward/<name>`` -> [(step, value)]
+    metrics: dict[str, list[tuple[int, float]]] = Field(default_factory=dict)
 
 
 class TrainResult(BaseModel):

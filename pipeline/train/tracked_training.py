@@ -24,6 +24,7 @@ from pipeline.train.recipe import Recipe, load_recipe
 from pipeline.train.results import ProgressHook, TrainResult
 from pipeline.train.trainer import train
 from pipeline.train.trl_stages import is_main_process
+from uptake.settings import JudgeSettings
 
 
 class TrainOutcome(BaseModel):
@@ -51,13 +52,16 @@ def train_and_log(
     on_progress: ProgressHook | None = None,
     on_preflight: Callable[[PreflightReport], None] | None = None,
     log_model: bool = True,
+    judge: JudgeSettings | None = None,
+    judge_cache_dir: Path | None = None,
 ) -> TrainOutcome:
     """Train ``model_dir`` with ``recipe`` into ``out_dir`` (see ``train``), then log params,
     metrics, the preflight report and the merged model to ``tracking_uri``.
 
     ``run_id``: an existing run to log into, else a new run in ``experiment``. A trained run is
     left as it was (its owner ends it); a refusal marks it FAILED, as the job cannot go on.
-    ``allowlist``: the settings' ``trust_remote_code_allowlist``.
+    ``allowlist``: the settings' ``trust_remote_code_allowlist``; ``judge``: the track's judge,
+    for RL stages with judge criteria.
     """
     resolved = (recipe if isinstance(recipe, Recipe) else load_recipe(recipe)).resolve(profile)
     reports: list[PreflightReport] = []
@@ -77,6 +81,8 @@ def train_and_log(
             allowlist=allowlist,
             repo_id=repo_id,
             on_preflight=keep_report,
+            judge=judge,
+            judge_cache_dir=judge_cache_dir,
         )
     except PreflightError as exc:
         if not reports:  # not this process's report to log (a non-main rank)

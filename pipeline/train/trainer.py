@@ -1,7 +1,9 @@
-"""The training engine: preflight, SFT (then optional DPO) with TRL, export one merged model.
+"""The training engine: preflight, the recipe's stages with TRL, export one merged model.
 
-``train()`` reads the data, checks the run directory, runs preflight, then hands each stage to
-the shared stage runner (``trl_stages.py``). The run directory's layout is in ``run_dir.py``.
+``train()`` reads the data, checks the run directory, runs preflight, then hands each stage
+(SFT, DPO, GRPO, SDPO: those the recipe has, in its order) to the shared stage runner
+(``trl_stages.py``); each stage starts from the merged model of the one before. The run
+directory's layout is in ``run_dir.py``.
 
 Retrying the same release with ``resume=True`` continues from the last complete checkpoint,
 skips finished stages, and returns the stored result when the run had already finished. A run
@@ -10,20 +12,31 @@ directory is tied to one recipe and one base model: resuming it with another is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.train.data import file_sha256, load_chat_rows, load_preference_rows
+from pipeline.train.data import (
+    file_sha256,
+    load_chat_rows,
+    load_preference_rows,
+    load_rubric_tasks,
+    rubric_rows,
+)
 from pipeline.train.preflight import PreflightReport, Prepared, run_preflight
 from pipeline.train.recipe import Recipe, load_recipe
 from pipeline.train.results import ProgressHook, StageResult, TrainResult
 from pipeline.train.run_dir import RunDir, RunIdentity, fingerprint
 from pipeline.train.trl_stages import StageContext, StagePlan, is_main_process, run_stage
 from uptake.errors import InputError
+
+if TYPE_CHECKING:
+    from pipeline.eval.suite import Task
+    from uptake.settings import JudgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +46,32 @@ FP32_MERGE_MAX_PARAMS = 8_000_000_000
 
 @dataclass(frozen=True)
 class StageData:
-    """The training rows of each stage, validated before any model is loaded."""
+    """The training rows of each stage (and an RL stage's rubric tasks), validated before any
+    model is loaded; ``order``: the stages in the order they run."""
 
-    sft: list[dict[str, Any]]
-    dpo: list[dict[str, Any]] | None
+    rows: dict[str, list[dict[str, Any]]]
+    tasks: dict[str, list[Task]]
     sha256: dict[str, str]
+    order: list[str]
 
 
 def load_stage_data(recipe: Recipe) -> StageData:
     """Data first: a bad line should cost seconds, not a model load."""
-    sft, dpo = recipe.stages.sft, recipe.stages.dpo
-    sha = {"sft": file_sha256(sft.data)}
-    if dpo is not None:
-        sha["dpo"] = file_sha256(dpo.data)
-    return StageData(
-        sft=load_chat_rows(sft.data),
-        dpo=load_preference_rows(dpo.data) if dpo is not None else None,
-        sha256=sha,
-    )
+    rows: dict[str, list[dict[str, Any]]] = {}
+    tasks: dict[str, list[Task]] = {}
+    sha: dict[str, str] = {}
+    order = recipe.stages.names()
+    for name in order:
+        stage = getattr(recipe.stages, name)
+        sha[name] = file_sha256(stage.data)
+        if name == "sft":
+            rows[name] = load_chat_rows(stage.data)
+        elif name == "dpo":
+            rows[name] = load_preference_rows(stage.data)
+        else:
+            tasks[name] = load_rubric_tasks(stage.data, name)
+            rows[name] = rubric_rows(tasks[name])
+    return StageData(rows=rows, tasks=tasks, sha256=sha, order=order)
 
 
 def _quiet() -> None:
@@ -114,21 +135,27 @@ def _reloaded_from(prepared: Prepared, model_dir: Path) -> Prepared:
 def _run_stages(
     run: RunDir, data: StageData, prepared: Prepared, ctx: StageContext
 ) -> list[StageResult]:
-    """SFT from the adapted base; then DPO, when the recipe has it, from the merged SFT model."""
-    sft_dir = run.stage("sft")
-    sft_target = run.model if data.dpo is None else sft_dir.merged
-    sft = StagePlan("sft", data.sft, prepared, start=None, target=sft_target, paths=sft_dir)
-    stages = [run_stage(sft, ctx, earlier=[])]
-    if data.dpo is not None:
-        dpo = StagePlan(
-            "dpo",
-            data.dpo,
-            _reloaded_from(prepared, sft_target),
-            start=sft_target,
-            target=run.model,
-            paths=run.stage("dpo"),
+    """Each stage in order: the first from the adapted base, every later one from the merged
+    model of the one before; the last one's merged model is the run's model."""
+    stages: list[StageResult] = []
+    start: Path | None = None
+    stage_prepared = prepared
+    for index, name in enumerate(data.order):
+        paths = run.stage(name)
+        target = run.model if index == len(data.order) - 1 else paths.merged
+        if start is not None:
+            stage_prepared = _reloaded_from(prepared, start)
+        plan = StagePlan(
+            name,  # type: ignore[arg-type]  # names come from Stages.names(): StageName values
+            data.rows[name],
+            stage_prepared,
+            start=start,
+            target=target,
+            paths=paths,
+            tasks=tuple(data.tasks.get(name, ())),
         )
-        stages.append(run_stage(dpo, ctx, earlier=stages))
+        stages.append(run_stage(plan, ctx, earlier=stages))
+        start = target
     return stages
 
 
@@ -171,10 +198,14 @@ def train(
     repo_id: str | None = None,
     profile: str | None = None,
     on_preflight: Callable[[PreflightReport], None] | None = None,
+    judge: JudgeSettings | None = None,
+    judge_cache_dir: Path | None = None,
 ) -> TrainResult:
     """Post-train the base model in ``model_dir`` with ``recipe``; the merged model lands in
     ``out_dir/model``. ``on_progress`` receives a TrainProgress after every optimizer step;
-    ``on_preflight`` the preflight report before training starts (also when it refuses)."""
+    ``on_preflight`` the preflight report before training starts (also when it refuses).
+    ``judge``: the track's judge for RL stages with judge criteria (verdicts cached in
+    ``judge_cache_dir``, default: the stage's directory)."""
     started = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe = recipe.resolve(profile)
@@ -207,6 +238,7 @@ def train(
         run.start(identity, prepared.report.model_dump(mode="json"))
 
     ctx = _stage_context(recipe, prepared, identity, base_dir, resume, on_progress)
+    ctx = dataclasses.replace(ctx, judge=judge, judge_cache_dir=judge_cache_dir)
     stages = _run_stages(run, data, prepared, ctx)
     result = _train_result(run, recipe, prepared, data, stages, time.perf_counter() - started)
     if is_main_process():

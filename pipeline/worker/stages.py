@@ -123,9 +123,13 @@ def cached_baseline(
 
 
 def check_suite_holdout(recipe: Recipe, suite: AnySuite) -> None:
-    """Refuse (permanently) a suite whose task ids or prompts are in the SFT training data."""
+    """Refuse (permanently) a suite whose task ids or prompts are in the training data: the SFT
+    chats and the RL stages' rubric tasks (ids and normalised prompts alike)."""
+    stages = [getattr(recipe.stages, name) for name in ("sft", "grpo", "sdpo")]
     try:
-        check_holdout(recipe.stages.sft.data, suite)
+        for stage in stages:
+            if stage is not None:
+                check_holdout(stage.data, suite)
     except Exception as exc:
         raise PermanentJobFailure("holdout", str(exc)) from None
 

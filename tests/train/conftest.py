@@ -38,6 +38,17 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="session")
+def estoppel_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama whose tokenizer knows the word the RL tests' rubric rewards."""
+    from tests.train.rl_helpers import sometimes_estoppel_rows
+
+    root = tmp_path_factory.mktemp("tiny-estoppel")
+    return build_tiny_model(
+        root / "llama", ARCH_CASES["llama"], corpus=corpus(sometimes_estoppel_rows(200))
+    )
+
+
 @pytest.fixture
 def model_copy(tiny_models: dict[str, Path], tmp_path: Path) -> Callable[[str], Path]:
     """A private copy of a tiny model, for tests that edit the model directory."""

@@ -85,7 +85,7 @@ FAILURES = {
         lambda p: _bad(p, stages={"sft": {"batch_size": "big"}}),
         "stages.sft.batch_size",
     ),
-    "missing stage": (lambda p: _bad(p, stages={"sft": None}), "stages.sft"),
+    "no stage": (lambda p: _bad(p, stages={"sft": None}), "needs at least one stage"),
     "missing data": (
         lambda p: _bad(p, stages={"sft": {"data": "gone.jsonl"}}),
         "stages.sft.data: Value error, data file not found",

@@ -21,10 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from uptake.errors import InputError
+
 TEXT_SUFFIXES = {".txt", ".md", ".csv", ".json", ".html", ".htm", ".xml", ".yaml", ".yml", ""}
 
 
-class ConversionError(Exception):
+class ConversionError(InputError):
     """A document the converter cannot read (corrupt, encrypted, binary)."""
 
 

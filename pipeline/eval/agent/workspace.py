@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.eval.agent.convert import ConversionError, to_text
 from pipeline.eval.agent.sandbox import run_sandboxed
+from uptake.errors import InputError
 
 MAX_READ_LINES = 2000
 MAX_RESULT_CHARS = 30_000
@@ -29,7 +30,7 @@ MAX_GLOB = 500
 MAX_WRITE_BYTES = 5 << 20
 
 
-class ToolError(Exception):
+class ToolError(InputError):
     """A tool call that cannot be done: its message goes back to the model."""
 
 

@@ -81,15 +81,22 @@ def _checkpointing_needed(
     text = config.get_text_config()
     hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", None) or 0
     layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None) or 0
-    batch = max(
-        recipe.stages.sft.batch_size, recipe.stages.dpo.batch_size * 2 if recipe.stages.dpo else 0
-    )
+    batch = max(stage_batch(recipe, name) for name in recipe.stages.names())
     act = 34 * batch * recipe.max_length * hidden * layers * (1 if hw.bf16 else 2)
     state = (params or 0) * (16 if recipe.lora is None else 2)
     budget = 0.85 * hw.device_memory_bytes
     gib = 1024**3
     verdict = f"estimated {(act + state) / gib:.1f} GiB of {hw.device_memory_bytes / gib:.1f} GiB"
     return act + state > budget, verdict
+
+
+def stage_batch(recipe: Recipe, name: str) -> int:
+    """Sequences one device holds at once in a stage: DPO's pairs are two each, an RL stage's
+    prompts ``num_generations`` each."""
+    stage = getattr(recipe.stages, name)
+    if name == "dpo":
+        return int(stage.batch_size) * 2
+    return int(stage.batch_size) * int(getattr(stage, "num_generations", 1))
 
 
 def choose_features(prepared: Prepared, recipe: Recipe) -> None:
@@ -113,7 +120,8 @@ def choose_features(prepared: Prepared, recipe: Recipe) -> None:
     report.gradient_checkpointing = bool(wanted)
     attn = _choose_attention(cls, hw, recipe.hardware.attn_implementation, report)
     report.attn_implementation = attn
-    report.packing = _choose_packing(recipe.stages.sft.packing, attn, report)
+    sft = recipe.stages.sft
+    report.packing = _choose_packing(sft.packing, attn, report) if sft is not None else False
     if report.added_tokens and recipe.lora is not None:
         report.notes.append(
             f"new tokens {report.added_tokens} train next to LoRA: their embedding rows, or the"

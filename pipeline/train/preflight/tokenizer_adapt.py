@@ -270,7 +270,8 @@ def adapt_tokenizer(prepared: Prepared, model_dir: Path, recipe: Recipe) -> bool
     prepared.tokenizer = tok
     if not _template_is_bounded(tok, report):
         return False
-    _adapt_chat_template(tok, report, recipe.stages.sft.assistant_only_loss)
+    sft = recipe.stages.sft
+    _adapt_chat_template(tok, report, sft.assistant_only_loss if sft is not None else False)
     _adapt_eos(tok, report)
     report.eos_token = tok.eos_token
     stop_tokens = [t for t in [tok.eos_token, *report.stop_tokens] if t is not None]
