@@ -136,6 +136,7 @@ class RunStage(RunEvent):
     tokens_per_s: float | None = None
     eta_s: float | None = Field(None, ge=0)
     message: str | None = None
+    reward_mean: float | None = None  # an RL stage's latest rollout reward mean (the rubric's)
 
 
 class RunFailed(RunEvent):

@@ -299,6 +299,7 @@ def _train_once(ctx: StageContext, model_dir: Path, recipe: Recipe, *, halve: bo
             tokens_per_s=p.tokens_per_s or None,
             eta_s=rate.eta(p.step, p.total_steps),
             message=p.stage,
+            reward_mean=getattr(p, "reward_mean", None),  # RL stages only
             force=p.step == p.total_steps,
         )
         if ctx.lease_lost is not None and ctx.lease_lost.is_set():
@@ -328,6 +329,8 @@ def _train_once(ctx: StageContext, model_dir: Path, recipe: Recipe, *, halve: bo
         repo_id=spec.release.repo_id,
         resume=True,
         on_progress=progress,
+        judge=judge_settings(spec),  # RL stages' judge criteria: the track's judge, its cache
+        judge_cache_dir=spec.state_dir / "judge-cache",
     )
     if outcome.status == "refused" or outcome.result is None:
         raise PermanentJobFailure("train", f"model refused: {outcome.reason}")

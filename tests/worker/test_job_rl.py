@@ -12,6 +12,8 @@ from pipeline.worker.job import run_job
 from tests.train.helpers import write_recipe
 from tests.train.rl_helpers import write_rl_data
 from tests.worker.helpers import TINY_SFT, build_release_dir, dir_release, job_spec, make_track
+from tests.worker.runs_topic import run_events
+from uptake.events import RunStage
 
 pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 GRPO = {
@@ -50,3 +52,10 @@ def test_an_rl_recipe_registers_one_version_with_reward_metrics(
     for name in ("criterion_pass_rate", "all_pass_rate", "zero_spread_groups", "judge_calls"):
         assert len(c.get_metric_history(mv.run_id, f"grpo.reward/{name}")) == 3
     assert run.data.params["recipe.stages.grpo.num_generations"] == "2"
+    # the GRPO steps' progress carries the reward mean in run.stage (what `uptake status` shows)
+    rewards = [
+        e.reward_mean
+        for e in run_events(stack, spec.release.release_id)
+        if isinstance(e, RunStage) and e.stage == "train" and e.reward_mean is not None
+    ]
+    assert rewards and all(0.0 <= r <= 1.5 for r in rewards)
