@@ -26,7 +26,7 @@ from pipeline.worker.tags import (
     JOB_KEY_TAG,
     LEASE_GENERATION_TAG,
 )
-from tests.worker.child_target import patient_run_job
+from tests.worker.child_target import patient_run_job, run_job_halting_after
 from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
 from tests.worker.runs_topic import of_type, run_events
 from uptake.bus.jobs import ChildJob, LongJob
@@ -74,25 +74,26 @@ def resumed(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
     key = job_key(spec)
     c = MlflowClient(tracking_uri=stack.tracking_uri, registry_uri=stack.tracking_uri)
 
-    def tag_set(name: str) -> Callable[[], bool]:
-        def check() -> bool:
-            runs = _key_runs(c, key.digest)
-            return bool(runs) and name in runs[0].data.tags
-
-        return check
+    def halted(stage: str) -> tuple[Callable[..., Any], Callable[[], bool], tuple[str, ...]]:
+        marker = tmp_path_factory.mktemp("halt") / stage
+        return run_job_halting_after, marker.exists, (stage, str(marker))
 
     checkpoint = stack.state_dir / "jobs" / key.digest[:32] / "train" / "sft" / "checkpoints"
-    kills = [
-        ("fetch ended", tag_set(stage_time_tag("fetch", "ended"))),
-        ("baseline ended", tag_set(stage_time_tag("baseline", "ended"))),
+    kills: list[tuple[str, tuple[Callable[..., Any], Callable[[], bool], tuple[str, ...]]]] = [
+        ("fetch ended", halted("fetch")),
+        ("baseline ended", halted("baseline")),
         (
             "a training checkpoint",
-            lambda: (checkpoint / "checkpoint-2" / "trainer_state.json").is_file(),
+            (
+                patient_run_job,
+                lambda: (checkpoint / "checkpoint-2" / "trainer_state.json").is_file(),
+                (),
+            ),
         ),
-        ("train ended", tag_set(stage_time_tag("train", "ended"))),
+        ("train ended", halted("train")),
     ]
-    for attempt, (what, ready) in enumerate(kills, start=1):
-        child = ChildJob(LongJob(patient_run_job, (spec.model_copy(update={"attempt": attempt}),)))
+    for attempt, (what, (target, ready, extra)) in enumerate(kills, start=1):
+        child = ChildJob(LongJob(target, (spec.model_copy(update={"attempt": attempt}), *extra)))
         _kill_when(child, ready, what)
     # another worker: the dead holder's lease is still live, so it waits for it to lapse
     dead_lease = read_lease(c, _key_runs(c, key.digest)[0].info.run_id)
