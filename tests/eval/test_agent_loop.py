@@ -157,6 +157,16 @@ def served(script: Any, sleep_s: float = 0.0) -> tuple[ScriptedAgent, LoopbackSe
     return agent, LoopbackServer(agent.app)
 
 
+def run_scripted(
+    script: Any, judge_url: str, tmp_path: Path, sleep_s: float = 0.0, **kw: Any
+) -> tuple[ScriptedAgent, Any]:
+    """``script`` served as the agent, working the PSA task once under one judge."""
+    agent, server = served(script, sleep_s)
+    with server:
+        root = copy_example(tmp_path, PSA)
+        return agent, run(server.url, root, [judge_settings(judge_url)], tmp_path, **kw)
+
+
 def test_the_turn_cap_ends_a_runaway_agent_and_its_partial_output_is_graded(
     judge_server: tuple[ScriptedJudge, str], tmp_path: Path
 ) -> None:
@@ -167,15 +177,7 @@ def test_the_turn_cap_ends_a_runaway_agent_and_its_partial_output_is_graded(
         first = {"calls": [call("write", path="output/PSA Term Sheet.md", content="draft")]}
         return [first] + [{"calls": [call("glob", pattern="**/*")]}] * 100
 
-    agent, server = served(runaway)
-    with server:
-        result = run(
-            server.url,
-            copy_example(tmp_path, PSA),
-            [judge_settings(judge_url)],
-            tmp_path,
-            limits=AgentLimits(max_turns=3),
-        )
+    agent, result = run_scripted(runaway, judge_url, tmp_path, limits=AgentLimits(max_turns=3))
     stats = result.tasks[0].agent
     assert stats is not None and stats.stop_reason == "turn_cap" and stats.turns == 3
     assert len(agent.requests) == 3
@@ -191,15 +193,9 @@ def test_the_deadline_ends_a_slow_agent(
     def endless(_: str) -> list[Step]:
         return [{"calls": [call("glob", pattern="*")]}] * 100
 
-    _, server = served(endless, sleep_s=0.4)
-    with server:
-        result = run(
-            server.url,
-            copy_example(tmp_path, PSA),
-            [judge_settings(judge_url)],
-            tmp_path,
-            limits=AgentLimits(deadline_s=1.0),
-        )
+    _, result = run_scripted(
+        endless, judge_url, tmp_path, sleep_s=0.4, limits=AgentLimits(deadline_s=1.0)
+    )
     stats = result.tasks[0].agent
     assert stats is not None and stats.stop_reason == "deadline"
     assert 1 <= stats.turns <= 4 and stats.wall_seconds < 5
@@ -214,9 +210,7 @@ def test_a_missing_deliverable_fails_without_a_judge_call(
     def wrong_file(_: str) -> list[Step]:
         return [{"calls": [call("write", path="output/notes.md", content="notes")]}]
 
-    _, server = served(wrong_file)
-    with server:
-        result = run(server.url, copy_example(tmp_path, PSA), [judge_settings(judge_url)], tmp_path)
+    _, result = run_scripted(wrong_file, judge_url, tmp_path)
     assert judge.requests == []
     assert all(
         not c.passed and c.reason == "missing deliverable: psa-term-sheet.docx"
@@ -234,9 +228,7 @@ def test_a_model_that_answers_without_tools_is_graded_on_what_it_wrote(
     def talker(_: str) -> list[Step]:
         return [{"content": "Buyer: Harbor Lane Holdings; price GBP 12,400,000."}]
 
-    _, server = served(talker)
-    with server:
-        result = run(server.url, copy_example(tmp_path, PSA), [judge_settings(judge_url)], tmp_path)
+    _, result = run_scripted(talker, judge_url, tmp_path)
     assert len(judge.requests) == 7
     assert "price GBP 12,400,000" in user_text(judge.requests[0])
     assert result.tasks[0].agent is not None and result.tasks[0].agent.turns == 1
@@ -337,15 +329,9 @@ def test_the_token_budget_ends_the_loop(
     def endless(_: str) -> list[Step]:
         return [{"calls": [call("glob", pattern="*")]}] * 100
 
-    agent, server = served(endless)  # each turn costs 100 in + 20 out
-    with server:
-        result = run(
-            server.url,
-            copy_example(tmp_path, PSA),
-            [judge_settings(judge_url)],
-            tmp_path,
-            limits=AgentLimits(token_budget=250),
-        )
+    agent, result = run_scripted(
+        endless, judge_url, tmp_path, limits=AgentLimits(token_budget=250)
+    )  # each turn costs 100 in + 20 out
     stats = result.tasks[0].agent
     assert stats is not None and stats.stop_reason == "token_budget" and stats.turns == 3
     assert agent.requests[-1]["max_tokens"] == 10  # the last turn got what the budget left
