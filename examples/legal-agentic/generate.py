@@ -101,10 +101,11 @@ def eml(path: Path, sender: str, to: str, subject: str, body: str) -> None:
     path.write_bytes(bytes(msg))
 
 
-def criteria(*items: tuple[str, str, list[str]]) -> list[dict[str, Any]]:
+def criteria(deliverable: str, *items: tuple[str, str]) -> list[dict[str, Any]]:
+    """A task's criteria, numbered in order, each graded on the one ``deliverable``."""
     return [
-        {"id": f"C-{i:03d}", "title": title, "match_criteria": match, "deliverables": names}
-        for i, (title, match, names) in enumerate(items, start=1)
+        {"id": f"C-{i:03d}", "title": title, "match_criteria": match, "deliverables": [deliverable]}
+        for i, (title, match) in enumerate(items, start=1)
     ]
 
 
@@ -131,40 +132,25 @@ def psa_term_sheet(root: Path) -> None:
             "tags": ["M&A", "term sheet"],
             "difficulty": "easy",
             "criteria": criteria(
-                (
-                    "Names the buyer",
-                    "PASS if the buyer is Harbor Lane Holdings. FAIL otherwise.",
-                    ["term_sheet"],
-                ),
+                "term_sheet",
+                ("Names the buyer", "PASS if the buyer is Harbor Lane Holdings. FAIL otherwise."),
                 (
                     "Names the target",
                     "PASS if the target is Cobalt Fabrication Ltd. FAIL otherwise.",
-                    ["term_sheet"],
                 ),
                 (
                     "Purchase price",
                     "PASS if the price is stated as GBP 12,400,000. FAIL if missing or different.",
-                    ["term_sheet"],
                 ),
                 (
                     "Escrow",
                     "PASS if it states 10% (GBP 1,240,000) held in escrow for 18 months. FAIL otherwise.",
-                    ["term_sheet"],
                 ),
-                (
-                    "Long-stop date",
-                    "PASS if the long-stop date is 31 March 2026. FAIL otherwise.",
-                    ["term_sheet"],
-                ),
-                (
-                    "Governing law",
-                    "PASS if governing law is England and Wales. FAIL otherwise.",
-                    ["term_sheet"],
-                ),
+                ("Long-stop date", "PASS if the long-stop date is 31 March 2026. FAIL otherwise."),
+                ("Governing law", "PASS if governing law is England and Wales. FAIL otherwise."),
                 (
                     "Missing consent",
                     "PASS if it flags that Dana Okafor (14% of shares) has not yet consented. FAIL if not flagged.",
-                    ["term_sheet"],
                 ),
             ),
         },
@@ -215,35 +201,30 @@ def nda_review(root: Path) -> None:
             "work_type": "review",
             "tags": ["NDA", "playbook"],
             "criteria": criteria(
+                "issues",
                 (
                     "Term",
                     "PASS if it flags the 10-year confidentiality term against the playbook's 3-year maximum. FAIL otherwise.",
-                    ["issues"],
                 ),
                 (
                     "Non-solicit",
                     "PASS if it flags the 24-month non-solicitation clause as not permitted by the playbook. FAIL otherwise.",
-                    ["issues"],
                 ),
                 (
                     "Governing law",
                     "PASS if it flags New York law against the playbook's English law requirement. FAIL otherwise.",
-                    ["issues"],
                 ),
                 (
                     "Residuals",
                     "PASS if it flags the residuals clause as to be deleted. FAIL otherwise.",
-                    ["issues"],
                 ),
                 (
                     "Client priority",
                     "PASS if it notes the client's instruction that signing is needed by 20 January. FAIL otherwise.",
-                    ["issues"],
                 ),
                 (
                     "Redlines",
                     "PASS if each flagged issue has a proposed replacement wording. FAIL if any flagged issue lacks one.",
-                    ["issues"],
                 ),
             ),
         },
@@ -295,38 +276,18 @@ def severance(root: Path) -> None:
             "work_type": "analyze",
             "tags": ["employment", "severance"],
             "criteria": criteria(
-                ("A. Mensah weeks", "PASS if A. Mensah gets 12 weeks. FAIL otherwise.", ["memo"]),
-                (
-                    "A. Mensah amount",
-                    "PASS if A. Mensah's severance is 18,000. FAIL otherwise.",
-                    ["memo"],
-                ),
-                (
-                    "B. Liu weeks",
-                    "PASS if B. Liu gets 4 weeks (minimum). FAIL otherwise.",
-                    ["memo"],
-                ),
-                ("B. Liu amount", "PASS if B. Liu's severance is 5,000. FAIL otherwise.", ["memo"]),
-                (
-                    "C. Novak cap",
-                    "PASS if C. Novak's weeks are capped at 26. FAIL otherwise.",
-                    ["memo"],
-                ),
-                (
-                    "C. Novak amount",
-                    "PASS if C. Novak's severance is 52,000. FAIL otherwise.",
-                    ["memo"],
-                ),
+                "memo",
+                ("A. Mensah weeks", "PASS if A. Mensah gets 12 weeks. FAIL otherwise."),
+                ("A. Mensah amount", "PASS if A. Mensah's severance is 18,000. FAIL otherwise."),
+                ("B. Liu weeks", "PASS if B. Liu gets 4 weeks (minimum). FAIL otherwise."),
+                ("B. Liu amount", "PASS if B. Liu's severance is 5,000. FAIL otherwise."),
+                ("C. Novak cap", "PASS if C. Novak's weeks are capped at 26. FAIL otherwise."),
+                ("C. Novak amount", "PASS if C. Novak's severance is 52,000. FAIL otherwise."),
                 (
                     "Release",
                     "PASS if it notes payment is conditional on a signed release. FAIL otherwise.",
-                    ["memo"],
                 ),
-                (
-                    "Flag",
-                    "PASS if it flags that C. Novak is on protected leave. FAIL otherwise.",
-                    ["memo"],
-                ),
+                ("Flag", "PASS if it flags that C. Novak is on protected leave. FAIL otherwise."),
             ),
         },
     )
@@ -368,30 +329,26 @@ def limitation(root: Path) -> None:
             "work_type": "analyze",
             "tags": ["limitation", "contract"],
             "criteria": criteria(
+                "note",
                 (
                     "INV-101 barred",
                     "PASS if INV-101 (due 2 December 2019) is time-barred. FAIL otherwise.",
-                    ["note"],
                 ),
                 (
                     "INV-117 not barred",
                     "PASS if INV-117 (due 15 March 2020) is not time-barred. FAIL otherwise.",
-                    ["note"],
                 ),
                 (
                     "INV-130 not barred",
                     "PASS if INV-130 (due 30 June 2021) is not time-barred. FAIL otherwise.",
-                    ["note"],
                 ),
                 (
                     "Deadline",
                     "PASS if it gives 15 March 2026 as the latest date to issue for INV-117. FAIL otherwise.",
-                    ["note"],
                 ),
                 (
                     "Acknowledgment",
                     "PASS if it considers whether the debtor's 2024 email acknowledged the debt. FAIL otherwise.",
-                    ["note"],
                 ),
             ),
         },
