@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,9 @@ AREAS = {
     "housing": ("FHA 3604", "1 year"),
 }
 CLIENTS = ["Ana", "Bo", "Cyrus", "Dina", "Emil", "Fay", "Gus", "Hana"]
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def memo_rows(n: int = 96, seed: int = 0) -> list[dict[str, Any]]:
@@ -157,3 +165,48 @@ def make_remote_code_model(model_dir: Path) -> Path:
     (model_dir / "configuration_tinyfoo.py").write_text(REMOTE_CONFIG, encoding="utf-8")
     (model_dir / "modeling_tinyfoo.py").write_text(REMOTE_MODELING, encoding="utf-8")
     return model_dir
+
+
+def train_killed_after_checkpoint(
+    model: Path, recipe: Path, out: Path, stage: str, step: int, log: Path
+) -> int:
+    """``uptake train`` in a child process, SIGKILLed (no cleanup, no final save) once ``stage``
+    has a checkpoint at ``step`` or later; the step of the last checkpoint it left."""
+    from pipeline.train.run_dir import last_checkpoint
+
+    cmd = [sys.executable, "-m", "uptake.cli", *train_argv(model, recipe, out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ckpt_dir = out / stage / "checkpoints"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            _wait_for_checkpoint(proc, ckpt_dir, step, timeout=240)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    assert not (out / stage / "done.json").exists()
+    ckpt = last_checkpoint(ckpt_dir)
+    assert ckpt is not None
+    return int(json.loads((ckpt / "trainer_state.json").read_text())["global_step"])
+
+
+def _wait_for_checkpoint(
+    proc: subprocess.Popen[bytes], ckpt_dir: Path, step: int, timeout: float
+) -> None:
+    from pipeline.train.run_dir import last_checkpoint
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ckpt = last_checkpoint(ckpt_dir)
+        if ckpt is not None and int(ckpt.name.split("-")[1]) >= step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"training exited early ({proc.returncode}) before checkpoint {step}"
+            )
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint {step} within {timeout}s")

@@ -3,24 +3,22 @@ its reward series intact; an SDPO stage runs through the same machinery."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.train import TrainProgress, load_recipe, train
-from pipeline.train.run_dir import last_checkpoint
-from tests.train.helpers import corpus, memo_rows, train_argv, write_jsonl, write_recipe
+from tests.train.helpers import (
+    corpus,
+    memo_rows,
+    train_killed_after_checkpoint,
+    write_jsonl,
+    write_recipe,
+)
 from tests.train.rl_helpers import grpo_stage, write_rl_data
-from tests.train.test_train_resume import _wait_for_checkpoint
 from uptake.errors import InputError
 from uptake.testing.tiny_models import TinyModelSpec, build_tiny_model
 
-REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 14
 SAVE_STEPS = 3
 
@@ -38,23 +36,9 @@ def test_a_killed_grpo_stage_resumes_from_its_checkpoint(estoppel_model: Path, t
         tmp_path / "recipe", "grpo", max_steps=MAX_STEPS, save_steps=SAVE_STEPS, max_new_tokens=8
     )
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "uptake.cli", *train_argv(estoppel_model, recipe_path, out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    killed_at = train_killed_after_checkpoint(
+        estoppel_model, recipe_path, out, "grpo", 2 * SAVE_STEPS, tmp_path / "first.log"
     )
-    try:
-        _wait_for_checkpoint(proc, out / "grpo" / "checkpoints", 2 * SAVE_STEPS, timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup, no final save
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-2000:]
-    assert not (out / "grpo" / "done.json").exists()
-    ckpt = last_checkpoint(out / "grpo" / "checkpoints")
-    assert ckpt is not None
-    killed_at = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
     assert 2 * SAVE_STEPS <= killed_at < MAX_STEPS
 
     events: list[TrainProgress] = []
