@@ -45,6 +45,17 @@ SERVING_MANIFEST = ".uptake-manifest.json"  # serving.champions.MANIFEST
 GB = 1_000_000_000
 
 
+def jobs_dir(state_dir: Path) -> Path:
+    """``<state>/jobs``: every job's folder is in it."""
+    return state_dir / "jobs"
+
+
+def job_dir(state_dir: Path, key_digest: str) -> Path:
+    """``<state>/jobs/<key digest, 32 hex>``: one job key's folder, the same for every attempt
+    (the worker's plan works in it; its note for this sweep is written there)."""
+    return jobs_dir(state_dir) / key_digest[:32]
+
+
 class JobNote(BaseModel):
     """What the worker notes in a job's folder for retention (``JOB_NOTE``)."""
 
@@ -141,7 +152,7 @@ def job_removals(state_dir: Path, w: WorkerSettings, now: float) -> tuple[list[R
     removals: list[Removal] = []
     in_use: set[Path] = set()
     max_age = w.keep_unfinished_job_days * 86_400
-    for job in _children(state_dir / "jobs"):
+    for job in _children(jobs_dir(state_dir)):
         note = read_note(job)
         if note is not None and note.state == "registered":
             if not w.keep_registered_jobs:

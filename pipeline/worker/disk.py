@@ -21,6 +21,7 @@ from uptake.retention import (
     JobNote,
     apply,
     human,
+    job_dir,
     low_space,
     worker_plan,
     write_note,
@@ -30,16 +31,16 @@ from uptake.worker_config import WorkerSettings
 log = logging.getLogger(__name__)
 
 
-def job_dir(spec: JobSpec) -> Path:
-    """The job's folder (``job.py`` works in it): ``<state>/jobs/<key digest, 32 hex>``."""
-    return spec.state_dir / "jobs" / job_key(spec).digest[:32]
+def job_folder(spec: JobSpec) -> Path:
+    """The job's folder (its plan works in it), keyed as the plan keys it."""
+    return job_dir(spec.state_dir, job_key(spec).digest)
 
 
 def note(spec: JobSpec, state: Literal["running", "registered", "failed"]) -> None:
     """Record the job's state in its folder for the sweep (never raises)."""
     try:
         write_note(
-            job_dir(spec),
+            job_folder(spec),
             JobNote(
                 release_id=spec.release.release_id,
                 track=spec.track.name,

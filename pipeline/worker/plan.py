@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.worker.job_spec import JobKey, JobSpec
+from uptake.retention import job_dir, jobs_dir
 
 if TYPE_CHECKING:
     from pipeline.eval.suites import AnySuite
@@ -75,7 +76,7 @@ def plan_job(spec: JobSpec) -> JobPlan:
     """Read the track's recipe and suite once, key the job by them, snapshot them."""
     recipe = Path(spec.track.recipe).read_bytes()
     suite_src = Path(spec.track.suite)
-    jobs = spec.state_dir / "jobs"
+    jobs = jobs_dir(spec.state_dir)
     copied: Path | None = None
     if suite_src.is_dir():
         suite_sha, copied = _suite_dir_snapshot(suite_src, jobs)
@@ -88,7 +89,7 @@ def plan_job(spec: JobSpec) -> JobPlan:
         recipe_sha=hashlib.sha256(recipe).hexdigest(),
         suite_sha=suite_sha,
     )
-    work = jobs / key.digest[:32]
+    work = job_dir(spec.state_dir, key.digest)
     snapshots = work / "plan"
     snapshots.mkdir(parents=True, exist_ok=True)
     _write_once(snapshots / RECIPE_SNAPSHOT, recipe)

@@ -22,6 +22,7 @@ from pipeline.worker.job_spec import job_key
 from pipeline.worker.launched_train import LaunchedTraining
 from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
 from tests.worker.runs_topic import of_type, run_events
+from uptake.retention import job_dir
 
 # two ranks, each importing torch, transformers and TRL, twice
 pytestmark = [pytest.mark.slow, pytest.mark.one_backend, pytest.mark.timeout(900)]
@@ -54,7 +55,7 @@ def test_two_ranks_train_into_the_jobs_run_and_one_version(stack, launched) -> N
     run = c.get_run(versions[0].run_id)
     assert run.data.metrics["train.steps"] == STEPS
     assert run.data.params["recipe.hardware.num_processes"] == "2"
-    log = stack.state_dir / "jobs" / launched["key"].digest[:32] / "train" / "launch.log"
+    log = job_dir(stack.state_dir, launched["key"].digest) / "train" / "launch.log"
     first = log.read_text().splitlines()[0]
     assert "accelerate.commands.launch --num_processes 2" in first
     assert f"--run-id {run.info.run_id}" in first

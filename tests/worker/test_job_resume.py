@@ -31,6 +31,7 @@ from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_
 from tests.worker.runs_topic import of_type, run_events
 from uptake.bus.jobs import ChildJob, LongJob
 from uptake.mlflow_contract import stage_time_tag
+from uptake.retention import job_dir
 
 # three spawned children (each imports torch, transformers, MLflow) and four trainings
 pytestmark = [pytest.mark.slow, pytest.mark.one_backend, pytest.mark.timeout(1800)]
@@ -78,7 +79,7 @@ def resumed(stack, drops: Path, unique, tmp_path_factory) -> dict[str, Any]:
         marker = tmp_path_factory.mktemp("halt") / stage
         return run_job_halting_after, marker.exists, (stage, str(marker))
 
-    checkpoint = stack.state_dir / "jobs" / key.digest[:32] / "train" / "sft" / "checkpoints"
+    checkpoint = job_dir(stack.state_dir, key.digest) / "train" / "sft" / "checkpoints"
     kills: list[tuple[str, tuple[Callable[..., Any], Callable[[], bool], tuple[str, ...]]]] = [
         ("fetch ended", halted("fetch")),
         ("baseline ended", halted("baseline")),
