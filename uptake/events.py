@@ -41,9 +41,13 @@ def _now() -> datetime:
 
 
 class Event(BaseModel):
-    """Fields every event carries. Subclasses set ``type`` and ``SCHEMA_VERSION``."""
+    """Fields every event carries. Subclasses set ``type`` and ``SCHEMA_VERSION``.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Numbers are finite: JSON has no NaN or infinity (Python writes them as bare ``NaN`` and
+    ``Infinity`` tokens other readers reject, and pydantic writes ``null``, so an event would
+    not survive its own round trip); such an event is refused like any malformed one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     SCHEMA_VERSION: ClassVar[int] = 1
     TOPIC: ClassVar[str]  # logical topic: releases | runs | decisions | dlq

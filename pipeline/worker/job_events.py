@@ -9,6 +9,7 @@ publishes for a child that died without a word (killed, out of memory, past its 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -19,6 +20,12 @@ from uptake.urls import redact_userinfo
 
 log = logging.getLogger(__name__)
 PRODUCER = "pipeline-worker"
+
+
+def finite_or_none(value: Any) -> Any:
+    """A float that is NaN or infinite (a diverged loss, an ETA before the first step) as
+    unknown: events carry finite numbers only."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def failure_event(
@@ -96,7 +103,7 @@ class JobEvents:
             run_id=self.run_id,
             stage=stage,
             track=self.spec.track.name,
-            **fields,
+            **{k: finite_or_none(v) for k, v in fields.items()},
         )
         try:
             self.publish(event)

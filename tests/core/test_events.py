@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.core.events_factory import RID, one_of_each
-from uptake.events import EVENT_TYPES, EventDecodeError, ReleaseDetected, decode_event
+from uptake.events import EVENT_TYPES, EventDecodeError, ReleaseDetected, RunStage, decode_event
 
 
 def test_every_registered_type_has_an_example() -> None:
@@ -55,6 +55,16 @@ def test_untrusted_messages_raise_typed_errors(value, kind, fragment) -> None:
         decode_event(value)
     assert info.value.kind == kind
     assert fragment in info.value.reason
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_that_is_not_finite_is_refused(value: str) -> None:
+    """Python's json reads these bare tokens; an event holding one would not survive its own
+    round trip (pydantic writes null), so it is malformed."""
+    stage = RunStage(release_id="hf:acme/m@1", stage="train", loss=1.0).to_json()
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(stage.replace(b'"loss":1.0', f'"loss":{value}'.encode()))
+    assert info.value.kind == "invalid_event" and "loss" in info.value.reason
 
 
 def test_naive_timestamps_are_refused_and_aware_ones_normalised() -> None:

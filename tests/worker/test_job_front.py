@@ -394,3 +394,13 @@ def test_a_fresh_job_keeps_to_its_bookkeeping_budget(spec: JobSpec) -> None:
         "set_challenger": 1,
         "set_status": 1,
     }
+
+
+def test_a_diverged_loss_goes_out_as_unknown_not_as_a_refused_event(spec: JobSpec) -> None:
+    """Events carry finite numbers only: a NaN loss or an infinite ETA is published as None
+    (building the event with them would raise inside the training's progress callback)."""
+    published = Published()
+    events = JobEvents(spec, producer=published)
+    events.stage("train", force=True, step=3, loss=float("nan"), eta_s=float("inf"))
+    (stage,) = published.of("run.stage")
+    assert stage.step == 3 and stage.loss is None and stage.eta_s is None
