@@ -51,3 +51,12 @@ class RubricSDPOTrainer(SDPOTrainer):
     def __init__(self, *args: Any, rubric: RubricReward, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.teacher_context_builder = FeedbackContextBuilder(self, rubric)
+
+    def _record_completion_metrics(self, mode: str, batch: Any) -> None:
+        """TRL's metrics, plus the tokens count GRPO keeps and SDPO (1.16) does not: every
+        rollout's prompt and completion tokens, so tokens/s means the same in both stages."""
+        super()._record_completion_metrics(mode, batch)
+        if mode == "train":
+            prompts = self.accelerator.gather(batch["prompt_mask"].sum(dim=1))
+            completions = self.accelerator.gather(batch["raw_completion_lengths"])
+            self.state.num_input_tokens_seen += int((prompts.sum() + completions.sum()).item())

@@ -125,6 +125,15 @@ def test_a_group_with_a_successful_rollout_shows_it_to_the_teacher(
         assert "Correct solution" in text and "failed these criteria" not in text
 
 
+def test_the_rollouts_tokens_are_counted_as_grpo_counts_them(
+    one_step: tuple[Any, RubricReward],
+) -> None:
+    """Prompt plus completion tokens of the step's 8 rollouts (TRL's SDPO counts none)."""
+    trainer, reward = one_step
+    [(_, generated)] = reward.metric_series()["reward/tokens_generated"]
+    assert trainer.state.num_input_tokens_seen > generated > 0
+
+
 def test_distillation_weight_zero_is_grpo(estoppel_model: Path, tmp_path: Path) -> None:
     """No distillation: the loss is GRPO's clipped policy-gradient loss alone, the teacher
     is not asked; with the default weight both losses count."""
