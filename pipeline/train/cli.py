@@ -191,13 +191,19 @@ def register(app: typer.Typer) -> None:
             "--halve-batch",
             help="half the per-device batch, twice the accumulation (after an out-of-memory)",
         ),
+        recipe_origin: Path | None = typer.Option(
+            None,
+            "--recipe-origin",
+            hidden=True,
+            help="RECIPE is a copy of this file: relative data paths are anchored at its folder",
+        ),
         config: ConfigOption = None,
     ) -> None:
         """Post-train MODEL with RECIPE; writes a merged, self-contained model to OUT/model."""
         from uptake.errors import InputError
         from uptake.settings import load_settings
 
-        spec = load_recipe(recipe)  # exit 2 on a bad recipe, before torch is imported
+        spec = load_recipe(recipe, recipe_origin)  # exit 2 on a bad recipe, before torch
         if profile is not None and profile not in PROFILES:
             raise InputError(f"--profile: expected one of {PROFILES}, got {profile!r}")
         resolved = spec.resolve(profile)
@@ -215,6 +221,7 @@ def register(app: typer.Typer) -> None:
                 profile=resolved.profile,
                 model=model,
                 recipe=recipe,
+                recipe_origin=recipe_origin,
                 out=out,
                 resume=resume,
                 repo_id=repo_id,

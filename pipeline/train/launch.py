@@ -29,6 +29,7 @@ def accelerate_command(
     model: Path,
     recipe: Path,
     out: Path,
+    recipe_origin: Path | None = None,
     resume: bool = False,
     profile: str | None = None,
     repo_id: str | None = None,
@@ -75,6 +76,8 @@ def accelerate_command(
         "--num-processes",
         str(num_processes),
     ]
+    if recipe_origin is not None:
+        cmd += ["--recipe-origin", str(recipe_origin)]
     if resume:
         cmd.append("--resume")
     if profile:

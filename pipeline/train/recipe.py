@@ -437,8 +437,10 @@ def parse_recipe(text: str, source: Path | None = None) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file. Raises RecipeError (exit 2) naming the bad field."""
+def load_recipe(path: str | Path, origin: Path | None = None) -> Recipe:
+    """Read and validate a recipe file. Raises RecipeError (exit 2) naming the bad field.
+    ``origin``: the file a copy was taken from, whose folder anchors relative data paths (a
+    job's snapshot of its track's recipe); by default the file itself."""
     source = Path(path).expanduser().resolve()
     if not source.is_file():
         raise RecipeError(f"recipe file not found: {path}")
@@ -446,7 +448,7 @@ def load_recipe(path: str | Path) -> Recipe:
         text = source.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise RecipeError(f"invalid recipe {source}: not UTF-8 text") from None
-    recipe = parse_recipe(text, source)
+    recipe = parse_recipe(text, origin.expanduser().resolve() if origin else source)
     # Hash the exact bytes, not a re-serialisation: same file, same sha everywhere.
     recipe._sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
     return recipe

@@ -43,7 +43,8 @@ class LaunchedTraining(BaseModel):
 
     num_processes: int
     model_dir: Path
-    recipe: Path  # the track's recipe file: its sha256 stays the one the job key holds
+    recipe: Path  # the job's snapshot of the track's recipe: the bytes the job key holds
+    recipe_origin: Path | None = None  # the track's recipe: its folder anchors data paths
     profile: str | None
     out_dir: Path
     run_id: str
@@ -65,6 +66,7 @@ class LaunchedTraining(BaseModel):
             num_processes=self.num_processes,
             model=self.model_dir,
             recipe=self.recipe,
+            recipe_origin=self.recipe_origin,
             out=self.out_dir,
             resume=True,
             profile=self.profile,

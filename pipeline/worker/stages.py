@@ -309,7 +309,8 @@ def _train_once(ctx: StageContext, model_dir: Path, recipe: Recipe, *, halve: bo
         return LaunchedTraining(
             num_processes=recipe.hardware.num_processes,
             model_dir=model_dir,
-            recipe=spec.track.recipe,
+            recipe=ctx.plan.recipe_path,  # the snapshot: what the key and the stages read
+            recipe_origin=ctx.plan.recipe_origin,
             profile=recipe.profile,
             out_dir=work / "train",
             run_id=rid,

@@ -20,6 +20,7 @@ from pipeline.worker.failures import JobFailed, LaunchedOutOfMemory, is_oom
 from pipeline.worker.job import run_job
 from pipeline.worker.job_spec import job_key
 from pipeline.worker.launched_train import LaunchedTraining
+from pipeline.worker.plan import RECIPE_SNAPSHOT
 from tests.worker.helpers import build_release_dir, dir_release, job_spec, make_track
 from tests.worker.runs_topic import of_type, run_events
 from uptake.retention import job_dir
@@ -55,9 +56,13 @@ def test_two_ranks_train_into_the_jobs_run_and_one_version(stack, launched) -> N
     run = c.get_run(versions[0].run_id)
     assert run.data.metrics["train.steps"] == STEPS
     assert run.data.params["recipe.hardware.num_processes"] == "2"
-    log = job_dir(stack.state_dir, launched["key"].digest) / "train" / "launch.log"
-    first = log.read_text().splitlines()[0]
+    work = job_dir(stack.state_dir, launched["key"].digest)
+    first = (work / "train" / "launch.log").read_text().splitlines()[0]
     assert "accelerate.commands.launch --num_processes 2" in first
+    # the ranks read the job's snapshot of the recipe (the bytes its key holds), with the
+    # track's folder anchoring the recipe's relative data paths
+    assert f"--recipe {work / 'plan' / RECIPE_SNAPSHOT} " in first
+    assert f"--recipe-origin {Path(spec.track.recipe).resolve()} " in first
     assert f"--run-id {run.info.run_id}" in first
 
 
