@@ -7,19 +7,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from registry import audit
-from registry.context import Context
-from registry.db import make_engine
-from registry.mlflow_registry import Registry
-from registry.rollback import rollback as do_rollback
-from registry.service import PRODUCER, PromoterService, make_context
-from uptake.bus import EventProducer
 from uptake.config_option import ConfigOption, settings_from
 from uptake.errors import DependencyError, InputError
 from uptake.mlflow_contract import (
@@ -35,6 +28,12 @@ from uptake.service_runtime import stop_event
 from uptake.settings import Settings
 from uptake.stack.local import resolved_settings
 from uptake.stack.probes import mlflow_healthy
+
+if TYPE_CHECKING:
+    from registry.mlflow_registry import Registry
+
+# MLflow, SQLAlchemy and Kafka are imported by the commands that use them: this module is
+# registered for every ``uptake`` command, and MLflow alone takes about a second and a half
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -61,6 +60,8 @@ def promoter(
     ] = True,
 ) -> None:
     """Run the promoter: gate candidates, act on approvals, move the champion alias."""
+    from registry.service import PromoterService
+
     settings = settings_from(config)
     service = PromoterService(settings, alerts=alerts and not once)
     if once:
@@ -106,6 +107,8 @@ def _verdict(
     by: str | None,
     wait: float,
 ) -> None:
+    from registry.mlflow_registry import Registry
+
     settings = _settings(config)
     registry = Registry(settings.tracking_uri)
     if registry.find_version(model, version) is None:
@@ -156,6 +159,10 @@ def history(
     ] = False,
 ) -> None:
     """Print the audit trail of champion changes of MODEL."""
+    from registry import audit
+    from registry.db import make_engine
+    from registry.mlflow_registry import Registry
+
     if from_mlflow:
         settings = _settings(config)
         rows = audit.read_mirror(Registry(settings.tracking_uri), model)
@@ -206,6 +213,11 @@ def rollback(
     note: Annotated[str, typer.Option("--note", help="Why (kept in the audit trail).")] = "",
 ) -> None:
     """Restore the previous champion of MODEL (or --to VERSION), audited and announced."""
+    from registry.context import Context
+    from registry.rollback import rollback as do_rollback
+    from registry.service import PRODUCER, make_context
+    from uptake.bus import EventProducer
+
     settings = _settings(config)
     try:
         producer: EventProducer | None = EventProducer(settings, producer_name=PRODUCER)

@@ -3,27 +3,9 @@
 ``uptake report`` (``registry.report.cli``) gathers a version from MLflow (``gather``),
 draws its plots (``plots``) and writes a self-contained HTML page and a Markdown twin
 (``render``); the same plots go to the version's MLflow run under ``report/``.
-``write_summary`` renders the adoption table of every version (the demo's closing table).
+``write.write_summary`` renders the adoption table of every version (the demo's closing table).
+
+Import from the modules themselves (``write``, ``gather``, ``model``, ``render``): this package
+imports nothing, so ``uptake``'s command line, which registers ``registry.report.cli`` for
+every command, does not load MLflow (about a second and a half) to print a config error.
 """
-
-from __future__ import annotations
-
-from registry.report.gather import gather_version, summary_rows
-from registry.report.model import ReportError, Row, VersionReport
-from registry.report.render import summary_markdown
-from registry.report.write import ReportFiles, write_all, write_summary, write_version
-from uptake.cost import Price
-
-__all__ = [
-    "Price",
-    "ReportError",
-    "ReportFiles",
-    "Row",
-    "VersionReport",
-    "gather_version",
-    "summary_markdown",
-    "summary_rows",
-    "write_all",
-    "write_summary",
-    "write_version",
-]

@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from registry.mlflow_registry import Registry
-from registry.report.write import write_all, write_version
 from uptake.config_option import ConfigOption, settings_from
 from uptake.cost import Price
 from uptake.cost_options import (
@@ -59,6 +57,9 @@ def report(
     )
     if not mlflow_healthy(settings.tracking_uri, timeout_s=5):
         raise DependencyError(f"MLflow is not reachable at {settings.tracking_uri}")
+    from registry.mlflow_registry import Registry  # MLflow: imported when a report is asked for
+    from registry.report.write import write_all, write_version
+
     reg = Registry(settings.tracking_uri)
     target = out or settings.state_dir / "reports" / name
     if every:

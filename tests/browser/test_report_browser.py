@@ -17,13 +17,17 @@ from playwright.sync_api import Page, expect
 from pipeline.eval.cost import cost_metrics
 from pipeline.eval.results import GenerationStats
 from registry.mlflow_registry import Registry
-from registry.report import Price, write_all, write_version
+from registry.report.write import write_all, write_version
 from tests.conftest import MlflowServer
 from tests.registry.helpers import BASE, GOOD, Worker, eval_result
 from tests.registry.test_report import TIMELINE, Adoptions, adoptions  # noqa: F401 (fixture)
+from uptake.cost import Price
 from uptake.demo.config import CPU_HOUR_USD
 from uptake.formatting import ELLIPSIS, MISSING
 from uptake.mlflow_contract import BASELINE_PREFIX, COST_PER_TASK
+
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
 
 # a long hub repo id and a 64-hex revision (a dir source's content hash): 140 characters
 LONG_REPO = "an-organisation-with-a-long-name/legal-memo-llama-3.3-70b-instruct-sft-dpo-2607"

@@ -17,20 +17,16 @@ from mlflow.entities import Metric, RunTag
 
 from registry.decision_flow import handle_candidate
 from registry.mlflow_registry import Registry
-from registry.report import (
-    Price,
-    ReportError,
-    summary_markdown,
-    summary_rows,
-    write_all,
-    write_version,
-)
-from registry.report.gather import gather_version
+from registry.report.gather import gather_version, summary_rows
+from registry.report.model import ReportError
+from registry.report.render import summary_markdown
+from registry.report.write import write_all, write_version
 from registry.service import make_context
 from tests.conftest import MlflowServer
 from tests.registry.conftest import configure
 from tests.registry.helpers import GOOD, SPIKY, Worker
 from uptake.cli import main
+from uptake.cost import Price
 from uptake.mlflow_contract import (
     COST_PER_TASK,
     DETECTED_AT_TAG,
@@ -45,6 +41,9 @@ from uptake.mlflow_contract import (
     stage_time_tag,
 )
 from uptake.settings import Settings
+
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
 
 SUITE = "s" * 64
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)  # released 10 min ago
