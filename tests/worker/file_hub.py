@@ -29,10 +29,13 @@ class FileHub:
     faults: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     down_until: float = 0.0  # monotonic time until which every request gets a 503
+    down_s: float = 0.0  # an outage that starts with the next request (``down_for``)
 
     def down_for(self, seconds: float) -> None:
-        """Answer 503 to everything for ``seconds`` from now (an outage, not a count)."""
-        self.down_until = time.monotonic() + seconds
+        """Answer 503 to everything for ``seconds`` from the next request on (an outage, not a
+        count; timed from the first request it meets, so a client that is slow to start, on a
+        loaded machine, meets all of it)."""
+        self.down_s = seconds
 
     def add(self, repo_id: str, folder: Path) -> str:
         """Serve ``folder`` as ``repo_id``; return its commit sha."""
@@ -82,6 +85,8 @@ class FileHub:
             def _route(self) -> None:
                 with hub.lock:
                     fault = hub.faults.pop(0) if hub.faults else None
+                    if hub.down_s:
+                        hub.down_until, hub.down_s = time.monotonic() + hub.down_s, 0.0
                 if fault is None and time.monotonic() < hub.down_until:
                     fault = 503
                 if fault is not None:

@@ -4,8 +4,9 @@ is adopted once the hub answers; the release ends in exactly one terminal event.
 
 The issue's 5 minutes are scaled down: the hub client retries a 503 for ~23 s by itself
 (huggingface_hub's ``http_backoff``: 1 + 2 + 4 + 8 + 8 s), the job's own stage retries are
-off here, so one attempt's budget is ~23 s; the outage (40 s) outlasts it, which used to end
-the release (committed, never adopted). The worker's delays start at 2 s."""
+off here, so one attempt's budget is ~23 s; the outage (40 s from the hub's first request,
+however long the job took to start) outlasts it, which used to end the release (committed,
+never adopted). The worker's delays start at 2 s."""
 
 from __future__ import annotations
 
