@@ -45,7 +45,8 @@ from uptake.settings import Settings
 
 # a promoter, serving, the MLflow UI and a browser; the browser fixture comes first so that
 # a missing browser skips (or fails) before any server starts
-pytestmark = pytest.mark.slow
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 # "within seconds": a webhook delivery and one decision (a few MLflow calls); generous
 # because CI's 2 cores are shared. The reconcile loop is an hour away, so only the webhook

@@ -9,10 +9,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import MlflowServer
 from tests.core.cli_helpers import run_uptake
 from uptake.retention import FETCHED_MARK, SERVING_MANIFEST, JobNote, write_note
 from uptake.stack.process import free_port
+
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
 
 
 def _aged(path: Path, seconds_ago: float) -> Path:

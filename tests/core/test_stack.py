@@ -18,6 +18,9 @@ from uptake.services import SERVICES
 from uptake.stack.probes import kafka_healthy
 from uptake.stack.process import free_port
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 
 def _status(home: Path, **env: str) -> tuple[int, dict]:
     result = run_uptake("status", "--json", "--timeout", "2", home=home, **env)

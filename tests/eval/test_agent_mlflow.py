@@ -27,6 +27,9 @@ from uptake.mlflow_contract import (
 )
 from uptake.settings import JudgeSettings
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 
 def reader(_: str) -> list[Step]:
     return [

@@ -29,6 +29,9 @@ from uptake.mlflow_contract import (
     TOKENS_OUT,
 )
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 PROMPTS = ["What is the deadline?", "Which statute governs a lease?", "Hi"]
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from registry import db
@@ -25,6 +26,9 @@ from tests.registry.conftest import configure
 from tests.registry.helpers import GOOD, Worker, wait_for
 from uptake.bus import EventProducer, ensure_topics
 from uptake.settings import Settings
+
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
 
 DELAY_S = 1.5
 REGISTRY_PATHS = ("/registered-models/", "/model-versions/")

@@ -20,6 +20,9 @@ import yaml
 from tests.core.cli_helpers import ROOT, clean_env
 from uptake.settings import Settings
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 CASES = {
     # (command, whose consumer crashes, the reason the error line gives)
     "promoter": ("promoter", "promoter", "promoter: consumer died: InjectedCrash"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from registry.decision_flow import handle_candidate
 from registry.evidence import Evidence, event_differences
 from registry.mlflow_registry import Registry
@@ -18,6 +20,9 @@ from tests.registry.helpers import BASE, GOOD, Worker, wait_for
 from uptake.bus import EventProducer, ensure_topics
 from uptake.events import CandidateRegistered, DeadLetter, decode_event
 from uptake.settings import Settings
+
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
 
 BEST = {"immigration": [3, 3, 3, 3, 1], "tax": [3, 3, 3, 3, 2]}
 

@@ -17,6 +17,9 @@ from tests.conftest import MlflowServer
 from tests.serving.conftest import running, serving_settings
 from tests.serving.helpers import Registrar, wait_for
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 PROMPT = [{"role": "user", "content": "When is the filing deadline?"}]
 HEADER = "x-uptake-model-version"
 

@@ -22,6 +22,9 @@ from tests.conftest import MlflowServer
 from tests.serving.conftest import running, serving_settings
 from tests.serving.helpers import Registrar, wait_for
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 PROMPT = [{"role": "user", "content": "When is the filing deadline?"}]
 LONG = 1000  # new tokens: about 7 s for a batch of them on this machine's tiny model
 BATCH, QUEUE, CAP = 4, 8, 40

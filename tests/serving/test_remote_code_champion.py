@@ -25,6 +25,9 @@ from tests.train.helpers import make_remote_code_model
 from uptake.mlflow_contract import BASE_MODEL_TAG, RELEASE_ID_TAG
 from uptake.watcher_config import DirSourceConfig, HfSourceConfig
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 PROMPT = [{"role": "user", "content": "Which statute governs the deadline?"}]
 
 

@@ -22,6 +22,9 @@ from tests.serving.conftest import running, serving_settings
 from tests.serving.helpers import Registrar, wait_for
 from tests.serving.scripted_model import ARGUMENTS, TOOL, TOOLS, build_scripted_model
 
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = pytest.mark.one_backend
+
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 

@@ -25,7 +25,8 @@ from tests.serving.vllm_standin import STANDIN, processes_named, wait_gone, writ
 from uptake.serving_config import VllmConfig
 
 HEADER = "x-uptake-model-version"
-pytestmark = pytest.mark.slow
+# what this module tests does not depend on the MLflow store: one store (README "Tests")
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 
 def answer_text(resp: httpx.Response) -> str:

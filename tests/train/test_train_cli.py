@@ -190,6 +190,7 @@ def test_cli_logs_a_refusal_to_mlflow_as_a_failed_run(
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
+@pytest.mark.one_backend  # the subject is the config file, not the store
 def test_cli_takes_its_settings_from_config(
     model_copy, tmp_path, capsys, mlflow_server, monkeypatch
 ) -> None:
