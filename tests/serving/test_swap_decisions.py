@@ -162,6 +162,9 @@ def server(
             for name in names:
                 wait_for(lambda s=started, n=name: s.manager.current(n), what=f"{name}'s champion")
             yield started
+            # end the hung download before the service stops: stopping waits for its loads
+            # (a minute of teardown, when the download was released only after the stop)
+            source.release.set()
     finally:
         source.release.set()
 
